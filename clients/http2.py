@@ -1,0 +1,304 @@
+"""HTTP/2 transport: the h2 state machine under a small asyncio Protocol.
+
+TLS with ALPN "h2" (anything else negotiated is a FallbackError), or cleartext h2c with
+prior knowledge when `Target.tls` is False. With reuse, all concurrent requests share
+one connection as multiplexed streams; without, each request gets its own connection.
+
+Receive windows are opened to 16 MiB (stream and connection), as curl and browsers do:
+with h2's default 64 KiB a 150 KB embedding response would wait on WINDOW_UPDATE round
+trips that no real client pays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from typing import AsyncIterator
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
+from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+
+RECEIVE_WINDOW = 16 * 1024 * 1024
+
+
+class _H2Stream(HttpExchange):
+    def __init__(self, conn: "_H2Protocol", stream_id: int, new: bool,
+                 connect_ns: int | None) -> None:
+        self.conn, self.stream_id = conn, stream_id
+        self.new, self.connect_ns = new, connect_ns
+        self.headers_ready: asyncio.Future = conn.loop.create_future()
+        self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        self.waiter: asyncio.Future | None = None
+        self.ended = False
+        self.error: Exception | None = None
+
+    def set_headers(self, headers: Headers, t: int) -> None:
+        status = 0
+        rest = []
+        for k, v in headers:
+            if k == b":status":
+                status = int(v)
+            else:
+                rest.append((k, v))
+        self.response = HttpResponse(status, rest, t, self.new, self.connect_ns)
+        if not self.headers_ready.done():
+            self.headers_ready.set_result(None)
+
+    def push(self, data: bytes, t: int) -> None:
+        self.chunks.append((data, t))
+        self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def fail(self, exc: Exception) -> None:
+        self.error = exc
+        if not self.headers_ready.done():
+            self.headers_ready.set_exception(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def body_chunks(self) -> AsyncIterator[tuple[bytes, int]]:
+        while True:
+            while self.chunks:
+                yield self.chunks.popleft()
+            if self.ended:
+                return
+            if self.error is not None:
+                raise self.error
+            self.waiter = self.conn.loop.create_future()
+            await self.waiter
+            self.waiter = None
+
+    async def aclose(self) -> None:
+        self.conn.finish_stream(self)
+
+
+class _H2Protocol(asyncio.Protocol):
+    def __init__(self, transport_owner: "Http2Transport") -> None:
+        self.owner = transport_owner
+        self.loop = asyncio.get_running_loop()
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _H2Stream] = {}
+        self.closed = False
+        self.got_settings = False      # the server's SETTINGS: proof it speaks HTTP/2
+        self.window_waiters: list[asyncio.Future] = []
+        self.stream_slot_waiters: list[asyncio.Future] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(RECEIVE_WINDOW - 65535)
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.closed:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        t = clock_ns()                       # one receive time for this whole read
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            if data.startswith(b"HTTP/1."):     # h2c prior knowledge refused by an h1 server
+                self._fail_all(FallbackError("asked for h2c, server answered HTTP/1.x"))
+            else:
+                self._fail_all(ProtocolViolation(f"HTTP/2 protocol error: {exc}"))
+            self.transport.close()
+            return
+        for ev in events:
+            self._dispatch(ev, t)
+        self.flush()
+
+    def _dispatch(self, ev: h2.events.Event, t: int) -> None:
+        if isinstance(ev, h2.events.DataReceived):
+            stream = self.streams.get(ev.stream_id)
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            if stream is not None:
+                stream.push(ev.data, t)
+        elif isinstance(ev, h2.events.ResponseReceived):
+            stream = self.streams.get(ev.stream_id)
+            if stream is not None:
+                stream.set_headers(ev.headers, t)
+        elif isinstance(ev, h2.events.StreamEnded):
+            stream = self.streams.get(ev.stream_id)
+            if stream is not None:
+                stream.end()
+            self._wake(self.stream_slot_waiters)
+        elif isinstance(ev, h2.events.StreamReset):
+            stream = self.streams.get(ev.stream_id)
+            if stream is not None:
+                code = h2.errors.ErrorCodes(ev.error_code).name if ev.error_code in \
+                    h2.errors.ErrorCodes._value2member_map_ else ev.error_code
+                stream.fail(ConnectionLost(f"server reset stream {ev.stream_id} ({code})"))
+            self._wake(self.stream_slot_waiters)
+        elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            if isinstance(ev, h2.events.RemoteSettingsChanged):
+                self.got_settings = True
+            self._wake(self.window_waiters)
+            self._wake(self.stream_slot_waiters)
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self._fail_all(ConnectionLost(f"server sent GOAWAY ({ev.error_code!r})"))
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future]) -> None:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        waiters.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.got_settings:
+            self._fail_all(ConnectionLost(f"connection closed ({exc or 'EOF'})"))
+        else:
+            self._fail_all(FallbackError("server closed the connection without sending "
+                                         "HTTP/2 SETTINGS: it does not speak HTTP/2 here"))
+        self._wake(self.window_waiters)
+        self._wake(self.stream_slot_waiters)
+
+    def _fail_all(self, exc: Exception) -> None:
+        for stream in self.streams.values():
+            if not stream.ended:
+                stream.fail(exc)
+
+    async def _wait(self, waiters: list[asyncio.Future]) -> None:
+        fut = self.loop.create_future()
+        waiters.append(fut)
+        await fut
+        if self.closed:
+            raise ConnectionLost("connection closed while waiting to send")
+
+    async def open_stream(self, headers: Headers, body: bytes, new: bool,
+                          connect_ns: int | None) -> _H2Stream:
+        while self.h2.open_outbound_streams >= self.h2.remote_settings.max_concurrent_streams:
+            await self._wait(self.stream_slot_waiters)      # respect the server's limit
+        stream_id = self.h2.get_next_available_stream_id()
+        stream = _H2Stream(self, stream_id, new, connect_ns)
+        self.streams[stream_id] = stream
+        self.h2.send_headers(stream_id, headers, end_stream=not body)
+        self.flush()
+        if body:
+            await self._send_body(stream_id, body)
+        return stream
+
+    async def _send_body(self, stream_id: int, body: bytes) -> None:
+        view = memoryview(body)
+        while view:
+            window = min(self.h2.local_flow_control_window(stream_id),
+                         self.h2.max_outbound_frame_size)
+            if window <= 0:
+                await self._wait(self.window_waiters)
+                continue
+            piece, view = view[:window], view[window:]
+            self.h2.send_data(stream_id, piece.tobytes(), end_stream=not view)
+            self.flush()
+
+    def finish_stream(self, stream: _H2Stream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        if not stream.ended and not self.closed:
+            try:      # the caller left early: tell the server to stop sending
+                self.h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+                self.flush()
+            except h2.exceptions.StreamClosedError:
+                pass
+        self.owner.stream_done(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.h2.close_connection()
+            self.flush()
+            self.transport.close()
+
+
+class Http2Transport(HttpTransport):
+    version = "2"
+
+    def __init__(self, target: Target, *, reuse: bool) -> None:
+        super().__init__(target, reuse=reuse)
+        self.tls = target.tls is not False
+        self._ssl: ssl.SSLContext | None = None
+        if self.tls:
+            from servers.tls import client_context
+            self._ssl = client_context(target.ca, ["h2"])
+        self.shared: _H2Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+        self.conns: set[_H2Protocol] = set()
+        self._scheme = b"https" if self.tls else b"http"
+        self._authority = target.authority.encode()
+
+    async def _connect(self) -> tuple[_H2Protocol, int]:
+        t0 = clock_ns()
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(
+                lambda: _H2Protocol(self), self.target.host, self.target.port, ssl=self._ssl,
+                server_hostname=self.target.server_name if self._ssl else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"HTTP/2 connect to {self.target.host}:{self.target.port} "
+                               f"failed: {exc}") from exc
+        if self._ssl is not None:
+            alpn = conn.transport.get_extra_info("ssl_object").selected_alpn_protocol()
+            if alpn != "h2":
+                conn.transport.close()
+                raise FallbackError(f"asked for h2 via ALPN, server selected {alpn!r}")
+        self.conns.add(conn)
+        return conn, clock_ns() - t0
+
+    async def _connection(self) -> tuple[_H2Protocol, bool, int | None]:
+        if not self.reuse:
+            conn, took = await self._connect()
+            return conn, True, took
+        if self.shared is not None and not self.shared.closed:
+            return self.shared, False, None
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:       # concurrent first callers share one connect
+            if self.shared is not None and not self.shared.closed:
+                return self.shared, False, None
+            self.shared, took = await self._connect()
+            return self.shared, True, took
+
+    async def request(self, method: bytes, path: bytes, headers: Headers,
+                      body: bytes) -> HttpExchange:
+        conn, new, took = await self._connection()
+        all_headers = [(b":method", method), (b":scheme", self._scheme),
+                       (b":authority", self._authority), (b":path", path), *headers,
+                       (b"content-length", b"%d" % len(body))]
+        stream = await conn.open_stream(all_headers, body, new, took)
+        try:
+            await stream.headers_ready
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    def stream_done(self, conn: _H2Protocol) -> None:
+        if not self.reuse:
+            conn.close()
+            self.conns.discard(conn)
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.conns.clear()
+        self.shared = None
+        await asyncio.sleep(0)

@@ -1,0 +1,12 @@
+"""`rest-h1`: Unary embeddings over HTTP/1.1 (see clients.http1 for the transport)."""
+
+from .http_api import RestClient
+from .http1 import Http1Transport
+
+
+class RestH1Client(RestClient):
+    protocol = "rest-h1"
+    transport_class = Http1Transport
+
+
+CLIENT = RestH1Client

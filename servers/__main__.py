@@ -1,0 +1,97 @@
+"""Run one wirebench server in the foreground.
+
+    python -m servers PROTOCOL_OR_KIND [--host 127.0.0.1] [--port N] [--api-key K] ...
+
+PROTOCOL_OR_KIND is a protocol id (rest-h1, sse-h2, grpc-stream, ...) or a server kind
+(h1 h2 h3 grpc ws). Port 0 lets the OS pick. When listening, the server prints one
+line `WIREBENCH-READY {"kind": ..., "port": ...}` to stdout (the launcher's readiness
+check) and serves until SIGINT or SIGTERM. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import signal
+import sys
+
+from harness.protocols import PROTOCOLS, SERVER_KINDS
+
+from .core import Limits
+from .options import ServerOptions
+from .tls import ensure_tls_files
+
+READY_PREFIX = "WIREBENCH-READY "
+
+# kind -> module holding `async def serve(opts, ready)`
+SERVER_MODULES = {"h1": "servers.http_server", "h2": "servers.http_server",
+                  "h3": "servers.http_server", "grpc": "servers.grpc_server",
+                  "ws": "servers.ws_server"}
+
+
+def parse_args(argv: list[str] | None = None) -> ServerOptions:
+    p = argparse.ArgumentParser(prog="python -m servers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", metavar="PROTOCOL_OR_KIND",
+                   help=f"one of {', '.join(SERVER_KINDS)} or a protocol id "
+                        f"({', '.join(PROTOCOLS)})")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port; 0 lets the OS pick (default)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (gRPC: metadata)")
+    p.add_argument("--h2c-port", type=int,
+                   help="h2 only: also serve cleartext HTTP/2 (h2c) on this port (0: any)")
+    p.add_argument("--tls-version", choices=("1.2", "1.3"), default="1.2",
+                   help="h2: lowest TLS version accepted (default 1.2, so clients pick)")
+    d = Limits()
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"largest request body/message (default {d.max_body_bytes})")
+    p.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help=f"most inputs per embedding request (default {d.max_batch})")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help=f"largest max_tokens accepted (default {d.max_tokens})")
+    a = p.parse_args(argv)
+    kind = a.what if a.what in SERVER_KINDS else None
+    if kind is None:
+        if a.what not in PROTOCOLS:
+            p.error(f"unknown protocol or kind {a.what!r}")
+        kind = PROTOCOLS[a.what].server
+    if a.h2c_port is not None and kind != "h2":
+        p.error("--h2c-port only applies to the h2 server")
+    limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
+                    max_tokens=a.max_tokens)
+    tls = ensure_tls_files() if kind in ("h2", "h3") else None
+    return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
+                         limits=limits, tls=tls, h2c_port=a.h2c_port,
+                         tls_version=a.tls_version)
+
+
+def announce(info: dict) -> None:
+    sys.stdout.write(READY_PREFIX + json.dumps(info) + "\n")
+    sys.stdout.flush()
+
+
+async def run(opts: ServerOptions) -> None:
+    serve = importlib.import_module(SERVER_MODULES[opts.kind]).serve
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await serve(opts, lambda info: announce({"kind": opts.kind, **info}))
+    except asyncio.CancelledError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    if opts.kind == "grpc":
+        asyncio.run(run(opts))      # grpc.aio supports only the stdlib loop
+    else:
+        import uvloop
+        uvloop.run(run(opts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The OpenAI-compatible HTTP API as one bare ASGI app, served by every HTTP server.
+
+Bare ASGI rather than FastAPI on purpose: ANCHORS.md measured FastAPI at ~185 us of
+server CPU per request against ~70 us for a bare ASGI app on uvicorn, a framework cost
+larger than the protocol differences this tool exists to show. Validation lives in
+servers.core and is shared with gRPC and WebSocket, so errors read the same everywhere.
+
+Routes: POST /v1/embeddings, POST /v1/chat/completions, POST /v1/completions,
+GET /v1/models, GET /health (server counters; never needs the API key).
+Every non-streaming response carries `Server-Timing: app;dur=<ms>` (request fully
+received to response ready); streams carry the server time in their last chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from .clock import now_ns
+from .core import (GenerateParams, Limits, RequestError, Usage, parse_embed_request,
+                   parse_generate_request)
+from .model import Model
+from .openai_format import StreamFormatter, dumps, embedding_response, models_response
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_DONE = b"data: [DONE]\n\n"
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+def _timing(t0_ns: int) -> tuple[bytes, bytes]:
+    return (b"server-timing", b"app;dur=%.3f" % ((now_ns() - t0_ns) / 1e6))
+
+
+def _server_time_us(t0_ns: int) -> float:
+    return round((now_ns() - t0_ns) / 1e3, 1)
+
+
+class App:
+    def __init__(self, limits: Limits = Limits(), api_key: str | None = None,
+                 model: Model | None = None) -> None:
+        self.limits = limits
+        self.model = model or Model()
+        self.stats = self.model.stats
+        self._auth = b"Bearer " + api_key.encode() if api_key is not None else None
+        self.routes: dict[str, tuple[bytes, Callable]] = {
+            "/v1/embeddings": (b"POST", self._embeddings),
+            "/v1/chat/completions": (b"POST", self._chat),
+            "/v1/completions": (b"POST", self._completions),
+            "/v1/models": (b"GET", self._models),
+            "/health": (b"GET", self._health),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        self.stats.requests += 1
+        route = self.routes.get(scope["path"])
+        try:
+            if route is None:
+                raise RequestError(f"no route {scope['method']} {scope['path']}; try "
+                                   f"{', '.join(self.routes)}", status=404, code="not_found")
+            method, handler = route
+            if scope["method"].encode() != method:
+                raise RequestError(f"method {scope['method']} not allowed on {scope['path']}"
+                                   f"; use {method.decode()}", status=405,
+                                   code="method_not_allowed")
+            if self._auth is not None and scope["path"] != "/health":
+                self._check_auth(scope)
+            await handler(scope, receive, send)
+        except _ClientGone:
+            return
+        except RequestError as err:
+            self.stats.errors += 1
+            extra = [(b"allow", route[0])] if err.status == 405 else []
+            await self._send_json(send, err.status, dumps(err.to_openai()), extra)
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _check_auth(self, scope: Scope) -> None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if value == self._auth:
+                    return
+                raise RequestError("Incorrect API key provided", status=401,
+                                   code="invalid_api_key")
+        raise RequestError("Missing bearer authentication in header 'Authorization'",
+                           status=401, code="invalid_api_key")
+
+    async def _read_json(self, scope: Scope, receive: Receive) -> Any:
+        limit = self.limits.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise RequestError(f"request body of {int(value)} bytes exceeds the limit "
+                                   f"of {limit} bytes", status=413, code="request_too_large")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(f"request body exceeds the limit of {limit} bytes",
+                                   status=413, code="request_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"request body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, body: bytes,
+                         headers: list[tuple[bytes, bytes]] = ()) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [_JSON, (b"content-length", b"%d" % len(body)), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    # ------------------------------------------------------------ routes
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._send_json(send, 200, dumps({"status": "ok", "stats": self.stats.as_dict()}))
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._send_json(send, 200, models_response())
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._read_json(scope, receive)
+        t0 = now_ns()
+        params = parse_embed_request(body, self.limits)
+        vectors = await self.model.embed(params, t0)
+        payload = embedding_response(params, vectors)
+        await self._send_json(send, 200, payload, [_timing(t0)])
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._generate(scope, receive, send, chat=True)
+
+    async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._generate(scope, receive, send, chat=False)
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, *, chat: bool) -> None:
+        body = await self._read_json(scope, receive)
+        t0 = now_ns()
+        params = parse_generate_request(body, chat=chat, limits=self.limits)
+        if not params.stream:
+            await self._generate_whole(params, t0, send)
+            return
+        # Stream until done or the client disconnects, whichever comes first: a client
+        # that leaves must stop the generation, not leave it running to the end.
+        streaming = asyncio.ensure_future(self._stream(params, t0, send))
+        watching = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((streaming, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, watching):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await streaming
+
+    async def _generate_whole(self, params: GenerateParams, t0: int, send: Send) -> None:
+        fmt = StreamFormatter(params)
+        texts = []
+        async with contextlib.aclosing(self.model.stream(params, t0)) as tokens:
+            async for event in tokens:
+                texts.append(event.text)
+        usage = Usage(params.prompt_tokens, len(texts))
+        await self._send_json(send, 200, fmt.complete("".join(texts), usage,
+                                                      _server_time_us(t0)), [_timing(t0)])
+
+    async def _stream(self, params: GenerateParams, t0: int, send: Send) -> None:
+        fmt = StreamFormatter(params)
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        count = 0
+        async with contextlib.aclosing(self.model.stream(params, t0)) as tokens:
+            async for event in tokens:
+                chunk = fmt.token(event.index, event.text, event.emit_ns)
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": b"data: " + dumps(chunk) + b"\n\n"})
+                count += 1
+        tail = [b"data: " + dumps(fmt.finish("length", _server_time_us(t0))) + b"\n\n"]
+        if params.include_usage:
+            usage = Usage(params.prompt_tokens, count)
+            tail.append(b"data: " + dumps(fmt.usage(usage)) + b"\n\n")
+        tail.append(_DONE)
+        await send({"type": "http.response.body", "body": b"".join(tail)})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

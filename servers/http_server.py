@@ -1,0 +1,154 @@
+"""HTTP servers for the one ASGI app: uvicorn (HTTP/1.1), hypercorn (HTTP/2, HTTP/3).
+
+Sockets are bound here, before the server library starts, so port 0 works and the real
+port is known; the libraries take them over (`sockets=` for uvicorn, `fd://` binds for
+hypercorn).
+
+- h1: uvicorn + httptools, cleartext HTTP/1.1.
+- h2: hypercorn over TLS (ALPN h2, http/1.1 also offered so a client that falls back is
+  caught by the client's check, not hidden); optional cleartext h2c on --h2c-port.
+- h3: hypercorn + aioquic on UDP, with TLS over TCP on the same port number (hypercorn
+  needs a TCP bind beside the QUIC one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from typing import Callable
+
+from .asgi_app import App
+from .options import ServerOptions
+
+Ready = Callable[[dict], None]
+
+# hypercorn closes every connection after 1,000 requests by default, and h2load never
+# reconnects: runs silently capped (ANCHORS.md). A benchmark server must not do that.
+_KEEP_ALIVE_MAX_REQUESTS = 2**31
+
+
+def bind(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(opts: ServerOptions, ready: Ready) -> None:
+    app = App(opts.limits, opts.api_key)
+    if opts.kind == "h1":
+        await _serve_uvicorn(app, opts, ready)
+    else:
+        await _serve_hypercorn(app, opts, ready)
+
+
+async def _serve_uvicorn(app: App, opts: ServerOptions, ready: Ready) -> None:
+    import uvicorn
+
+    sock = bind(opts.host, opts.port)
+    config = uvicorn.Config(app, http="httptools", lifespan="off", access_log=False,
+                            log_level="warning", timeout_keep_alive=75,
+                            h11_max_incomplete_event_size=opts.limits.max_body_bytes)
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # the CLI owns SIGINT/SIGTERM
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task          # startup failed: raise its error
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.005)
+        ready({"port": sock.getsockname()[1], "server": "uvicorn", "http": "1.1"})
+        await asyncio.shield(task)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
+
+
+def _hypercorn_config(opts: ServerOptions):
+    from hypercorn.config import Config
+
+    config = Config()
+    config.certfile = str(opts.tls.cert)
+    config.keyfile = str(opts.tls.key)
+    config.keep_alive_max_requests = _KEEP_ALIVE_MAX_REQUESTS
+    config.keep_alive_timeout = 75
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.loglevel = "WARNING"
+    config.h11_max_incomplete_size = opts.limits.max_body_bytes
+    return config
+
+
+async def _serve_hypercorn(app: App, opts: ServerOptions, ready: Ready) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    config = _hypercorn_config(opts)
+    sockets: list[socket.socket] = []
+    info: dict = {"server": "hypercorn"}
+    if opts.kind == "h2":
+        tcp = bind(opts.host, opts.port)
+        sockets.append(tcp)
+        config.bind = [f"fd://{tcp.fileno()}"]
+        info.update(port=tcp.getsockname()[1], http="2", tls=True)
+        if opts.h2c_port is not None:
+            h2c = bind(opts.host, opts.h2c_port)
+            sockets.append(h2c)
+            config.insecure_bind = [f"fd://{h2c.fileno()}"]
+            info["h2c_port"] = h2c.getsockname()[1]
+    else:
+        udp, tcp = _bind_same_port(opts.host, opts.port)
+        sockets += [udp, tcp]
+        config.bind = [f"fd://{tcp.fileno()}"]
+        config.quic_bind = [f"fd://{udp.fileno()}"]
+        info.update(port=udp.getsockname()[1], http="3", tls=True)
+    ssl_ctx_factory = config.create_ssl_context
+
+    def ssl_context() -> ssl.SSLContext:
+        ctx = ssl_ctx_factory()
+        ctx.minimum_version = (ssl.TLSVersion.TLSv1_3 if opts.tls_version == "1.3"
+                               else ssl.TLSVersion.TLSv1_2)
+        return ctx
+
+    config.create_ssl_context = ssl_context
+    for sock in sockets:
+        sock.detach()   # hypercorn owns fd:// sockets from here and closes them itself
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(hypercorn_serve(app, config, shutdown_trigger=stop.wait))
+    try:
+        # The sockets already listen, so connections queue until hypercorn accepts
+        # them; one short pause catches a startup error (bad certificate) before ready.
+        await asyncio.sleep(0.05)
+        if task.done():
+            await task
+            raise RuntimeError("hypercorn stopped before it started")
+        ready(info)
+        await asyncio.shield(task)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+
+
+def _bind_same_port(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:
+    """A UDP socket and a TCP socket on one port number (QUIC + its TCP sibling)."""
+    for _ in range(attempts):
+        udp = bind(host, port, socket.SOCK_DGRAM)
+        try:
+            return udp, bind(host, udp.getsockname()[1])
+        except OSError:
+            udp.close()
+            if port:
+                raise
+    raise OSError(f"no port free for both UDP and TCP on {host} after {attempts} tries")

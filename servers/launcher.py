@@ -1,0 +1,173 @@
+"""Start and stop server processes, each in its own process, with a readiness check.
+
+    with start_server("h1") as srv:          # srv.port is the real port
+        ...
+
+A server is ready when it prints `WIREBENCH-READY {...}` (after binding). Children get
+PR_SET_PDEATHSIG so they die with the process that launched them even if it is
+SIGKILLed; `stop()` sends SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .__main__ import READY_PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: a SIGKILLed parent still takes us along.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class ServerProcess:
+    kind: str
+    proc: subprocess.Popen
+    info: dict[str, Any]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.info["port"])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        try:
+            self.log_path.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def server_command(kind: str, *, host: str = "127.0.0.1", port: int = 0,
+                   api_key: str | None = None, extra: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "servers", kind, "--host", host, "--port", str(port)]
+    if api_key is not None:
+        cmd += ["--api-key", api_key]
+    return cmd + list(extra or [])
+
+
+def start_server(kind: str, *, host: str = "127.0.0.1", port: int = 0,
+                 api_key: str | None = None, extra: list[str] | None = None,
+                 timeout_s: float = 30.0, env: dict[str, str] | None = None,
+                 wrap: list[str] | None = None) -> ServerProcess:
+    """Start `python -m servers KIND` and wait until it reports ready.
+
+    `wrap` prefixes the command (e.g. `ip netns exec NS`); `extra` adds CLI flags.
+    Raises ServerStartError with the server's own stderr if it dies or times out.
+    """
+    cmd = (wrap or []) + server_command(kind, host=host, port=port, api_key=api_key,
+                                        extra=extra)
+    log = tempfile.NamedTemporaryFile(prefix=f"wirebench-{kind}-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
+                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+    log.close()
+    server = ServerProcess(kind, proc, {}, Path(log.name), cmd)
+    try:
+        server.info = _wait_ready(proc, timeout_s, kind)
+    except BaseException as exc:
+        tail = server.log_tail()
+        server.stop(grace_s=1.0)
+        if isinstance(exc, ServerStartError):
+            raise ServerStartError(f"{exc}\n--- server stderr ---\n{tail}") from None
+        raise
+    return server
+
+
+def _wait_ready(proc: subprocess.Popen, timeout_s: float, kind: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerStartError(f"{kind} server did not become ready in {timeout_s:.0f} s")
+            if not sel.select(min(left, 0.2)):
+                if proc.poll() is not None:
+                    raise ServerStartError(f"{kind} server exited with code {proc.returncode} "
+                                           "before it was ready")
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                proc.wait(2)
+                raise ServerStartError(f"{kind} server exited with code {proc.returncode} "
+                                       "before it was ready")
+            buf += chunk
+            for line in buf.decode(errors="replace").splitlines():
+                if line.startswith(READY_PREFIX):
+                    return json.loads(line[len(READY_PREFIX):])
+    finally:
+        sel.close()
+
+
+class ServerGroup:
+    """Several servers started together and all stopped together, whatever happens."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, ServerProcess] = {}
+
+    def start(self, kind: str, **kwargs: Any) -> ServerProcess:
+        if kind not in self.servers:
+            self.servers[kind] = start_server(kind, **kwargs)
+        return self.servers[kind]
+
+    def stop_all(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> "ServerGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
