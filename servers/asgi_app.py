@@ -111,23 +111,25 @@ class App:
 
     async def _read_json(self, scope: Scope, receive: Receive) -> Any:
         limit = self.limits.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestError(f"request body of {int(value)} bytes exceeds the limit "
-                                   f"of {limit} bytes", status=413, code="request_too_large")
+        declared = next((int(v) for k, v in scope["headers"]
+                         if k == b"content-length" and v.isdigit()), None)
         chunks, size = [], 0
-        while True:
+        more = True
+        while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                raise RequestError(f"request body exceeds the limit of {limit} bytes",
-                                   status=413, code="request_too_large")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
+            more = message.get("more_body", False)
+            if size <= limit and (declared is None or declared <= limit):
+                chunks.append(chunk)
+        # Refuse only once the body is drained: hypercorn's HTTP/2 drops the whole
+        # connection when DATA arrives for a stream whose response already ended.
+        if size > limit or (declared is not None and declared > limit):
+            raise RequestError(f"request body of {max(size, declared or 0)} bytes exceeds "
+                               f"the limit of {limit} bytes", status=413,
+                               code="request_too_large")
         try:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError as exc:

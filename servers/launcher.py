@@ -154,12 +154,14 @@ class ServerGroup:
     """Several servers started together and all stopped together, whatever happens."""
 
     def __init__(self) -> None:
-        self.servers: dict[str, ServerProcess] = {}
+        self.servers: dict[tuple, ServerProcess] = {}
 
     def start(self, kind: str, **kwargs: Any) -> ServerProcess:
-        if kind not in self.servers:
-            self.servers[kind] = start_server(kind, **kwargs)
-        return self.servers[kind]
+        """The running server of this kind and these options, started if need be."""
+        key = (kind, repr(sorted(kwargs.items())))
+        if key not in self.servers:
+            self.servers[key] = start_server(kind, **kwargs)
+        return self.servers[key]
 
     def stop_all(self) -> None:
         for server in self.servers.values():

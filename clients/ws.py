@@ -1,0 +1,33 @@
+"""`ws`: one embedding request and its response as messages on a WebSocket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import ProtocolViolation, UnaryResult, clock_ns
+from .openai_codec import embedding_vectors
+from .ws_common import WsClientBase
+
+
+class WsClient(WsClientBase):
+    protocol = "ws"
+    streaming = False
+
+    async def embed(self, request: dict[str, Any]) -> UnaryResult:
+        t_start = clock_ns()
+        conn, connect_ns = await self._acquire()
+        try:
+            async with conn.exchange(b"embed", request) as ex:
+                t_received, msg = await ex.receive()
+            if msg["type"] != "embedding":
+                raise ProtocolViolation(f"expected an embedding message, got {msg['type']!r}")
+            vectors = embedding_vectors(msg["body"])
+            t_decoded = clock_ns()
+        finally:
+            await self._release(conn)
+        return UnaryResult(vectors, t_start, ex.t_first_ns, t_received, t_decoded,
+                           ex.payload_up, ex.payload_down, msg.get("server_time_us"),
+                           connect_ns is not None, connect_ns)
+
+
+CLIENT = WsClient

@@ -1,0 +1,187 @@
+"""The WebSocket adapter: JSON messages multiplexed by `id` on one connection.
+
+Message format: docs/websocket-protocol.md. Every request runs as its own task, so
+concurrent requests on one connection interleave and replies are told apart by id.
+Validation is core's (same refusals as every other protocol); a bad message gets an
+error message and the connection stays usable. permessage-deflate is off: it cuts
+embedding throughput about 80x (ANCHORS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import http
+import logging
+from typing import Any, Callable
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .clock import now_ns
+from .core import Limits, RequestError, Usage, parse_embed_request, parse_generate_request
+from .model import Model
+from .openai_format import embedding_response
+from .options import ServerOptions
+
+log = logging.getLogger("wirebench.ws")
+
+_dumps = orjson.dumps
+
+
+def _error_frame(rid: Any, exc: RequestError) -> bytes:
+    return _dumps({"id": rid, "type": "error", **exc.to_openai(), "status": exc.status})
+
+
+def _message(raw: bytes) -> tuple[Any, dict]:
+    """(id, message) of a request, or RequestError naming what is wrong with it."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise RequestError(f"message must be a JSON object, got {type(msg).__name__}")
+    rid = msg.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise RequestError("'id' is required: a string or integer naming the request",
+                           param="id")
+    return rid, msg
+
+
+class _Session:
+    """One connection: reads messages, runs each request as a task, routes replies."""
+
+    def __init__(self, ws: ServerConnection, model: Model, limits: Limits) -> None:
+        self.ws = ws
+        self.model = model
+        self.stats = model.stats
+        self.limits = limits
+        self.tasks: dict[Any, asyncio.Task] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                raw = await self.ws.recv(decode=False)
+                await self.dispatch(raw, now_ns())
+        except ConnectionClosed:
+            pass
+        finally:
+            # The client is gone: stop its generations (Model counts them cancelled).
+            for task in self.tasks.values():
+                task.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def dispatch(self, raw: bytes, t0: int) -> None:
+        try:
+            rid, msg = _message(raw)
+        except RequestError as exc:
+            await self.refuse(None, exc)
+            return
+        kind = msg.get("type")
+        if kind == "embed" or kind == "generate":
+            if rid in self.tasks:   # ids must be unique while in flight: cancel names one
+                await self.refuse(rid, RequestError(
+                    f"request id {rid!r} is already in flight on this connection", param="id"))
+                return
+            self.stats.requests += 1
+            self.start(rid, self.embed if kind == "embed" else self.generate, msg.get("body"), t0)
+        elif kind == "stats":
+            await self.ws.send(_dumps({"id": rid, "type": "stats",
+                                       "stats": self.stats.as_dict()}), text=True)
+        elif kind == "cancel":
+            task = self.tasks.get(rid)
+            if task is not None:   # an unknown id may simply have finished already
+                task.cancel()
+        else:
+            await self.refuse(rid, RequestError(
+                f"'type' must be one of embed, generate, stats, cancel; got {kind!r}",
+                param="type"))
+
+    def start(self, rid: Any, handler: Callable, body: Any, t0: int) -> None:
+        task = asyncio.create_task(self.guarded(handler, rid, body, t0))
+        self.tasks[rid] = task
+        task.add_done_callback(functools.partial(self.forget, rid))
+
+    def forget(self, rid: Any, task: asyncio.Task) -> None:
+        if self.tasks.get(rid) is task:
+            del self.tasks[rid]
+
+    async def refuse(self, rid: Any, exc: RequestError) -> None:
+        """A message refused before it became a request still counts as one."""
+        self.stats.requests += 1
+        await self.send_error(rid, exc)
+
+    async def guarded(self, handler: Callable, rid: Any, body: Any, t0: int) -> None:
+        try:
+            await handler(rid, body, t0)
+        except RequestError as exc:
+            await self.send_error(rid, exc)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:   # a bug must still answer, or the client waits forever
+            log.exception("request %r failed", rid)
+            await self.send_error(rid, RequestError(f"internal error: {exc}", status=500,
+                                                    code="server_error"))
+
+    async def send_error(self, rid: Any, exc: RequestError) -> None:
+        self.stats.errors += 1
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(_error_frame(rid, exc), text=True)
+
+    async def embed(self, rid: Any, body: Any, t0: int) -> None:
+        params = parse_embed_request(body, self.limits)
+        vectors = await self.model.embed(params, t0)
+        payload = embedding_response(params, vectors)
+        # Body last and spliced in as bytes: byte-identical to the HTTP body, no re-dump.
+        head = b"".join((b'{"id":', _dumps(rid), b',"type":"embedding","server_time_us":',
+                         _dumps((now_ns() - t0) / 1e3), b',"body":'))
+        await self.ws.send(b"".join((head, payload, b"}")), text=True)
+
+    async def generate(self, rid: Any, body: Any, t0: int) -> None:
+        params = parse_generate_request(body, chat=True, limits=self.limits)
+        sent = 0
+        # aclosing: a cancelled send closes the generator now, so Model counts it.
+        async with contextlib.aclosing(self.model.stream(params, t0)) as tokens:
+            async for ev in tokens:
+                await self.ws.send(_dumps({"id": rid, "type": "token", "index": ev.index,
+                                           "emit_ns": ev.emit_ns, "text": ev.text}), text=True)
+                sent += 1
+        server_time_us = (now_ns() - t0) / 1e3
+        await self.ws.send(_dumps({"id": rid, "type": "done",
+                                   "usage": Usage(params.prompt_tokens, sent).as_dict(),
+                                   "server_time_us": server_time_us}), text=True)
+
+
+def _require_key(api_key: str, model: Model) -> Callable[[ServerConnection, Request],
+                                                          Response | None]:
+    expected = f"Bearer {api_key}".encode()
+
+    def check(ws: ServerConnection, request: Request) -> Response | None:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if hmac.compare_digest(given, expected):
+            return None
+        model.stats.requests += 1
+        model.stats.errors += 1
+        return ws.respond(http.HTTPStatus.UNAUTHORIZED,
+                          "missing or invalid API key: send 'Authorization: Bearer <key>'\n")
+
+    return check
+
+
+async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
+    """Serve until cancelled; `ready({"port": ...})` once listening."""
+    model = Model()
+
+    async def handler(ws: ServerConnection) -> None:
+        await _Session(ws, model, opts.limits).run()
+
+    auth = _require_key(opts.api_key, model) if opts.api_key else None
+    async with ws_serve(handler, opts.host, opts.port, compression=None,
+                        max_size=opts.limits.max_body_bytes, process_request=auth) as server:
+        ready({"port": server.sockets[0].getsockname()[1]})
+        await asyncio.Future()

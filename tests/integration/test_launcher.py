@@ -1,0 +1,71 @@
+"""Servers start with a readiness check and never outlive their launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from servers.launcher import ROOT, ServerGroup, ServerStartError, start_server
+
+KINDS = ["h1", "h2", "h3", "grpc", "ws"]
+
+
+def gone(pid: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:   # a zombie awaiting reap counts as gone
+            if f.read().split()[2] == "Z":
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_every_kind_starts_reports_a_port_and_stops(tls_files):
+    with ServerGroup() as group:
+        pids = [group.start(kind).pid for kind in KINDS]
+        for srv in group.servers.values():
+            assert srv.port > 0 and srv.alive()
+    assert all(gone(pid) for pid in pids)
+
+
+def test_loopback_is_the_default_bind(tls_files):
+    with start_server("h1") as srv:
+        with pytest.raises(OSError):
+            # Not reachable on any other local address than 127.0.0.1.
+            other = socket.gethostbyname(socket.gethostname())
+            if other.startswith("127."):
+                raise OSError("host has no non-loopback address to check")
+            socket.create_connection((other, srv.port), timeout=1)
+
+
+def test_start_failure_names_the_cause(tls_files):
+    with start_server("h1") as srv:
+        with pytest.raises(ServerStartError, match="Address already in use"):
+            start_server("h1", port=srv.port, timeout_s=10)
+
+
+def test_servers_die_with_a_sigkilled_launcher(tls_files, tmp_path):
+    # A launcher process starts two servers, prints their pids, and is then SIGKILLed.
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from servers.launcher import start_server\n"
+              "a = start_server('h1'); b = start_server('ws')\n"
+              "print(a.pid, b.pid, flush=True)\n"
+              "import time; time.sleep(60)\n") % str(ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert all(gone(pid) for pid in pids)

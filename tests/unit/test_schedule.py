@@ -1,0 +1,54 @@
+"""Token emission holds its absolute schedule: t0 + ttft + k*itl, no drift."""
+
+import asyncio
+
+from servers.clock import now_ns, sleep_until_ns
+from servers.core import GenerateParams
+from servers.model import Model
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def test_200_tokens_at_10ms_stay_within_1ms_at_p99():
+    params = GenerateParams("schedule", max_tokens=200, ttft_ms=20, itl_ms=10)
+    t0 = now_ns()
+    stamps = [ev.emit_ns async for ev in Model().stream(params, t0)]
+    deviations = [s - (t0 + 20_000_000 + k * 10_000_000) for k, s in enumerate(stamps)]
+    assert min(deviations) >= 0                     # never early
+    assert percentile(deviations, 0.99) < 1_000_000, percentile(deviations, 0.99)
+    # No drift: the last token is as close to its slot as the first ones.
+    assert deviations[-1] < 1_000_000
+
+
+async def test_concurrent_sleepers_wake_in_deadline_order():
+    t0 = now_ns() + 5_000_000
+    order = []
+
+    async def sleeper(k):
+        await sleep_until_ns(t0 + (7 - k) * 1_000_000)
+        order.append(k)
+
+    await asyncio.gather(*(sleeper(k) for k in range(8)))
+    assert order == list(range(7, -1, -1))
+
+
+async def test_cancelled_sleeper_does_not_block_others():
+    t0 = now_ns()
+    early = asyncio.ensure_future(sleep_until_ns(t0 + 2_000_000))
+    await asyncio.sleep(0)
+    early.cancel()
+    await sleep_until_ns(t0 + 4_000_000)
+    assert now_ns() - (t0 + 4_000_000) < 5_000_000
+
+
+async def test_abandoned_stream_counts_as_cancelled():
+    model = Model()
+    params = GenerateParams("x", max_tokens=100, itl_ms=5)
+    gen = model.stream(params)
+    await gen.__anext__()
+    assert model.stats.active_streams == 1
+    await gen.aclose()
+    assert model.stats.active_streams == 0 and model.stats.cancelled_streams == 1
