@@ -1,0 +1,195 @@
+"""What the gRPC unary and streaming clients share: channels, request building, errors.
+
+gRPC runs only over HTTP/2 (grpc core has no HTTP/1.1 path), so no fallback can
+happen and there is no negotiated protocol to check: FallbackError never applies.
+Channels are cleartext (h2c), as servers.grpc_server serves; `Target.tls` is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from protos import inference_pb2 as pb
+
+from .base import ClientError, ConnectError, ConnectionLost, ServerError, Target, clock_ns
+
+EMBED = "/wirebench.v1.Inference/Embed"
+GENERATE = "/wirebench.v1.Inference/Generate"
+STATS = "/wirebench.v1.Inference/Stats"
+
+_KNOBS = frozenset(("compute_ms", "ttft_ms", "itl_ms", "seed"))
+
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),   # big batches exceed the 4 MB default
+    ("grpc.max_send_message_length", -1),
+    # Each channel owns its connections: without this, channels in one process with
+    # the same target share subchannels, and reuse=False would reuse a live connection.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.enable_http_proxy", 0),             # an http_proxy variable must not reroute
+    ("grpc.enable_retries", 0),                # every failure is seen, never retried
+)
+
+
+# ---------------------------------------------------------------- channels
+
+def open_channel(target: Target) -> grpc.aio.Channel:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return grpc.aio.insecure_channel(f"{host}:{target.port}", options=CHANNEL_OPTIONS)
+
+
+async def connect(channel: grpc.aio.Channel, target: Target) -> None:
+    """Wait until the channel is READY; fail at the first TRANSIENT_FAILURE.
+
+    channel_ready() would retry with backoff forever against a port nobody serves.
+    """
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                     grpc.ChannelConnectivity.SHUTDOWN):
+            raise ConnectError(f"gRPC connection to {target.host}:{target.port} failed "
+                               f"(channel {state.name})")
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+
+
+class Connections:
+    """The connection policy: one lazily connected channel (reuse) or one per call."""
+
+    def __init__(self, target: Target, reuse: bool) -> None:
+        self.target = target
+        self.reuse = reuse
+        self._shared: grpc.aio.Channel | None = None
+        self._ready: asyncio.Future[int] | None = None   # the shared channel's connect
+
+    async def acquire(self) -> tuple[grpc.aio.Channel, bool, int | None]:
+        """(channel, new connection?, connect ns when new)."""
+        if not self.reuse:
+            channel = open_channel(self.target)
+            return channel, True, await self._connect(channel)
+        if self._ready is None:
+            self._shared = channel = open_channel(self.target)
+            self._ready = asyncio.ensure_future(self._connect(channel))
+            # Shielded: concurrent first calls wait on this connect too, and must not
+            # see it cancelled because the caller that started it was.
+            return channel, True, await asyncio.shield(self._ready)
+        if not self._ready.done():
+            await asyncio.shield(self._ready)
+        return self._shared, False, None
+
+    async def _connect(self, channel: grpc.aio.Channel) -> int:
+        t0 = clock_ns()
+        try:
+            await connect(channel, self.target)
+        except BaseException:
+            if channel is self._shared:
+                self._shared = self._ready = None   # the next call tries afresh
+            await channel.close()
+            raise
+        return clock_ns() - t0
+
+    async def release(self, channel: grpc.aio.Channel) -> None:
+        if not self.reuse:
+            await channel.close()
+
+    async def close(self) -> None:
+        channel, self._shared, self._ready = self._shared, None, None
+        if channel is not None:
+            await channel.close()
+
+
+# ---------------------------------------------------------------- requests
+
+def _knobs(request: dict[str, Any]) -> pb.Knobs:
+    knobs = request.get("wirebench") or {}
+    if not isinstance(knobs, dict):
+        raise ClientError("'wirebench' must be an object of benchmark knobs")
+    return pb.Knobs(**{k: v for k, v in knobs.items() if k in _KNOBS})
+
+
+def _build(build, request: dict[str, Any]) -> bytes:
+    """Serialized request; values protobuf cannot carry fail here, named."""
+    try:
+        return build(request).SerializeToString()
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ClientError(f"request cannot be expressed in protobuf: {exc}") from exc
+
+
+def _embed_message(request: dict[str, Any]) -> pb.EmbedRequest:
+    raw = request.get("input", ())
+    msg = pb.EmbedRequest(input=[raw] if isinstance(raw, str) else raw,
+                          wirebench=_knobs(request))
+    if "model" in request:
+        msg.model = request["model"]
+    if "dimensions" in request:
+        msg.dimensions = request["dimensions"]
+    return msg
+
+
+def _content(content: Any) -> Any:
+    # Content parts keep their text, joined as servers.core does for JSON.
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content
+
+
+def _generate_message(request: dict[str, Any]) -> pb.GenerateRequest:
+    options = request.get("stream_options") or {}
+    msg = pb.GenerateRequest(wirebench=_knobs(request),
+                             include_usage=bool(options.get("include_usage", False)))
+    if "prompt" in request:
+        prompt = request["prompt"]
+        msg.prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
+    else:
+        msg.messages.extend(pb.ChatMessage(role=m["role"], content=_content(m.get("content", "")))
+                            for m in request.get("messages") or ())
+    max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if max_tokens is not None:
+        msg.max_tokens = max_tokens
+    if "model" in request:
+        msg.model = request["model"]
+    return msg
+
+
+def embed_request(request: dict[str, Any]) -> bytes:
+    """An OpenAI embeddings dict as a serialized EmbedRequest (encoding_format ignored:
+    gRPC always carries float32)."""
+    return _build(_embed_message, request)
+
+
+def generate_request(request: dict[str, Any]) -> bytes:
+    """An OpenAI chat (or completion, with `prompt`) dict as a serialized GenerateRequest."""
+    return _build(_generate_message, request)
+
+
+def auth_metadata(target: Target) -> tuple[tuple[str, str], ...] | None:
+    return None if target.api_key is None else (("authorization", f"Bearer {target.api_key}"),)
+
+
+# ---------------------------------------------------------------- responses
+
+def server_time_us(metadata: Any) -> float | None:
+    """`server-time-us` from trailing metadata."""
+    for key, value in metadata or ():
+        if key == "server-time-us":
+            return float(value)
+    return None
+
+
+def map_error(exc: grpc.aio.AioRpcError, responded: bool) -> ClientError:
+    """UNAVAILABLE before any response is a connect failure, after one a lost
+    connection; every other status is the server's answer."""
+    if exc.code() is grpc.StatusCode.UNAVAILABLE:
+        cls = ConnectionLost if responded else ConnectError
+        return cls(f"gRPC UNAVAILABLE: {exc.details()}")
+    return ServerError(exc.code().name, exc.details() or "", exc)
+
+
+async def server_stats(target: Target) -> dict[str, int]:
+    """The server's ServerStats counters, over a channel of its own."""
+    async with open_channel(target) as channel:
+        raw = await channel.unary_unary(STATS)(b"")
+    return dict(pb.StatsResponse.FromString(raw).counters)
