@@ -74,6 +74,7 @@ class Target:
     ca: Path | None = None          # CA file clients verify the server against
     server_name: str = "localhost"  # SNI and :authority
     api_key: str | None = None
+    base_path: str = "/v1"          # HTTP path prefix of the OpenAI API (external targets)
 
     @property
     def authority(self) -> str:
@@ -107,7 +108,8 @@ class UnaryResult:
 class StreamToken:
     index: int                      # the server's token index
     text: str
-    emit_ns: int                    # server CLOCK_MONOTONIC at emission
+    emit_ns: int | None             # server CLOCK_MONOTONIC at emission (None: a server
+                                    # that does not stamp, e.g. an external endpoint)
     recv_ns: int                    # client receive time of the chunk that carried it
 
 

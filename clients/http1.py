@@ -101,6 +101,7 @@ class _H1Exchange(HttpExchange):
         self._wake()
 
     def finish(self, t: int) -> None:
+        self.chunks.append((b"", t))    # completion time, as every transport reports it
         self.complete = True
         self._wake()
 

@@ -56,7 +56,10 @@ class _H2Stream(HttpExchange):
         self.chunks.append((data, t))
         self._wake()
 
-    def end(self) -> None:
+    def end(self, t: int) -> None:
+        # END_STREAM may come in a later packet than the last DATA: the body is complete
+        # only then, so the end gets its own (empty) chunk and receive time.
+        self.chunks.append((b"", t))
         self.ended = True
         self._wake()
 
@@ -141,7 +144,7 @@ class _H2Protocol(asyncio.Protocol):
         elif isinstance(ev, h2.events.StreamEnded):
             stream = self.streams.get(ev.stream_id)
             if stream is not None:
-                stream.end()
+                stream.end(t)
             self._wake(self.stream_slot_waiters)
         elif isinstance(ev, h2.events.StreamReset):
             stream = self.streams.get(ev.stream_id)

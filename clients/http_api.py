@@ -45,7 +45,11 @@ class HttpExchange(abc.ABC):
 
     @abc.abstractmethod
     def body_chunks(self) -> AsyncIterator[tuple[bytes, int]]:
-        """Body data as it arrives, each with its perf_counter_ns receive time."""
+        """Body data as it arrives, each with its perf_counter_ns receive time.
+
+        The last chunk may be empty: it marks when the end of the body arrived, which
+        can be a later packet than the last data.
+        """
 
     async def read_body(self) -> tuple[bytes, int]:
         """The whole body and the time its last byte arrived."""
@@ -91,6 +95,7 @@ class _HttpClient(Client):
         super().__init__(target, reuse=reuse)
         self.transport = self.transport_class(target, reuse=reuse)
         self._headers = _POST_JSON + auth_header(target)
+        self._base = target.base_path.encode()
 
     async def _post(self, path: bytes, request: dict[str, Any]) -> tuple[HttpExchange, bytes, int]:
         body = orjson.dumps(request)
@@ -108,7 +113,7 @@ class RestClient(_HttpClient):
     streaming = False
 
     async def embed(self, request: dict[str, Any]) -> UnaryResult:
-        exchange, body, t_start = await self._post(b"/v1/embeddings", request)
+        exchange, body, t_start = await self._post(self._base + b"/embeddings", request)
         try:
             raw, t_received = await exchange.read_body()
         finally:
@@ -136,7 +141,7 @@ class SseClient(_HttpClient):
     async def generate(self, request: dict[str, Any]) -> StreamResult:
         if not request.get("stream"):
             request = {**request, "stream": True}
-        exchange, body, t_start = await self._post(b"/v1/chat/completions", request)
+        exchange, body, t_start = await self._post(self._base + b"/chat/completions", request)
         resp = exchange.response
         try:
             if resp.status != 200:

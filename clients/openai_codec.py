@@ -68,8 +68,14 @@ class ChunkReader:
             self.usage = chunk["usage"]
         if "server_time_us" in ext:
             self.server_time_us = ext["server_time_us"]
-        if "emit_ns" not in ext:
-            return
+        if "emit_ns" in ext:
+            index, emit_ns = ext["index"], ext["emit_ns"]
+        else:   # a server that does not stamp: count content chunks ourselves
+            if not chunk.get("choices"):
+                return
+            index, emit_ns = len(self.tokens), None
         choice = chunk["choices"][0]
-        text = choice["delta"].get("content", "") if "delta" in choice else choice.get("text", "")
-        self.tokens.append(StreamToken(ext["index"], text, ext["emit_ns"], recv_ns))
+        text = (choice["delta"].get("content") or "") if "delta" in choice else choice.get("text", "")
+        if emit_ns is None and not text:
+            return      # role-only or finish chunks of an unstamped stream
+        self.tokens.append(StreamToken(index, text, emit_ns, recv_ns))

@@ -180,7 +180,7 @@ class App:
         finally:
             for task in (streaming, watching):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, _ClientGone):
                 await streaming
 
     async def _generate_whole(self, params: GenerateParams, t0: int, send: Send) -> None:
@@ -195,20 +195,30 @@ class App:
 
     async def _stream(self, params: GenerateParams, t0: int, send: Send) -> None:
         fmt = StreamFormatter(params)
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await _send_or_gone(send, {"type": "http.response.start", "status": 200,
+                                   "headers": _SSE_HEADERS})
         count = 0
         async with contextlib.aclosing(self.model.stream(params, t0)) as tokens:
             async for event in tokens:
                 chunk = fmt.token(event.index, event.text, event.emit_ns)
-                await send({"type": "http.response.body", "more_body": True,
-                            "body": b"data: " + dumps(chunk) + b"\n\n"})
+                await _send_or_gone(send, {"type": "http.response.body", "more_body": True,
+                                           "body": b"data: " + dumps(chunk) + b"\n\n"})
                 count += 1
         tail = [b"data: " + dumps(fmt.finish("length", _server_time_us(t0))) + b"\n\n"]
         if params.include_usage:
             usage = Usage(params.prompt_tokens, count)
             tail.append(b"data: " + dumps(fmt.usage(usage)) + b"\n\n")
         tail.append(_DONE)
-        await send({"type": "http.response.body", "body": b"".join(tail)})
+        await _send_or_gone(send, {"type": "http.response.body", "body": b"".join(tail)})
+
+
+async def _send_or_gone(send: Send, message: dict) -> None:
+    # hypercorn's HTTP/3 never delivers http.disconnect; a departed client shows up
+    # only as a failing send (aioquic FrameUnexpected), which means the same thing.
+    try:
+        await send(message)
+    except Exception as exc:
+        raise _ClientGone from exc
 
 
 async def _wait_disconnect(receive: Receive) -> None:

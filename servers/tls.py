@@ -59,9 +59,9 @@ def _write_new_set(directory: Path) -> None:
     tmp.rmdir()
 
 
-def client_context(ca: Path, alpn: list[str] | None = None) -> ssl.SSLContext:
+def client_context(ca: Path | None, alpn: list[str] | None = None) -> ssl.SSLContext:
     """A verifying client context for the local CA, optionally offering ALPN ids."""
-    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)  # None: system CAs
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""wirebench: fire one workload at every protocol and compare what the wire costs.
+
+    python bench.py scenarios/embedding.yaml            run a scenario
+    python bench.py scenarios/lab.yaml --quick          a fast smoke version of it
+    python bench.py SCENARIO --protocols rest-h1,grpc   a subset of its protocols
+    python bench.py SCENARIO --dry-run                  print the expanded plan only
+    python bench.py --list-protocols                    protocol ids and implementations
+    python bench.py compare RUN_A RUN_B                 two result dirs side by side
+
+Exit codes: 0 ok, 1 errors over the limit (or a server/worker failed), 2 bad scenario
+or arguments, 99 thresholds failed, 130 interrupted (partial results kept, marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from harness.runner import (EXIT_BAD_INPUT, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK,  # noqa: E402
+                            EXIT_THRESHOLDS)
+from harness.scenario import ScenarioError, load_scenario, quick, with_protocols  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="?", help="a scenario YAML file (see scenarios/README.md)")
+    p.add_argument("--out", default=str(ROOT / "results"),
+                   help="directory for result folders (default: results/)")
+    p.add_argument("--protocols", help="comma-separated subset of the scenario's protocols")
+    p.add_argument("--quick", action="store_true", help="a fast smoke version of the scenario")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded plan and exit")
+    p.add_argument("--list-protocols", action="store_true", help="list protocol ids and exit")
+    args = p.parse_args(argv)
+    if not args.scenario and not args.list_protocols:
+        p.error("a scenario file is required (e.g. scenarios/embedding.yaml)")
+    return args
+
+
+def list_protocols() -> int:
+    from harness.implementations import client_engine, server_impl
+    from harness.protocols import PROTOCOLS
+    for pid, s in PROTOCOLS.items():
+        kind = "stream" if s.streaming else "unary"
+        print(f"{pid:<12} {kind:<7} {s.transport:<28} server: {server_impl(pid):<34} "
+              f"client: {client_engine(pid)}")
+    return EXIT_OK
+
+
+def dry_run(scenario) -> int:
+    from harness.scenario import expand_plan
+    plan = expand_plan(scenario)
+    load = scenario.load
+    per_point = (f"{load.requests} requests" if load.requests else f"{load.duration_s:g} s")
+    print(f"scenario {scenario.name} ({scenario.source}): {scenario.workload.type} workload, "
+          f"{len(plan)} load points, {per_point} each after {scenario.warmup.requests} warmup, "
+          f"{scenario.workers} worker(s), connection policy {scenario.connection.policy}")
+    for p in plan:
+        load = f"concurrency {p.concurrency}" if p.load_kind == "closed" else f"rate {p.rate:g}/s"
+        print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}")
+    return EXIT_OK
+
+
+def run(scenario, out: Path) -> int:
+    from harness.console import RichProgress, console, final_table, table_console
+    from harness.report import render
+    from harness.runner import Interrupted, Runner, WorkerFailed
+    from harness.verdict import check
+    from servers.launcher import ServerStartError
+
+    runner = Runner(scenario, out, None)
+    code, failure = EXIT_OK, None
+    try:
+        with RichProgress() as progress:
+            runner.progress = progress
+            runner.run()
+    except Interrupted:
+        code, failure = EXIT_INTERRUPTED, "interrupted"
+    except (ServerStartError, WorkerFailed) as exc:
+        code, failure = EXIT_ERRORS, str(exc)
+    rows = runner.rows()
+    lines, failed, over = check(scenario, rows)
+    summary = json.loads((runner.out / "summary.json").read_text())
+    (runner.out / "report.md").write_text(render(summary, lines))
+    if rows:
+        table_console.print(final_table(rows, scenario.workload.type == "stream"))
+    for text in over:
+        console.print(f"[red]errors over the limit: {text}[/red]")
+    for text in failed:
+        console.print(f"[yellow]threshold failed: {text}[/yellow]")
+    if failure:
+        console.print(f"[red]run {runner.status}: {failure}[/red]")
+    console.print(f"results: {runner.out}")
+    if code:
+        return code
+    return EXIT_ERRORS if over else EXIT_THRESHOLDS if failed else EXIT_OK
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "compare":
+        from harness.compare import main as compare_main
+        return compare_main(argv[1:])
+    args = parse_args(argv)
+    if args.list_protocols:
+        return list_protocols()
+    try:
+        scenario = load_scenario(args.scenario)
+        if args.protocols:
+            scenario = with_protocols(scenario, [p.strip() for p in args.protocols.split(",")])
+        if args.quick:
+            scenario = quick(scenario)
+    except ScenarioError as exc:
+        print(f"bad scenario: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.dry_run:
+        return dry_run(scenario)
+    return run(scenario, Path(args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,14 @@
+"""sse-h3: OpenAI chat completion token streams (SSE) over HTTP/3 (aioquic)."""
+
+from __future__ import annotations
+
+from .http3 import Http3Transport
+from .http_api import SseClient
+
+
+class SseH3Client(SseClient):
+    protocol = "sse-h3"
+    transport_class = Http3Transport
+
+
+CLIENT = SseH3Client

@@ -1,0 +1,88 @@
+"""The terminal: a live progress bar per protocol x load point, and the final table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn)
+from rich.table import Table
+
+from .results import PointResult
+from .runner import ProgressSink
+from .scenario import PlanPoint
+
+# Progress goes to stderr, the final table to stdout; off a terminal (CI, a pipe)
+# rich would squeeze tables into 80 columns, which makes them unreadable.
+console = Console(stderr=True)
+table_console = Console(width=None if sys.stdout.isatty() else 180)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+class RichProgress(ProgressSink):
+    def __init__(self) -> None:
+        self.bar = Progress(TextColumn("[bold]{task.description:<24}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[note]}"), console=console)
+
+    def __enter__(self) -> "RichProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def plan(self, points: int, out: Path) -> None:
+        console.print(f"[dim]{points} load points; results in {out}[/dim]")
+
+    def start(self, point: PlanPoint, total: int | None) -> Any:
+        load = f"c={point.concurrency}" if point.load_kind == "closed" else f"{point.rate:g}/s"
+        rep = f" #{point.repeat + 1}" if point.repeat else ""
+        return self.bar.add_task(f"{point.protocol} {load}{rep}", total=total, note="")
+
+    def update(self, task: Any, done: int) -> None:
+        self.bar.update(task, completed=done)
+
+    def finish(self, task: Any, result: PointResult) -> None:
+        row = result.row("")
+        note = (f"p50 {_fmt(row['latency_p50_ms'])} ms  {_fmt(row['throughput_rps'], 0)} rps"
+                + (f"  [red]{row['errors']} errors[/red]" if row["errors"] else ""))
+        self.bar.update(task, completed=self.bar.tasks[task].total or row["n"], note=note)
+
+
+def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
+    table = Table(title="wirebench: protocols side by side", header_style="bold")
+    cols = ["protocol", "load", "n", "err", "p50 ms", "p99 ms", "rps"]
+    if streaming:
+        cols += ["ttft p50", "itl p99", "tpot p50", "owd p50"]
+    else:
+        cols += ["server p50", "overhead p50", "decode p50"]
+    cols += ["up B", "down B", "client CPU ms", "server CPU ms", "note"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("protocol", "load", "note") else "right")
+    for r in rows:
+        load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
+        cells = [r["protocol"], load, _fmt(r["n"]), _fmt(r["errors"]),
+                 _fmt(r["latency_p50_ms"], 3), _fmt(r["latency_p99_ms"], 3),
+                 _fmt(r["throughput_rps"], 0)]
+        if streaming:
+            cells += [_fmt(r["ttft_p50_ms"], 2), _fmt(r["itl_p99_ms"], 2),
+                      _fmt(r["tpot_p50_ms"], 2), _fmt(r["owd_p50_ms"], 3)]
+        else:
+            cells += [_fmt(r["server_time_p50_ms"], 3), _fmt(r["overhead_p50_ms"], 3),
+                      _fmt(r["decode_p50_ms"], 3)]
+        cells += [_fmt(r["payload_up_bytes"], 0), _fmt(r["payload_down_bytes"], 0),
+                  _fmt(r["client_cpu_ms_per_req"], 3), _fmt(r["server_cpu_ms_per_req"], 3),
+                  "client-bound" if r["client_bound"] else ""]
+        table.add_row(*cells)
+    return table

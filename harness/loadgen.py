@@ -1,0 +1,176 @@
+"""Closed-loop and open-loop load against one protocol, inside one worker process.
+
+Closed loop: `concurrency` users, each sending its next request when the last one
+ended. Open loop: arrivals on a schedule (poisson, constant or gamma inter-arrival
+times) regardless of responses; latency counts from the *intended* start, so a stalled
+server or client cannot hide its queueing (coordinated omission, as wrk2 corrects it),
+and requests that start more than 1 ms late are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from clients import open_client
+from clients.base import Client, ClientError, Target, clock_ns
+from servers.clock import sleep_until_ns
+
+from .recorder import Recorder
+from .workload import embed_requests, stream_request
+
+# Open-loop schedules sleep on CLOCK_MONOTONIC and stamp with perf_counter_ns: on Linux
+# both are CLOCK_MONOTONIC, which is what makes intended and actual times comparable.
+assert "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
+
+
+@dataclass
+class LoadJob:
+    """One worker's share of one load point (JSON-serializable)."""
+
+    protocol: str
+    target: dict[str, Any]
+    workload: dict[str, Any]
+    mode: str                        # closed | open
+    concurrency: int = 1             # closed: users in this worker
+    rate: float = 0.0                # open: requests/s from this worker
+    arrival: str = "poisson"
+    gamma_shape: float = 0.5
+    max_in_flight: int = 1024
+    requests: int | None = None      # this worker's share; or
+    duration_s: float | None = None
+    warmup: int = 10
+    timeout_s: float = 30.0
+    reuse: bool = True
+    connections: int = 1             # Client instances (each its own connection(s))
+    seed: int = 1
+    keep_rows: bool = False
+
+
+class _Workload:
+    def __init__(self, job: LoadJob) -> None:
+        w = _Attrs(job.workload)
+        self.streaming = w.type == "stream"
+        model = job.target.get("model")
+        if self.streaming:
+            req = stream_request(w, job.seed, **({"model": model} if model else {}))
+            self.next_request = lambda: req
+        else:
+            reqs = embed_requests(w, job.seed, **({"model": model} if model else {}))
+            self.next_request = reqs.__next__
+
+
+class _Attrs:
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+
+
+def _target(d: dict[str, Any]) -> Target:
+    keys = ("host", "port", "tls", "ca", "server_name", "api_key", "base_path")
+    return Target(**{k: d[k] for k in keys if k in d})
+
+
+class LoadRunner:
+    def __init__(self, job: LoadJob) -> None:
+        self.job = job
+        self.workload = _Workload(job)
+        target = _target(job.target)
+        self.clients: list[Client] = [open_client(job.protocol, target, reuse=job.reuse)
+                                      for _ in range(max(1, job.connections))]
+        self.rec = Recorder()
+        self.done = 0
+
+    async def _one(self, client: Client, rec: Recorder, intended_ns: int) -> None:
+        start = clock_ns()
+        request = self.workload.next_request()
+        try:
+            async with asyncio.timeout(self.job.timeout_s):
+                if self.workload.streaming:
+                    rec.stream(await client.generate(request), intended_ns)
+                else:
+                    rec.unary(await client.embed(request), intended_ns)
+        except ClientError as exc:
+            rec.error(exc.kind, str(exc), intended_ns, start, clock_ns())
+        except TimeoutError:
+            rec.error("timeout", f"no complete response within {self.job.timeout_s} s",
+                      intended_ns, start, clock_ns())
+        except Exception as exc:    # a bug in a client must not end the run silently
+            rec.error("internal", f"{type(exc).__name__}: {exc}", intended_ns, start, clock_ns())
+        self.done += 1
+
+    async def _closed(self, rec: Recorder, users: int, requests: int | None,
+                      duration_s: float | None) -> None:
+        remaining = itertools.count() if requests is None else iter(range(requests))
+        deadline = clock_ns() + int(duration_s * 1e9) if duration_s else None
+        clients = self.clients
+
+        async def user(u: int) -> None:
+            client = clients[u % len(clients)]
+            for _ in remaining:
+                if deadline is not None and clock_ns() >= deadline:
+                    return
+                await self._one(client, rec, clock_ns())
+
+        await asyncio.gather(*(user(u) for u in range(users)))
+
+    def _gaps(self) -> Callable[[], float]:
+        job, rnd = self.job, random.Random(self.job.seed)
+        mean = 1.0 / job.rate
+        if job.arrival == "constant":
+            return lambda: mean
+        if job.arrival == "gamma":   # shape < 1: burstier than poisson, same mean rate
+            k = job.gamma_shape
+            return lambda: rnd.gammavariate(k, mean / k)
+        return lambda: rnd.expovariate(job.rate)
+
+    async def _open(self, rec: Recorder, requests: int | None, duration_s: float | None) -> None:
+        gap = self._gaps()
+        clients = itertools.cycle(self.clients)
+        slots = asyncio.Semaphore(self.job.max_in_flight)
+        tasks: set[asyncio.Task] = set()
+        t = clock_ns()
+        end = t + int(duration_s * 1e9) if duration_s else None
+        for i in itertools.count():
+            if requests is not None and i >= requests:
+                break
+            t += int(gap() * 1e9)
+            if end is not None and t >= end:
+                break
+            await sleep_until_ns(t)
+            await slots.acquire()       # at the cap, this arrival waits (and is late)
+            task = asyncio.ensure_future(self._one(next(clients), rec, t))
+            tasks.add(task)
+            task.add_done_callback(lambda tk: (tasks.discard(tk), slots.release()))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def warmup(self) -> Recorder:
+        """Warmup requests (excluded from results); also opens the connections."""
+        rec = Recorder()
+        if self.job.warmup:
+            users = min(self.job.warmup, max(self.job.concurrency, len(self.clients)))
+            await self._closed(rec, users, self.job.warmup, None)
+        self.done = 0
+        return rec
+
+    async def measure(self) -> dict[str, Any]:
+        job = self.job
+        if job.keep_rows:
+            self.rec.rows = []
+        cpu0, t0 = time.process_time(), clock_ns()
+        if job.mode == "closed":
+            await self._closed(self.rec, job.concurrency, job.requests, job.duration_s)
+        else:
+            await self._open(self.rec, job.requests, job.duration_s)
+        wall_ns = clock_ns() - t0
+        return {"wall_s": wall_ns / 1e9, "client_cpu_s": time.process_time() - cpu0,
+                "t0_ns": t0, "recorder": self.rec.to_json()}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+
+

@@ -1,0 +1,158 @@
+"""What one worker measured at one load point: histograms and counters, mergeable.
+
+Every formula lives here once (DESIGN.md section 4); result files repeat them:
+- latency: request start (open loop: the *intended* start) to response received and
+  decoded; service_time: actual start to the same end (open loop only differs).
+- overhead: latency - server-reported time. decode: received -> decoded.
+- ttft: start -> first token received; ttst: start -> second token; e2e: start -> end;
+  itl: gaps between successive received chunks (pooled over requests);
+  tpot: (e2e - ttft) / (tokens - 1); owd: token receive - server emit stamp (one host,
+  one CLOCK_MONOTONIC); tokens_per_chunk: tokens that arrived in one read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from clients.base import StreamResult, UnaryResult
+
+from .stats import Histogram
+
+FORMULAS = {
+    "latency": "intended start (open loop) or start (closed loop) -> response received and decoded",
+    "service_time": "actual start -> response received and decoded",
+    "overhead": "latency - server time (Server-Timing / trailing metadata / WS field)",
+    "decode": "response fully received -> decoded into vectors",
+    "server_time": "server: request received -> response ready (as it reports it)",
+    "connect": "connection setup incl. TLS/QUIC handshake, on requests that opened one",
+    "ttft": "start -> first content token received",
+    "ttst": "start -> second token received",
+    "itl": "gap between successive received chunks (pooled)",
+    "tpot": "(e2e - ttft) / (tokens - 1)",
+    "e2e": "start -> end of stream received",
+    "owd": "token receive time - server emit stamp (same host clock)",
+    "payload": "serialized request/response message bytes (no transport framing)",
+    "late_start": "open loop: request started > 1 ms after its intended time",
+}
+
+HISTOGRAMS = ("latency", "service_time", "overhead", "decode", "server_time", "connect",
+              "ttft", "ttst", "itl", "tpot", "e2e", "owd")
+LATE_NS = 1_000_000
+
+
+@dataclass
+class Recorder:
+    hist: dict[str, Histogram] = field(default_factory=lambda: {k: Histogram() for k in HISTOGRAMS})
+    n: int = 0
+    errors: Counter = field(default_factory=Counter)
+    error_samples: dict[str, str] = field(default_factory=dict)
+    payload_up: int = 0
+    payload_down: int = 0
+    new_connections: int = 0
+    tokens: int = 0
+    chunks: int = 0
+    late_starts: int = 0
+    rows: list[tuple] | None = None       # per-request rows when asked
+
+    def unary(self, r: UnaryResult, intended_ns: int) -> None:
+        self.n += 1
+        end = r.t_decoded_ns
+        self.hist["latency"].record_ns(end - intended_ns)
+        self.hist["service_time"].record_ns(end - r.t_start_ns)
+        self.hist["decode"].record_ns(r.decode_ns)
+        if r.server_time_us is not None:
+            st = int(r.server_time_us * 1000)
+            self.hist["server_time"].record_ns(st)
+            self.hist["overhead"].record_ns(end - r.t_start_ns - st)
+        self._common(r, intended_ns, end)
+
+    def stream(self, r: StreamResult, intended_ns: int) -> None:
+        self.n += 1
+        toks = r.tokens
+        self.hist["latency"].record_ns(r.t_end_ns - intended_ns)
+        self.hist["service_time"].record_ns(r.t_end_ns - r.t_start_ns)
+        self.hist["e2e"].record_ns(r.t_end_ns - r.t_start_ns)
+        if r.server_time_us is not None:
+            st = int(r.server_time_us * 1000)
+            self.hist["server_time"].record_ns(st)
+            self.hist["overhead"].record_ns(r.t_end_ns - r.t_start_ns - st)
+        if toks:
+            ttft = toks[0].recv_ns - r.t_start_ns
+            self.hist["ttft"].record_ns(ttft)
+            if len(toks) > 1:
+                self.hist["ttst"].record_ns(toks[1].recv_ns - r.t_start_ns)
+                self.hist["tpot"].record_ns((toks[-1].recv_ns - r.t_start_ns - ttft)
+                                            // (len(toks) - 1))
+            prev = None
+            for t in toks:
+                if t.emit_ns is not None:
+                    self.hist["owd"].record_ns(t.recv_ns - t.emit_ns)
+                if t.recv_ns != prev:
+                    if prev is not None:
+                        self.hist["itl"].record_ns(t.recv_ns - prev)
+                    self.chunks += 1
+                    prev = t.recv_ns
+            self.tokens += len(toks)
+        self._common(r, intended_ns, r.t_end_ns)
+
+    def _common(self, r: Any, intended_ns: int, end_ns: int) -> None:
+        self.payload_up += r.payload_up
+        self.payload_down += r.payload_down
+        if r.new_connection:
+            self.new_connections += 1
+            if r.connect_ns is not None:
+                self.hist["connect"].record_ns(r.connect_ns)
+        if r.t_start_ns - intended_ns > LATE_NS:
+            self.late_starts += 1
+        if self.rows is not None:
+            self.rows.append((intended_ns, r.t_start_ns, end_ns, r.payload_up, r.payload_down,
+                              r.server_time_us, int(r.new_connection), ""))
+
+    def error(self, kind: str, message: str, intended_ns: int, start_ns: int, end_ns: int) -> None:
+        self.errors[kind] += 1
+        self.error_samples.setdefault(kind, message[:300])
+        if start_ns - intended_ns > LATE_NS:
+            self.late_starts += 1
+        if self.rows is not None:
+            self.rows.append((intended_ns, start_ns, end_ns, 0, 0, None, 0, kind))
+
+    # ---------------------------------------------------------------- transport
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hist": {k: h.encode() for k, h in self.hist.items() if h.count},
+                "n": self.n, "errors": dict(self.errors), "error_samples": self.error_samples,
+                "payload_up": self.payload_up, "payload_down": self.payload_down,
+                "new_connections": self.new_connections, "tokens": self.tokens,
+                "chunks": self.chunks, "late_starts": self.late_starts,
+                "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Recorder":
+        rec = cls()
+        for k, enc in data["hist"].items():
+            rec.hist[k] = Histogram.decode(enc)
+        rec.errors = Counter(data["errors"])
+        rec.error_samples = dict(data["error_samples"])
+        for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
+                  "late_starts"):
+            setattr(rec, k, data[k])
+        rec.rows = data.get("rows")
+        return rec
+
+    def merge(self, other: "Recorder") -> None:
+        for k, h in other.hist.items():
+            self.hist[k].merge(h)
+        self.errors.update(other.errors)
+        for k, v in other.error_samples.items():
+            self.error_samples.setdefault(k, v)
+        for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
+                  "late_starts"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        if other.rows is not None:
+            self.rows = (self.rows or []) + other.rows
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())

@@ -1,0 +1,152 @@
+"""report.md: the tables, where the time goes, and what the numbers say in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .recorder import FORMULAS
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _load(r: dict[str, Any]) -> str:
+    return f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def latency_table(rows: list[dict[str, Any]]) -> str:
+    return _table(
+        ["protocol", "load", "n", "errors", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms",
+         "max ms", "achieved rps", "offered rps", "late starts"],
+        [[r["protocol"], _load(r), _f(r["n"]), _f(r["errors"]), _f(r["latency_p50_ms"]),
+          _f(r["latency_p90_ms"]), _f(r["latency_p95_ms"]), _f(r["latency_p99_ms"]),
+          _f(r["latency_p999_ms"]), _f(r["latency_max_ms"]), _f(r["throughput_rps"], 1),
+          _f(r["rate_offered_rps"], 1), _f(r["late_starts"])] for r in rows])
+
+
+def cost_table(rows: list[dict[str, Any]]) -> str:
+    return _table(
+        ["protocol", "load", "server", "client engine", "payload up B", "payload down B",
+         "wire up B", "wire down B", "client CPU ms/req", "server CPU ms/req"],
+        [[r["protocol"], _load(r), r["server_impl"], r["client_engine"],
+          _f(r["payload_up_bytes"], 0), _f(r["payload_down_bytes"], 0),
+          _f(r["wire_up_bytes"], 0), _f(r["wire_down_bytes"], 0),
+          _f(r["client_cpu_ms_per_req"]), _f(r["server_cpu_ms_per_req"])] for r in rows])
+
+
+def time_table(rows: list[dict[str, Any]]) -> str:
+    return _table(
+        ["protocol", "load", "latency p50 ms", "server time p50 ms", "overhead p50 ms",
+         "overhead p99 ms", "decode p50 ms", "connect p50 ms", "new connections"],
+        [[r["protocol"], _load(r), _f(r["latency_p50_ms"]), _f(r["server_time_p50_ms"]),
+          _f(r["overhead_p50_ms"]), _f(r["overhead_p99_ms"]), _f(r["decode_p50_ms"]),
+          _f(r["connect_p50_ms"]), _f(r["new_connections"])] for r in rows])
+
+
+def stream_table(rows: list[dict[str, Any]]) -> str:
+    return _table(
+        ["protocol", "load", "TTFT p50 ms", "TTFT p99 ms", "TTST p50 ms", "ITL p50 ms",
+         "ITL p99 ms", "TPOT p50 ms", "E2E p50 ms", "one-way p50 ms", "one-way p99 ms",
+         "tokens/chunk"],
+        [[r["protocol"], _load(r), _f(r["ttft_p50_ms"]), _f(r["ttft_p99_ms"]),
+          _f(r["ttst_p50_ms"]), _f(r["itl_p50_ms"]), _f(r["itl_p99_ms"]),
+          _f(r["tpot_p50_ms"]), _f(r["e2e_p50_ms"]), _f(r["owd_p50_ms"]),
+          _f(r["owd_p99_ms"]), _f(r["tokens_per_chunk"], 2)] for r in rows])
+
+
+def seed_lab_table(rows: list[dict[str, Any]]) -> str:
+    """The lab's own CSV shape: mode, concurrency, n, median and p95 wall time."""
+    return _table(["mode", "concurrency", "n", "median_wall_s", "p95_wall_s"],
+                  [[r["protocol"], _f(r["concurrency"]), _f(r["n"]),
+                    _f(r["median_wall_s"], 4), _f(r["p95_wall_s"], 4)] for r in rows])
+
+
+def ttft_vs_http(rows: list[dict[str, Any]], workload: dict[str, Any]) -> str | None:
+    """The seed lab's question: how much does HTTP add on top of warm TTFT?"""
+    c1 = [r for r in rows if r["mode"] == "closed" and r["concurrency"] == 1 and r["ttft_p50_ms"]]
+    if not c1:
+        return None
+    model_ttft = float(workload.get("ttft_ms") or 0.0)
+    lines = [f"The model's warm TTFT is set to {model_ttft:g} ms (server-side, exact). "
+             "At concurrency 1, measured from the client:", ""]
+    for r in c1:
+        extra = r["ttft_p50_ms"] - model_ttft
+        lines.append(f"- **{r['protocol']}**: TTFT p50 {r['ttft_p50_ms']:.2f} ms, so HTTP and "
+                     f"network overhead is about **{extra:.2f} ms** on top of warm TTFT "
+                     f"({extra / r['ttft_p50_ms']:.0%} of what the user waits for the first "
+                     f"token); whole-response wall time p50 {r['median_wall_s'] * 1000:.2f} ms, "
+                     f"p95 {r['p95_wall_s'] * 1000:.2f} ms.")
+    lines.append("")
+    for proto in sorted({r["protocol"] for r in rows}):
+        mine = sorted((r for r in rows if r["protocol"] == proto and r["mode"] == "closed"),
+                      key=lambda r: r["concurrency"])
+        if len(mine) > 1 and mine[0]["median_wall_s"]:
+            base = mine[0]["median_wall_s"]
+            steps = ", ".join(f"c={r['concurrency']}: {r['median_wall_s'] / base:.2f}x"
+                              for r in mine[1:] if r["median_wall_s"])
+            lines.append(f"- {proto}: median wall time against c=1 — {steps}.")
+    best = min(c1, key=lambda r: r["ttft_p50_ms"] - model_ttft)
+    worst = max(c1, key=lambda r: r["ttft_p50_ms"] - model_ttft)
+    share = (worst["ttft_p50_ms"] - model_ttft) / worst["ttft_p50_ms"] if worst["ttft_p50_ms"] else 0
+    verdict = ("meaningful latency changes will mostly come from model/runtime tuning, not the "
+               "network" if share < 0.1 else
+               "the HTTP stack is a non-trivial part of time to first token")
+    lines += ["", f"Rule of thumb on this machine: HTTP overhead is about "
+              f"{best['ttft_p50_ms'] - model_ttft:.1f}-{worst['ttft_p50_ms'] - model_ttft:.1f} ms "
+              f"on top of warm TTFT; {verdict}."]
+    return "\n".join(lines)
+
+
+def notes(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        if r["client_bound"]:
+            out.append(f"- {r['protocol']} {_load(r)}: **the client side may be the "
+                       f"bottleneck** ({r['client_bound']}); its throughput is a floor, not "
+                       "the protocol's limit.")
+        for kind, sample in (r.get("error_samples") or {}).items():
+            out.append(f"- {r['protocol']} {_load(r)}: {r['errors_by_class'][kind]} "
+                       f"`{kind}` errors, e.g. {sample}")
+    return out
+
+
+def render(summary: dict[str, Any], thresholds: list[str]) -> str:
+    s, env, rows = summary["scenario"], summary["environment"], summary["rows"]
+    streaming = s["workload"]["type"] == "stream"
+    parts = [f"# wirebench: {s['name']}", ""]
+    if s.get("description"):
+        parts += [s["description"].strip(), ""]
+    parts += [f"Status: **{summary['status']}** — started {summary.get('started_utc', '?')}; "
+              f"Python {env['python']}, kernel {env['kernel']}, {env['cpu']} x{env['cores']}, "
+              f"TCP congestion control {env['tcp_congestion_control']}, commit "
+              f"{(env.get('git_commit') or '?')[:10]}{' (dirty)' if env.get('git_dirty') else ''}.",
+              "", "Client and server share this machine: compare ratios within this run, not "
+              "absolute times across machines.", ""]
+    parts += ["## Latency and throughput", "", latency_table(rows), ""]
+    if streaming:
+        parts += ["## Streams", "", stream_table(rows), ""]
+        section = ttft_vs_http(rows, s["workload"])
+        if section:
+            parts += ["## TTFT vs HTTP latency", "", section, ""]
+    else:
+        parts += ["## Where the time goes", "", time_table(rows), ""]
+    parts += ["## What each request costs", "", cost_table(rows), "",
+              "## The seed lab's table", "", seed_lab_table(rows), ""]
+    if thresholds:
+        parts += ["## Thresholds", "", *thresholds, ""]
+    found = notes(rows)
+    if found:
+        parts += ["## Notes", "", *found, ""]
+    parts += ["## Definitions", ""] + [f"- `{k}`: {v}" for k, v in FORMULAS.items()] + [""]
+    return "\n".join(parts)

@@ -1,0 +1,190 @@
+"""Result rows and the files a run leaves: summary.json, summary.csv, .hgrm, requests.csv.
+
+One row per protocol x load point (x network condition, when the lab sets one), with
+histograms merged over workers and repeats: percentiles are never averaged.
+Files are rewritten after every load point, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .recorder import FORMULAS, Recorder
+
+SCHEMA_VERSION = 1
+
+# CSV columns, in order. The first five are the seed lab's table.
+CSV_COLUMNS = [
+    "protocol", "concurrency", "n", "median_wall_s", "p95_wall_s",
+    "mode", "rate_offered_rps", "workload", "network", "server_impl", "client_engine",
+    "errors", "error_rate", "throughput_rps",
+    "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+    "latency_p999_ms", "latency_max_ms", "service_p50_ms", "service_p99_ms",
+    "server_time_p50_ms", "overhead_p50_ms", "overhead_p99_ms", "decode_p50_ms",
+    "connect_p50_ms", "new_connections",
+    "payload_up_bytes", "payload_down_bytes", "wire_up_bytes", "wire_down_bytes", "wire_source",
+    "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util", "late_starts",
+    "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
+    "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
+]
+
+
+@dataclass
+class PointKey:
+    protocol: str
+    mode: str
+    concurrency: int | None
+    rate: float | None
+    network: str = "loopback"
+
+    @property
+    def label(self) -> str:
+        load = f"c{self.concurrency}" if self.mode == "closed" else f"r{self.rate:g}"
+        return f"{self.protocol}-{load}" + ("" if self.network == "loopback" else f"-{self.network}")
+
+
+@dataclass
+class PointResult:
+    """Everything measured for one row, merged over workers and repeats."""
+
+    key: PointKey
+    rec: Recorder = field(default_factory=Recorder)
+    wall_s: list[float] = field(default_factory=list)        # per repeat
+    repeat_n: list[int] = field(default_factory=list)        # per repeat
+    client_cpu_s: float = 0.0
+    server_cpu_s: float | None = 0.0
+    client_core_util: float = 0.0                              # busiest worker, 0..1
+    wire: dict[str, Any] = field(default_factory=dict)
+    server_impl: str = ""
+    client_engine: str = ""
+
+    def add_repeat(self, rec: Recorder, wall_s: float, client_cpu_s: float,
+                   server_cpu_s: float | None, core_util: float) -> None:
+        self.rec.merge(rec)
+        self.wall_s.append(wall_s)
+        self.repeat_n.append(rec.n)
+        self.client_cpu_s += client_cpu_s
+        if server_cpu_s is None or self.server_cpu_s is None:
+            self.server_cpu_s = None
+        else:
+            self.server_cpu_s += server_cpu_s
+        self.client_core_util = max(self.client_core_util, core_util)
+
+    def client_bound(self) -> str:
+        """Why the client side, not the server, may have limited this point ('' if not)."""
+        reasons = []
+        if self.client_core_util > 0.9:
+            reasons.append(f"a client worker used {self.client_core_util:.0%} of a core")
+        if self.rec.n and self.rec.late_starts > 0.01 * self.rec.n:
+            reasons.append(f"{self.rec.late_starts} of {self.rec.n} requests started late")
+        return "; ".join(reasons)
+
+    def row(self, workload: str) -> dict[str, Any]:
+        rec, n = self.rec, self.rec.n
+        total = n + rec.error_count
+        s = {k: h.summary_ms() for k, h in rec.hist.items()}
+
+        def pct(metric: str, p: str) -> float | None:
+            return round(s[metric][p], 4) if s.get(metric) else None
+
+        wall = sum(self.wall_s)
+        lat = s.get("latency")
+        return {
+            "protocol": self.key.protocol, "mode": self.key.mode,
+            "concurrency": self.key.concurrency, "rate_offered_rps": self.key.rate,
+            "n": n, "workload": workload, "network": self.key.network,
+            "median_wall_s": round(lat["p50"] / 1000, 6) if lat else None,
+            "p95_wall_s": round(lat["p95"] / 1000, 6) if lat else None,
+            "server_impl": self.server_impl, "client_engine": self.client_engine,
+            "errors": rec.error_count, "errors_by_class": dict(rec.errors),
+            "error_samples": rec.error_samples,
+            "error_rate": round(rec.error_count / total, 6) if total else 0.0,
+            "throughput_rps": round(n / wall, 2) if wall else None,
+            "throughput_per_repeat_rps": [round(k / w, 2) for k, w in
+                                          zip(self.repeat_n, self.wall_s) if w],
+            "latency_ms": {k: round(v, 4) for k, v in lat.items() if k != "n"} if lat else None,
+            **{f"latency_{p}_ms": pct("latency", p) for p in
+               ("p50", "p90", "p95", "p99", "p999", "max")},
+            "service_p50_ms": pct("service_time", "p50"),
+            "service_p99_ms": pct("service_time", "p99"),
+            "server_time_p50_ms": pct("server_time", "p50"),
+            "overhead_p50_ms": pct("overhead", "p50"), "overhead_p99_ms": pct("overhead", "p99"),
+            "decode_p50_ms": pct("decode", "p50"), "connect_p50_ms": pct("connect", "p50"),
+            "new_connections": rec.new_connections,
+            "payload_up_bytes": round(rec.payload_up / n, 1) if n else None,
+            "payload_down_bytes": round(rec.payload_down / n, 1) if n else None,
+            "wire_up_bytes": self.wire.get("up_per_req"),
+            "wire_down_bytes": self.wire.get("down_per_req"),
+            "wire_source": self.wire.get("source", "not measured"),
+            "client_cpu_ms_per_req": round(self.client_cpu_s * 1000 / n, 4) if n else None,
+            "server_cpu_ms_per_req": (round(self.server_cpu_s * 1000 / n, 4)
+                                      if n and self.server_cpu_s is not None else None),
+            "client_core_util": round(self.client_core_util, 3),
+            "late_starts": rec.late_starts,
+            "ttft_p50_ms": pct("ttft", "p50"), "ttft_p99_ms": pct("ttft", "p99"),
+            "ttst_p50_ms": pct("ttst", "p50"),
+            "itl_p50_ms": pct("itl", "p50"), "itl_p99_ms": pct("itl", "p99"),
+            "tpot_p50_ms": pct("tpot", "p50"), "e2e_p50_ms": pct("e2e", "p50"),
+            "owd_p50_ms": pct("owd", "p50"), "owd_p99_ms": pct("owd", "p99"),
+            "tokens_per_chunk": round(rec.tokens / rec.chunks, 3) if rec.chunks else None,
+            "client_bound": self.client_bound(),
+            "distributions_ms": {k: v for k, v in s.items() if v},
+        }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ResultWriter:
+    def __init__(self, directory: Path, scenario: dict[str, Any], env: dict[str, Any],
+                 meta: dict[str, Any]) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.scenario, self.env, self.meta = scenario, env, meta
+
+    def write(self, rows: list[dict[str, Any]], status: str,
+              points: list[PointResult], hgrm: bool, extra: dict[str, Any] | None = None) -> None:
+        summary = {"schema_version": SCHEMA_VERSION, "status": status, **self.meta,
+                   "scenario": self.scenario, "environment": self.env,
+                   "formulas": FORMULAS, "rows": rows, **(extra or {})}
+        _atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        self._csv(rows)
+        if hgrm:
+            self._hgrm(points)
+        self._requests(points)
+
+    def _csv(self, rows: list[dict[str, Any]]) -> None:
+        tmp = self.dir / "summary.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for row in rows:
+                w.writerow(row)
+        os.replace(tmp, self.dir / "summary.csv")
+
+    def _hgrm(self, points: list[PointResult]) -> None:
+        out = self.dir / "hgrm"
+        out.mkdir(exist_ok=True)
+        for p in points:
+            for metric, h in p.rec.hist.items():
+                if h.count and metric in ("latency", "ttft", "itl", "owd", "service_time"):
+                    _atomic_write(out / f"{p.key.label}-{metric}.hgrm", h.hgrm())
+
+    def _requests(self, points: list[PointResult]) -> None:
+        if not any(p.rec.rows for p in points):
+            return
+        with open(self.dir / "requests.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["protocol", "load", "intended_ns", "start_ns", "end_ns", "payload_up",
+                        "payload_down", "server_time_us", "new_connection", "error"])
+            for p in points:
+                for r in p.rec.rows or ():
+                    w.writerow([p.key.protocol, p.key.label, *r])

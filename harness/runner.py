@@ -1,0 +1,258 @@
+"""Runs a scenario: servers up, every protocol x load point through worker processes,
+result files after every point, servers down — also on error, Ctrl-C and SIGTERM.
+
+The parent measures nothing itself (as pyperf): workers measure, the parent merges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import orjson
+
+from clients.base import Target
+from servers.launcher import ROOT, ServerGroup, ServerProcess, _die_with_parent
+
+from .cpu import process_cpu_s
+from .environment import environment
+from .implementations import client_engine, server_impl
+from .loadgen import LoadJob
+from .protocols import PROTOCOLS
+from .recorder import Recorder
+from .results import PointKey, PointResult, ResultWriter
+from .scenario import PlanPoint, Scenario, expand_plan
+
+EXIT_OK, EXIT_ERRORS, EXIT_BAD_INPUT, EXIT_THRESHOLDS, EXIT_INTERRUPTED = 0, 1, 2, 99, 130
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: stop now, keep what was measured."""
+
+
+class WorkerFailed(RuntimeError):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def result_dir(root: Path, name: str) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = root / f"{stamp}-{name}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{name}-{n}"
+    return path
+
+
+def split(total: int | None, parts: int) -> list[int | None]:
+    if total is None:
+        return [None] * parts
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, out_root: Path, progress: "ProgressSink | None") -> None:
+        self.s = scenario
+        self.out = result_dir(out_root, scenario.name)
+        self.progress = progress or ProgressSink()
+        self.servers = ServerGroup()
+        self.points: dict[str, PointResult] = {}
+        self.status = "running"
+        self.writer = ResultWriter(self.out, scenario.to_dict(), environment(),
+                                   {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat()})
+        self.workers: list[subprocess.Popen] = []
+
+    # ------------------------------------------------------------ targets
+
+    def _target(self, protocol: str) -> tuple[dict[str, Any], ServerProcess | None, str]:
+        """(Target fields for workers, the server process if ours, server impl name)."""
+        ext = self.s.target
+        if ext is not None:
+            u = urlsplit(ext.base_url)
+            tls = u.scheme == "https"
+            fields = {"host": u.hostname, "port": u.port or (443 if tls else 80), "tls": tls,
+                      "server_name": u.hostname, "base_path": u.path.rstrip("/") or "",
+                      "model": ext.model,
+                      "api_key": os.environ.get(ext.api_key_env) if ext.api_key_env else None}
+            return fields, None, f"external {u.hostname}"
+        kind = PROTOCOLS[protocol].server
+        h2c = kind == "h2" and not self.s.tls
+        srv = self.servers.start(kind, extra=["--h2c-port", "0"] if h2c else None)
+        port = srv.info["h2c_port"] if h2c else srv.port
+        fields = {"port": port, "ca": str(self._ca()), **({"tls": False} if h2c else {})}
+        return fields, srv, server_impl(protocol)
+
+    @staticmethod
+    def _ca() -> Path:
+        from servers.tls import ensure_tls_files
+        return ensure_tls_files().ca
+
+    # ------------------------------------------------------------ one point
+
+    def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
+        s, load = self.s, self.s.load
+        n = s.workers
+        workload = asdict(s.workload)
+        jobs = []
+        # Open loop: each worker's in-flight requests spread over its connections.
+        users = split(point.concurrency, n) if point.load_kind == "closed" else [1] * n
+        for i, (share, w_users) in enumerate(zip(split(load.requests, n), users)):
+            if w_users == 0 or share == 0:
+                continue
+            jobs.append(LoadJob(
+                protocol=point.protocol, target=target, workload=workload,
+                mode=point.load_kind, concurrency=w_users or 1,
+                rate=(point.rate or 0.0) / n, arrival=load.arrival,
+                gamma_shape=load.gamma_shape, max_in_flight=load.max_in_flight,
+                requests=share, duration_s=load.duration_s,
+                warmup=s.warmup.requests, timeout_s=load.timeout_s,
+                reuse=s.connection.policy == "reuse",
+                connections=s.connection.connections_for(point.protocol, w_users or 1),
+                seed=s.seed * 1000 + point.repeat * 100 + i,
+                keep_rows=s.outputs.requests_csv))
+        return jobs
+
+    def _spawn(self, job: LoadJob) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.worker"], cwd=ROOT,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+                                start_new_session=True)
+        self.workers.append(proc)
+        proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
+        proc.stdin.flush()
+        return proc
+
+    def _events(self, procs: list[subprocess.Popen], until: str,
+                on_progress: Callable[[int], None] | None = None) -> list[dict]:
+        """Read events until every worker sent `until`; a dead worker is an error."""
+        sel = selectors.DefaultSelector()
+        bufs = {p.stdout.fileno(): b"" for p in procs}
+        got: dict[int, dict] = {}
+        done: dict[int, int] = {}
+        for p in procs:
+            sel.register(p.stdout, selectors.EVENT_READ, p)
+        try:
+            while len(got) < len(procs):
+                for key, _ in sel.select(timeout=1.0):
+                    p = key.data
+                    chunk = os.read(p.stdout.fileno(), 1 << 20)
+                    if not chunk:
+                        sel.unregister(p.stdout)
+                        if p.pid not in got:
+                            err = p.stderr.read().decode(errors="replace")[-2000:]
+                            raise WorkerFailed(f"worker for exited early:\n{err}")
+                        continue
+                    bufs[p.stdout.fileno()] += chunk
+                    *lines, bufs[p.stdout.fileno()] = bufs[p.stdout.fileno()].split(b"\n")
+                    for line in lines:
+                        ev = orjson.loads(line)
+                        if ev["event"] == "error":
+                            raise WorkerFailed(ev["message"] + "\n" + ev.get("traceback", ""))
+                        if ev["event"] == "progress" and on_progress:
+                            done[p.pid] = ev["done"]
+                            on_progress(sum(done.values()))
+                        if ev["event"] == until:
+                            got[p.pid] = ev
+        finally:
+            sel.close()
+        return [got[p.pid] for p in procs]
+
+    def run_point(self, point: PlanPoint) -> None:
+        target, srv, impl = self._target(point.protocol)
+        key = PointKey(point.protocol, point.load_kind, point.concurrency, point.rate)
+        result = self.points.setdefault(key.label, PointResult(key))
+        result.server_impl, result.client_engine = impl, client_engine(point.protocol)
+        jobs = self._jobs(point, target)
+        total = sum(j.requests for j in jobs) if self.s.load.requests else None
+        task = self.progress.start(point, total)
+        procs = [self._spawn(job) for job in jobs]
+        try:
+            self._events(procs, "warm")
+            cpu0 = process_cpu_s(srv.pid) if srv else None
+            for p in procs:                      # all workers start together
+                p.stdin.write(b"go\n")
+                p.stdin.flush()
+            results = self._events(procs, "result", lambda d: self.progress.update(task, d))
+            cpu1 = process_cpu_s(srv.pid) if srv else None
+        finally:
+            self._reap(procs)
+        rec = Recorder()
+        for r in results:
+            rec.merge(Recorder.from_json(r["recorder"]))
+        wall = max(r["wall_s"] for r in results)
+        util = max(r["client_cpu_s"] / r["wall_s"] for r in results if r["wall_s"])
+        server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+        result.add_repeat(rec, wall, sum(r["client_cpu_s"] for r in results), server_cpu, util)
+        self.progress.finish(task, result)
+
+    def _reap(self, procs: list[subprocess.Popen]) -> None:
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.stdin.close()          # EOF instead of "go": the worker leaves
+                except OSError:
+                    pass
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            for f in (p.stdout, p.stderr):
+                f.close()
+            self.workers.remove(p)
+
+    # ------------------------------------------------------------ whole run
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [p.row(self.s.workload.type) for p in self.points.values()]
+
+    def save(self) -> None:
+        self.writer.write(self.rows(), self.status, list(self.points.values()),
+                          self.s.outputs.hgrm)
+
+    def run(self) -> list[dict[str, Any]]:
+        old = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM,)}
+        try:
+            plan = expand_plan(self.s)
+            self.progress.plan(len(plan), self.out)
+            for point in plan:
+                self.run_point(point)
+                self.save()
+            self.status = "complete"
+        except (KeyboardInterrupt, Interrupted):
+            self.status = "aborted"
+            raise Interrupted("interrupted") from None
+        except BaseException:
+            self.status = "failed"
+            raise
+        finally:
+            for p in list(self.workers):
+                p.kill()
+                p.wait()
+            self.workers.clear()
+            self.servers.stop_all()
+            self.save()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return self.rows()
+
+
+class ProgressSink:
+    """What the runner tells the user while it works (harness.console implements it)."""
+
+    def plan(self, points: int, out: Path) -> None: ...
+    def start(self, point: PlanPoint, total: int | None) -> Any: ...
+    def update(self, task: Any, done: int) -> None: ...
+    def finish(self, task: Any, result: PointResult) -> None: ...

@@ -1,0 +1,61 @@
+"""Latency distributions as HdrHistograms: exact percentiles, mergeable across workers.
+
+Values are recorded in microseconds (1 us .. 1 hour, 3 significant digits). Percentiles
+come from merged histograms, never from averaging per-worker or per-run percentiles.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+from hdrh.histogram import HdrHistogram
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+_HIGHEST_US = 3_600_000_000
+
+
+class Histogram:
+    __slots__ = ("h",)
+
+    def __init__(self, h: HdrHistogram | None = None) -> None:
+        self.h = h or HdrHistogram(1, _HIGHEST_US, 3)
+
+    def record_ns(self, ns: int) -> None:
+        # Clamped into range: a sub-microsecond value counts as 1 us, never dropped.
+        self.h.record_value(min(max(1, (ns + 500) // 1000), _HIGHEST_US))
+
+    def record_many_ns(self, values: Iterable[int]) -> None:
+        for ns in values:
+            self.record_ns(ns)
+
+    @property
+    def count(self) -> int:
+        return self.h.get_total_count()
+
+    def merge(self, other: "Histogram") -> None:
+        self.h.add(other.h)
+
+    def encode(self) -> str:
+        return self.h.encode().decode("ascii")
+
+    @classmethod
+    def decode(cls, data: str) -> "Histogram":
+        return cls(HdrHistogram.decode(data.encode("ascii")))
+
+    def summary_ms(self) -> dict[str, float] | None:
+        """p50 .. p99.9, max, mean and n, in milliseconds; None when empty."""
+        if not self.count:
+            return None
+        out = {k: self.h.get_value_at_percentile(q) / 1000.0 for k, q in PERCENTILES.items()}
+        out["max"] = self.h.get_max_value() / 1000.0
+        out["min"] = self.h.get_min_value() / 1000.0
+        out["mean"] = self.h.get_mean_value() / 1000.0
+        out["n"] = self.count
+        return out
+
+    def hgrm(self) -> str:
+        """The standard .hgrm percentile distribution, values in milliseconds."""
+        buf = io.BytesIO()
+        self.h.output_percentile_distribution(buf, 1000.0)
+        return buf.getvalue().decode("ascii")
