@@ -84,7 +84,8 @@ class LoadRunner:
         self.rec = Recorder()
         self.done = 0
 
-    async def _one(self, client: Client, rec: Recorder, intended_ns: int) -> None:
+    async def _one(self, client: Client, rec: Recorder, intended_ns: int | None) -> None:
+        """One request; intended_ns is the open-loop schedule's time (None: closed loop)."""
         start = clock_ns()
         request = self.workload.next_request()
         try:
@@ -113,7 +114,7 @@ class LoadRunner:
             for _ in remaining:
                 if deadline is not None and clock_ns() >= deadline:
                     return
-                await self._one(client, rec, clock_ns())
+                await self._one(client, rec, None)   # closed loop: no intended time
 
         await asyncio.gather(*(user(u) for u in range(users)))
 

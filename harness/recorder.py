@@ -56,8 +56,9 @@ class Recorder:
     late_starts: int = 0
     rows: list[tuple] | None = None       # per-request rows when asked
 
-    def unary(self, r: UnaryResult, intended_ns: int) -> None:
+    def unary(self, r: UnaryResult, intended_ns: int | None) -> None:
         self.n += 1
+        intended_ns = r.t_start_ns if intended_ns is None else intended_ns
         end = r.t_decoded_ns
         self.hist["latency"].record_ns(end - intended_ns)
         self.hist["service_time"].record_ns(end - r.t_start_ns)
@@ -68,8 +69,9 @@ class Recorder:
             self.hist["overhead"].record_ns(end - r.t_start_ns - st)
         self._common(r, intended_ns, end)
 
-    def stream(self, r: StreamResult, intended_ns: int) -> None:
+    def stream(self, r: StreamResult, intended_ns: int | None) -> None:
         self.n += 1
+        intended_ns = r.t_start_ns if intended_ns is None else intended_ns
         toks = r.tokens
         self.hist["latency"].record_ns(r.t_end_ns - intended_ns)
         self.hist["service_time"].record_ns(r.t_end_ns - r.t_start_ns)
@@ -110,8 +112,10 @@ class Recorder:
             self.rows.append((intended_ns, r.t_start_ns, end_ns, r.payload_up, r.payload_down,
                               r.server_time_us, int(r.new_connection), ""))
 
-    def error(self, kind: str, message: str, intended_ns: int, start_ns: int, end_ns: int) -> None:
+    def error(self, kind: str, message: str, intended_ns: int | None, start_ns: int,
+              end_ns: int) -> None:
         self.errors[kind] += 1
+        intended_ns = start_ns if intended_ns is None else intended_ns
         self.error_samples.setdefault(kind, message[:300])
         if start_ns - intended_ns > LATE_NS:
             self.late_starts += 1

