@@ -48,10 +48,11 @@ async def test_streaming_protocols_deliver_the_same_tokens(servers, tls_files, p
         emits = [t.emit_ns for t in r.tokens]
         gaps = [b - a for a, b in zip(emits, emits[1:])]
         assert all(g > 0 for g in gaps)
-        # An absolute schedule does not drift: a late token does not delay the next, so
-        # the span of 23 gaps stays within 1 ms of 46 ms however busy the server was.
-        assert abs((emits[-1] - emits[0]) - 23 * 2_000_000) < 1_000_000, gaps
-        assert sorted(abs(g - 2_000_000) for g in gaps)[len(gaps) // 2] < 500_000, gaps
+        # Never early, on the one shared clock: the server cannot have started before
+        # the client sent, so token k is due no sooner than start + ttft + k * itl.
+        # (How close to its slot a token is depends on load: tests/unit/test_schedule.py.)
+        assert all(e >= r.t_start_ns + 5_000_000 + k * 2_000_000
+                   for k, e in enumerate(emits)), emits
         assert all(t.recv_ns >= t.emit_ns for t in r.tokens)
         assert r.server_time_us is not None
         assert r.ttft_ns >= 5_000_000
