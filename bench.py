@@ -37,6 +37,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a fast smoke version of the scenario")
     p.add_argument("--dry-run", action="store_true", help="print the expanded plan and exit")
     p.add_argument("--list-protocols", action="store_true", help="list protocol ids and exit")
+    p.add_argument("--loopback", action="store_true",
+                   help="stay on loopback even as root (no network namespaces, so no wire "
+                        "bytes)")
     args = p.parse_args(argv)
     if not args.scenario and not args.list_protocols:
         p.error("a scenario file is required (e.g. scenarios/embedding.yaml)")
@@ -67,14 +70,14 @@ def dry_run(scenario) -> int:
     return EXIT_OK
 
 
-def run(scenario, out: Path) -> int:
+def run(scenario, out: Path, loopback: bool = False) -> int:
     from harness.console import RichProgress, console, final_table, table_console
     from harness.report import render
     from harness.runner import Interrupted, Runner, WorkerFailed
     from harness.verdict import check
     from servers.launcher import ServerStartError
 
-    runner = Runner(scenario, out, None)
+    runner = Runner(scenario, out, None, loopback=loopback)
     code, failure = EXIT_OK, None
     try:
         with RichProgress() as progress:
@@ -120,7 +123,7 @@ def main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     if args.dry_run:
         return dry_run(scenario)
-    return run(scenario, Path(args.out))
+    return run(scenario, Path(args.out), args.loopback)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
         cols += ["ttft p50", "itl p99", "tpot p50", "owd p50"]
     else:
         cols += ["server p50", "overhead p50", "decode p50"]
-    cols += ["up B", "down B", "client CPU ms", "server CPU ms", "note"]
+    cols += ["payload up B", "payload down B", "wire down B", "client CPU ms", "server CPU ms",
+             "note"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("protocol", "load", "note") else "right")
     for r in rows:
@@ -82,6 +83,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
             cells += [_fmt(r["server_time_p50_ms"], 3), _fmt(r["overhead_p50_ms"], 3),
                       _fmt(r["decode_p50_ms"], 3)]
         cells += [_fmt(r["payload_up_bytes"], 0), _fmt(r["payload_down_bytes"], 0),
+                  _fmt(r["wire_down_bytes"], 0),
                   _fmt(r["client_cpu_ms_per_req"], 3), _fmt(r["server_cpu_ms_per_req"], 3),
                   "client-bound" if r["client_bound"] else ""]
         table.add_row(*cells)

@@ -27,7 +27,8 @@ CSV_COLUMNS = [
     "latency_p999_ms", "latency_max_ms", "service_p50_ms", "service_p99_ms",
     "server_time_p50_ms", "overhead_p50_ms", "overhead_p99_ms", "decode_p50_ms",
     "connect_p50_ms", "new_connections",
-    "payload_up_bytes", "payload_down_bytes", "wire_up_bytes", "wire_down_bytes", "wire_source",
+    "payload_up_bytes", "payload_down_bytes", "wire_up_bytes", "wire_down_bytes",
+    "packets_up", "packets_down", "wire_source",
     "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util", "late_starts",
     "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
     "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
@@ -59,9 +60,16 @@ class PointResult:
     client_cpu_s: float = 0.0
     server_cpu_s: float | None = 0.0
     client_core_util: float = 0.0                              # busiest worker, 0..1
-    wire: dict[str, Any] = field(default_factory=dict)
+    wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
+    wire_source: str = "not measured"
     server_impl: str = ""
     client_engine: str = ""
+    # FIX (perf): summary_ms() costs ~50 ms per histogram (hdrh's mean walks every
+    # bucket), and rows are rebuilt for every point after every load point (save(),
+    # the progress line, the final table). Cached per histogram counts: merging is the
+    # only way a histogram changes, and it always changes its count.
+    _summary_cache: tuple[tuple[int, ...], dict] | None = field(
+        default=None, repr=False, compare=False)
 
     def add_repeat(self, rec: Recorder, wall_s: float, client_cpu_s: float,
                    server_cpu_s: float | None, core_util: float) -> None:
@@ -75,6 +83,14 @@ class PointResult:
             self.server_cpu_s += server_cpu_s
         self.client_core_util = max(self.client_core_util, core_util)
 
+    def add_wire(self, up: int, down: int, up_packets: int, down_packets: int) -> None:
+        for k, v in (("up", up), ("down", down), ("up_packets", up_packets),
+                     ("down_packets", down_packets)):
+            self.wire[k] = self.wire.get(k, 0) + v
+
+    def _wire_per_request(self, key: str, n: int) -> float | None:
+        return round(self.wire[key] / n, 1) if n and key in self.wire else None
+
     def client_bound(self) -> str:
         """Why the client side, not the server, may have limited this point ('' if not)."""
         reasons = []
@@ -84,10 +100,17 @@ class PointResult:
             reasons.append(f"{self.rec.late_starts} of {self.rec.n} requests started late")
         return "; ".join(reasons)
 
+    def _summaries(self) -> dict[str, dict[str, float] | None]:
+        counts = tuple(h.count for h in self.rec.hist.values())
+        if self._summary_cache is None or self._summary_cache[0] != counts:
+            self._summary_cache = (counts, {k: h.summary_ms()
+                                            for k, h in self.rec.hist.items()})
+        return self._summary_cache[1]
+
     def row(self, workload: str) -> dict[str, Any]:
         rec, n = self.rec, self.rec.n
         total = n + rec.error_count
-        s = {k: h.summary_ms() for k, h in rec.hist.items()}
+        s = self._summaries()
 
         def pct(metric: str, p: str) -> float | None:
             return round(s[metric][p], 4) if s.get(metric) else None
@@ -118,9 +141,11 @@ class PointResult:
             "new_connections": rec.new_connections,
             "payload_up_bytes": round(rec.payload_up / n, 1) if n else None,
             "payload_down_bytes": round(rec.payload_down / n, 1) if n else None,
-            "wire_up_bytes": self.wire.get("up_per_req"),
-            "wire_down_bytes": self.wire.get("down_per_req"),
-            "wire_source": self.wire.get("source", "not measured"),
+            "wire_up_bytes": self._wire_per_request("up", n),
+            "wire_down_bytes": self._wire_per_request("down", n),
+            "packets_up": self._wire_per_request("up_packets", n),
+            "packets_down": self._wire_per_request("down_packets", n),
+            "wire_source": self.wire_source,
             "client_cpu_ms_per_req": round(self.client_cpu_s * 1000 / n, 4) if n else None,
             "server_cpu_ms_per_req": (round(self.server_cpu_s * 1000 / n, 4)
                                       if n and self.server_cpu_s is not None else None),
@@ -149,6 +174,10 @@ class ResultWriter:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scenario, self.env, self.meta = scenario, env, meta
+        # FIX (perf): .hgrm files already written, by file name -> histogram count.
+        # Rendering one costs ~0.2 s, and every file was rewritten after every load
+        # point (quadratic in the number of points); now only changed ones are.
+        self._hgrm_written: dict[str, int] = {}
 
     def write(self, rows: list[dict[str, Any]], status: str,
               points: list[PointResult], hgrm: bool, extra: dict[str, Any] | None = None) -> None:
@@ -176,7 +205,10 @@ class ResultWriter:
         for p in points:
             for metric, h in p.rec.hist.items():
                 if h.count and metric in ("latency", "ttft", "itl", "owd", "service_time"):
-                    _atomic_write(out / f"{p.key.label}-{metric}.hgrm", h.hgrm())
+                    name = f"{p.key.label}-{metric}.hgrm"
+                    if self._hgrm_written.get(name) != h.count:
+                        _atomic_write(out / name, h.hgrm())
+                        self._hgrm_written[name] = h.count
 
     def _requests(self, points: list[PointResult]) -> None:
         if not any(p.rec.rows for p in points):

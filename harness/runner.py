@@ -12,6 +12,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from .cpu import process_cpu_s
 from .environment import environment
 from .implementations import client_engine, server_impl
 from .loadgen import LoadJob
+from .netns import SERVER_IP, Topology, namespaces_possible
 from .protocols import PROTOCOLS
 from .recorder import Recorder
 from .results import PointKey, PointResult, ResultWriter
@@ -63,8 +65,13 @@ def split(total: int | None, parts: int) -> list[int | None]:
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, out_root: Path, progress: "ProgressSink | None") -> None:
+    def __init__(self, scenario: Scenario, out_root: Path, progress: "ProgressSink | None",
+                 *, loopback: bool = False) -> None:
         self.s = scenario
+        self.loopback = loopback            # never use namespaces (no wire bytes)
+        self.topology: Topology | None = None
+        self.network = "loopback"
+        self.wire_source = "not measured"
         self.out = result_dir(out_root, scenario.name)
         self.progress = progress or ProgressSink()
         self.servers = ServerGroup()
@@ -89,10 +96,29 @@ class Runner:
             return fields, None, f"external {u.hostname}"
         kind = PROTOCOLS[protocol].server
         h2c = kind == "h2" and not self.s.tls
-        srv = self.servers.start(kind, extra=["--h2c-port", "0"] if h2c else None)
-        port = srv.info["h2c_port"] if h2c else srv.port
-        fields = {"port": port, "ca": str(self._ca()), **({"tls": False} if h2c else {})}
+        where: dict[str, Any] = {}
+        fields: dict[str, Any] = {"ca": str(self._ca())}
+        if self.topology is not None:
+            where = {"host": SERVER_IP, "wrap": self.topology.wrap("server")}
+            fields.update(host=SERVER_IP, server_name="wirebench.test")   # in the cert
+        srv = self.servers.start(kind, extra=["--h2c-port", "0"] if h2c else None, **where)
+        fields["port"] = srv.info["h2c_port"] if h2c else srv.port
+        if h2c:
+            fields["tls"] = False
         return fields, srv, server_impl(protocol)
+
+    def _setup_network(self) -> None:
+        """Namespaces and a veth link where allowed, so wire bytes can be counted."""
+        if self.s.target is not None:
+            self.wire_source = "not measured: external target"
+            return
+        reason = "--loopback asked for" if self.loopback else namespaces_possible()
+        if reason:
+            self.wire_source = f"not measured: {reason}"
+            return
+        self.topology = Topology().__enter__()
+        self.network = "veth"
+        self.wire_source = "netns interface counters (IP bytes incl. headers)"
 
     @staticmethod
     def _ca() -> Path:
@@ -104,6 +130,14 @@ class Runner:
     def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
         s, load = self.s, self.s.load
         n = s.workers
+        # FIX: never more workers than users (closed loop) or requests. Before, a worker
+        # with no user (concurrency < workers) was skipped with its share of the
+        # requests, so fewer requests ran than asked; and a worker skipped for having no
+        # requests left its share of an open-loop rate unsent.
+        if point.load_kind == "closed":
+            n = min(n, point.concurrency)
+        if load.requests is not None:
+            n = min(n, load.requests)
         workload = asdict(s.workload)
         jobs = []
         # Open loop: each worker's in-flight requests spread over its connections.
@@ -125,10 +159,20 @@ class Runner:
         return jobs
 
     def _spawn(self, job: LoadJob) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.worker"], cwd=ROOT,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
-                                start_new_session=True)
+        # FIX: stderr goes to an unlinked temp file, not a pipe. Nobody read the pipe
+        # until the worker had exited, so a worker that logged more than a pipe buffer
+        # (64 KiB: e.g. a warning per failed request) blocked forever, and the run hung.
+        err = tempfile.TemporaryFile()
+        try:
+            wrap = self.topology.wrap("client") if self.topology else []
+            proc = subprocess.Popen(wrap + [sys.executable, "-m", "harness.worker"], cwd=ROOT,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=err, preexec_fn=_die_with_parent,
+                                    start_new_session=True)
+        except BaseException:
+            err.close()
+            raise
+        proc.errfile, proc.protocol = err, job.protocol   # for _events' error message
         self.workers.append(proc)
         proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
         proc.stdin.flush()
@@ -151,8 +195,12 @@ class Runner:
                     if not chunk:
                         sel.unregister(p.stdout)
                         if p.pid not in got:
-                            err = p.stderr.read().decode(errors="replace")[-2000:]
-                            raise WorkerFailed(f"worker for exited early:\n{err}")
+                            p.wait(5)        # EOF on stdout: it is exiting; let it finish
+                            p.errfile.seek(0)
+                            err = p.errfile.read().decode(errors="replace")[-2000:]
+                            # FIX: the message named no protocol ("worker for exited").
+                            raise WorkerFailed(f"worker for {p.protocol} exited early "
+                                               f"(code {p.returncode}):\n{err}")
                         continue
                     bufs[p.stdout.fileno()] += chunk
                     *lines, bufs[p.stdout.fileno()] = bufs[p.stdout.fileno()].split(b"\n")
@@ -171,8 +219,10 @@ class Runner:
 
     def run_point(self, point: PlanPoint) -> None:
         target, srv, impl = self._target(point.protocol)
-        key = PointKey(point.protocol, point.load_kind, point.concurrency, point.rate)
+        key = PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
+                       self.network)
         result = self.points.setdefault(key.label, PointResult(key))
+        result.wire_source = self.wire_source
         result.server_impl, result.client_engine = impl, client_engine(point.protocol)
         jobs = self._jobs(point, target)
         total = sum(j.requests for j in jobs) if self.s.load.requests else None
@@ -181,11 +231,15 @@ class Runner:
         try:
             self._events(procs, "warm")
             cpu0 = process_cpu_s(srv.pid) if srv else None
+            wire0 = self.topology.counters() if self.topology else None
             for p in procs:                      # all workers start together
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             results = self._events(procs, "result", lambda d: self.progress.update(task, d))
             cpu1 = process_cpu_s(srv.pid) if srv else None
+            if wire0 is not None:
+                wire = self.topology.counters() - wire0
+                result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
         finally:
             self._reap(procs)
         rec = Recorder()
@@ -209,7 +263,7 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            for f in (p.stdout, p.stderr):
+            for f in (p.stdout, p.errfile):
                 f.close()
             self.workers.remove(p)
 
@@ -223,8 +277,14 @@ class Runner:
                           self.s.outputs.hgrm)
 
     def run(self) -> list[dict[str, Any]]:
-        old = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM,)}
+        # FIX: SIGINT too, not only SIGTERM. A process started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: Ctrl-C / kill -INT did nothing and the run went on to the
+        # end with exit 0. Installing the handler makes SIGINT abort in every case.
+        old = {sig: signal.signal(sig, _raise_interrupted)
+               for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self._setup_network()
             plan = expand_plan(self.s)
             self.progress.plan(len(plan), self.out)
             for point in plan:
@@ -238,14 +298,26 @@ class Runner:
             self.status = "failed"
             raise
         finally:
-            for p in list(self.workers):
-                p.kill()
-                p.wait()
-            self.workers.clear()
-            self.servers.stop_all()
-            self.save()
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+            # FIX: a second Ctrl-C / SIGTERM during cleanup used to raise out of this
+            # block half-way: servers left to PDEATHSIG, and the final summary.json
+            # (status "aborted") never written. Cleanup is bounded (kill, then at most
+            # a few seconds' grace per server), so further signals wait until it is done.
+            for sig in old:
+                signal.signal(sig, signal.SIG_IGN)
+            try:
+                for p in list(self.workers):
+                    p.kill()
+                    p.wait()
+                    for f in (p.stdout, p.errfile):
+                        f.close()
+                self.workers.clear()
+                self.servers.stop_all()
+                if self.topology is not None:
+                    self.topology.close()
+                self.save()
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
         return self.rows()
 
 
