@@ -17,6 +17,7 @@ import httptools
 
 from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .wire import METER
 
 
 class _H1Protocol(asyncio.Protocol):
@@ -33,6 +34,8 @@ class _H1Protocol(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.sock = transport.get_extra_info("socket")
+        METER.track(self.sock)
 
     def data_received(self, data: bytes) -> None:
         self._recv_ns = clock_ns()          # one receive time for everything in this read
@@ -44,6 +47,7 @@ class _H1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        METER.closing(self.sock)            # a peer's close: counts kept if still readable
         if self.exchange is not None and not self.exchange.complete:
             self._fail(ConnectionLost(f"connection closed mid-response ({exc or 'EOF'})"))
 
@@ -197,11 +201,13 @@ class Http1Transport(HttpTransport):
         else:
             self.open.discard(conn)
             if not conn.closed:
+                METER.closing(conn.sock)
                 conn.transport.close()
 
     async def close(self) -> None:
         for conn in list(self.open):
             if not conn.closed:
+                METER.closing(conn.sock)
                 conn.transport.close()
         self.open.clear()
         self.idle.clear()

@@ -25,6 +25,7 @@ import h2.settings
 
 from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .wire import METER
 
 RECEIVE_WINDOW = 16 * 1024 * 1024
 
@@ -104,6 +105,8 @@ class _H2Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.sock = transport.get_extra_info("socket")
+        METER.track(self.sock)
         self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
             h2.settings.SettingCodes.ENABLE_PUSH: 0})
@@ -170,6 +173,7 @@ class _H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        METER.closing(self.sock)            # a peer's close: counts kept if still readable
         if self.got_settings:
             self._fail_all(ConnectionLost(f"connection closed ({exc or 'EOF'})"))
         else:
@@ -229,6 +233,7 @@ class _H2Protocol(asyncio.Protocol):
         if not self.closed:
             self.h2.close_connection()
             self.flush()
+            METER.closing(self.sock)
             self.transport.close()
 
 

@@ -42,6 +42,7 @@ from aioquic.quic.events import (ConnectionTerminated, HandshakeCompleted, QuicE
 
 from .base import ClientError, ConnectError, ConnectionLost, FallbackError, Target, clock_ns
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .wire import METER
 
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
 
@@ -174,6 +175,7 @@ class _Connection(asyncio.DatagramProtocol):
         self._transmit()
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
+        METER.datagram(len(data), sent=False)
         self._quic.receive_datagram(data, addr, now=self._loop.time())
         self._recv_ns = clock_ns()
         self._process_events()
@@ -264,6 +266,7 @@ class _Connection(asyncio.DatagramProtocol):
         quic = self._quic
         for data, _ in quic.datagrams_to_send(now=self._loop.time()):
             transport.sendto(data)      # connected socket: no address
+            METER.datagram(len(data), sent=True)
         timer_at = quic.get_timer()
         if timer_at != self._timer_at:
             if self._timer is not None:

@@ -20,6 +20,7 @@ from websockets.exceptions import (ConnectionClosed, InvalidHandshake, InvalidSt
 
 from .base import (Client, ClientError, ConnectError, ConnectionLost, FallbackError,
                    ProtocolViolation, ServerError, Target, clock_ns)
+from .wire import METER
 
 _loads = orjson.loads
 _ID_PREFIX = b'{"id":"'
@@ -78,6 +79,8 @@ class WsConnection:
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        self.sock = ws.transport.get_extra_info("socket")
+        METER.track(self.sock)
         self.inboxes: dict[bytes, asyncio.Queue] = {}
         self.ids = itertools.count(1)
         self.failure: tuple[type[ClientError], str] | None = None
@@ -138,6 +141,7 @@ class WsConnection:
             task.exception()   # a closed connection needs no cancel: nothing to report
 
     async def close(self) -> None:
+        METER.closing(self.sock)
         await self.ws.close()
         await self.reader
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from clients import open_client
 from clients.base import Client, ClientError, Target, clock_ns
+from clients.wire import METER
 from servers.clock import sleep_until_ns
 
 from .recorder import Recorder
@@ -162,13 +163,17 @@ class LoadRunner:
         job = self.job
         if job.keep_rows:
             self.rec.rows = []
+        wire0 = METER.snapshot()
         cpu0, t0 = time.process_time(), clock_ns()
         if job.mode == "closed":
             await self._closed(self.rec, job.concurrency, job.requests, job.duration_s)
         else:
             await self._open(self.rec, job.requests, job.duration_s)
         wall_ns = clock_ns() - t0
-        return {"wall_s": wall_ns / 1e9, "client_cpu_s": time.process_time() - cpu0,
+        cpu = time.process_time() - cpu0
+        wire1 = METER.snapshot()
+        return {"wall_s": wall_ns / 1e9, "client_cpu_s": cpu,
+                "socket_wire": {k: wire1[k] - wire0[k] for k in wire1},
                 "t0_ns": t0, "recorder": self.rec.to_json()}
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from clients.base import Target
+from clients.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ROOT, ServerGroup, ServerProcess, _die_with_parent
 
 from .cpu import process_cpu_s
@@ -245,6 +246,12 @@ class Runner:
         rec = Recorder()
         for r in results:
             rec.merge(Recorder.from_json(r["recorder"]))
+        if wire0 is None and self.s.target is None and not point.protocol.startswith("grpc"):
+            # No namespace: the workers' socket-level counts, labeled as estimates.
+            result.wire_source = SOCKET_SOURCE
+            for r in results:
+                w = r["socket_wire"]
+                result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
         wall = max(r["wall_s"] for r in results)
         util = max(r["client_cpu_s"] / r["wall_s"] for r in results if r["wall_s"])
         server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
