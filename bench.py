@@ -75,6 +75,7 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
     from harness.report import render
     from harness.runner import Interrupted, Runner, WorkerFailed
     from harness.verdict import check
+    from harness.netns import NetnsUnavailable
     from servers.launcher import ServerStartError
 
     runner = Runner(scenario, out, None, loopback=loopback)
@@ -85,7 +86,7 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
             runner.run()
     except Interrupted:
         code, failure = EXIT_INTERRUPTED, "interrupted"
-    except (ServerStartError, WorkerFailed) as exc:
+    except (ServerStartError, WorkerFailed, NetnsUnavailable) as exc:
         code, failure = EXIT_ERRORS, str(exc)
     rows = runner.rows()
     lines, failed, over = check(scenario, rows)

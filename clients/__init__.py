@@ -19,5 +19,7 @@ def client_class(protocol_id: str) -> type[Client]:
     return module.CLIENT
 
 
-def open_client(protocol_id: str, target: Target, *, reuse: bool = True) -> Client:
-    return client_class(protocol_id)(target, reuse=reuse)
+def open_client(protocol_id: str, target: Target, *, reuse: bool = True,
+                **options: object) -> Client:
+    """options: per-engine settings, e.g. max_connections for the HTTP/1.1 pool."""
+    return client_class(protocol_id)(target, reuse=reuse, **options)

@@ -141,9 +141,10 @@ class _H1Exchange(HttpExchange):
 class Http1Transport(HttpTransport):
     version = "1.1"
 
-    def __init__(self, target: Target, *, reuse: bool) -> None:
-        super().__init__(target, reuse=reuse)
+    def __init__(self, target: Target, *, reuse: bool, max_connections: int | None = None) -> None:
+        super().__init__(target, reuse=reuse, max_connections=max_connections)
         self.idle: list[_H1Protocol] = []
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
         self.open: set[_H1Protocol] = set()
         self._ssl: ssl.SSLContext | None = None
         if target.tls:
@@ -173,11 +174,17 @@ class Http1Transport(HttpTransport):
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange:
         conn, new, connect_ns = None, False, None
+        limit = self.max_connections
+        while limit and not self.idle and len(self.open) >= limit:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiting.append(fut)        # queue for a free connection (latency counts it)
+            await fut
         while self.idle:
             candidate = self.idle.pop()
             if not candidate.closed:
                 conn = candidate
                 break
+            self.open.discard(candidate)    # lost while idle: no longer counts
         if conn is None:
             conn, connect_ns = await self._connect()
             new = True
@@ -203,6 +210,11 @@ class Http1Transport(HttpTransport):
             if not conn.closed:
                 METER.closing(conn.sock)
                 conn.transport.close()
+        while self.waiting:                 # one queued caller may go now
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                break
 
     async def close(self) -> None:
         for conn in list(self.open):

@@ -240,8 +240,8 @@ class _H2Protocol(asyncio.Protocol):
 class Http2Transport(HttpTransport):
     version = "2"
 
-    def __init__(self, target: Target, *, reuse: bool) -> None:
-        super().__init__(target, reuse=reuse)
+    def __init__(self, target: Target, *, reuse: bool, max_connections: int | None = None) -> None:
+        super().__init__(target, reuse=reuse, max_connections=max_connections)
         self.tls = target.tls is not False
         self._ssl: ssl.SSLContext | None = None
         if self.tls:

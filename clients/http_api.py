@@ -73,9 +73,12 @@ class HttpTransport(abc.ABC):
 
     version: ClassVar[str]          # "1.1", "2", "3"
 
-    def __init__(self, target: Target, *, reuse: bool) -> None:
+    def __init__(self, target: Target, *, reuse: bool, max_connections: int | None = None) -> None:
         self.target = target
         self.reuse = reuse
+        # HTTP/1.1 only (one request per connection at a time): callers beyond this many
+        # connections wait for a free one. Multiplexed versions use one connection.
+        self.max_connections = max_connections
 
     @abc.abstractmethod
     async def request(self, method: bytes, path: bytes, headers: Headers,
@@ -91,9 +94,11 @@ _POST_JSON: Headers = [(b"content-type", b"application/json"), (b"accept", b"*/*
 class _HttpClient(Client):
     transport_class: ClassVar[type[HttpTransport]]
 
-    def __init__(self, target: Target, *, reuse: bool = True) -> None:
+    def __init__(self, target: Target, *, reuse: bool = True,
+                 max_connections: int | None = None) -> None:
         super().__init__(target, reuse=reuse)
-        self.transport = self.transport_class(target, reuse=reuse)
+        self.transport = self.transport_class(target, reuse=reuse,
+                                              max_connections=max_connections)
         self._headers = _POST_JSON + auth_header(target)
         self._base = target.base_path.encode()
 

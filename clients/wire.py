@@ -23,7 +23,7 @@ def _tcp_info(sock: socket.socket) -> tuple[int, int, int, int] | None:
     """(bytes up, bytes down, segments up, segments down) or None if unreadable."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, ValueError):   # uvloop: already closed (fd -1)
         return None
     if len(info) < 144:
         return None
@@ -61,7 +61,10 @@ class WireMeter:
     def snapshot(self) -> dict[str, int]:
         """Totals so far: IP bytes (estimated headers included) and packets per direction."""
         tcp = list(self.closed)
-        for sock in list(self.open.values()):
+        for key, sock in list(self.open.items()):
+            if sock.fileno() < 0:           # closed without closing(): its counts are gone
+                del self.open[key]
+                continue
             counts = _tcp_info(sock)
             if counts:
                 tcp = [a + b for a, b in zip(tcp, counts)]

@@ -48,6 +48,7 @@ class LoadJob:
     timeout_s: float = 30.0
     reuse: bool = True
     connections: int = 1             # Client instances (each its own connection(s))
+    max_connections: int | None = None   # HTTP/1.1: cap per Client (callers queue)
     seed: int = 1
     keep_rows: bool = False
 
@@ -80,7 +81,9 @@ class LoadRunner:
         self.job = job
         self.workload = _Workload(job)
         target = _target(job.target)
-        self.clients: list[Client] = [open_client(job.protocol, target, reuse=job.reuse)
+        options = {"max_connections": job.max_connections} if job.max_connections else {}
+        self.clients: list[Client] = [open_client(job.protocol, target, reuse=job.reuse,
+                                                  **options)
                                       for _ in range(max(1, job.connections))]
         self.rec = Recorder()
         self.done = 0

@@ -155,9 +155,19 @@ class Runner:
                 warmup=s.warmup.requests, timeout_s=load.timeout_s,
                 reuse=s.connection.policy == "reuse",
                 connections=s.connection.connections_for(point.protocol, w_users or 1),
+                max_connections=self._pool_cap(point.protocol),
                 seed=s.seed * 1000 + point.repeat * 100 + i,
                 keep_rows=s.outputs.requests_csv))
         return jobs
+
+    def _pool_cap(self, protocol: str) -> int | None:
+        """An explicit connection count holds for HTTP/1.1 too: one connection per client,
+        its users queueing for it (else the pool would quietly open one per user)."""
+        conn = self.s.connection
+        explicit = conn.connections != "auto" or conn.streams_per_connection is not None
+        if conn.policy == "reuse" and explicit and PROTOCOLS[protocol].server == "h1":
+            return 1
+        return None
 
     def _spawn(self, job: LoadJob) -> subprocess.Popen:
         # FIX: stderr goes to an unlinked temp file, not a pipe. Nobody read the pipe

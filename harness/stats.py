@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from typing import Iterable
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
@@ -50,9 +51,21 @@ class Histogram:
         out = {k: self.h.get_value_at_percentile(q) / 1000.0 for k, q in PERCENTILES.items()}
         out["max"] = self.h.get_max_value() / 1000.0
         out["min"] = self.h.get_min_value() / 1000.0
-        out["mean"] = self.h.get_mean_value() / 1000.0
+        out["mean"] = self._mean() / 1000.0
         out["n"] = self.count
         return out
+
+    def _mean(self) -> float:
+        # hdrh's get_mean_value walks all ~23k buckets in Python (~50 ms a call); only
+        # the non-empty ones matter. Same median-equivalent values as hdrh uses.
+        h = self.h
+        counts = np.ctypeslib.as_array(h.counts)[:h.counts_len]
+        total = 0
+        for i in np.flatnonzero(counts):
+            v = h.get_value_from_index(int(i))
+            lo, hi = h.get_lowest_equivalent_value(v), h.get_highest_equivalent_value(v)
+            total += int(counts[i]) * (lo + (hi - lo + 1) // 2)
+        return total / h.get_total_count()
 
     def hgrm(self) -> str:
         """The standard .hgrm percentile distribution, values in milliseconds."""
