@@ -316,9 +316,9 @@ class Http3Transport(HttpTransport):
 
     version = "3"
 
-    def __init__(self, target: Target, *, reuse: bool,
+    def __init__(self, target: Target, *, reuse: bool, max_connections: int | None = None,
                  handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S) -> None:
-        super().__init__(target, reuse=reuse)
+        super().__init__(target, reuse=reuse, max_connections=max_connections)
         self.handshake_timeout_s = handshake_timeout_s
         self._config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
                                          server_name=target.server_name)

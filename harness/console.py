@@ -11,6 +11,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
 
+from .report import fmt
 from .results import PointResult
 from .runner import ProgressSink
 from .scenario import PlanPoint
@@ -19,14 +20,6 @@ from .scenario import PlanPoint
 # rich would squeeze tables into 80 columns, which makes them unreadable.
 console = Console(stderr=True)
 table_console = Console(width=None if sys.stdout.isatty() else 180)
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 class RichProgress(ProgressSink):
@@ -55,7 +48,7 @@ class RichProgress(ProgressSink):
 
     def finish(self, task: Any, result: PointResult) -> None:
         row = result.row("")
-        note = (f"p50 {_fmt(row['latency_p50_ms'])} ms  {_fmt(row['throughput_rps'], 0)} rps"
+        note = (f"p50 {fmt(row['latency_p50_ms'])} ms  {fmt(row['throughput_rps'], 0)} rps"
                 + (f"  [red]{row['errors']} errors[/red]" if row["errors"] else ""))
         self.bar.update(task, completed=self.bar.tasks[task].total or row["n"], note=note)
 
@@ -73,18 +66,18 @@ def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
         table.add_column(c, justify="left" if c in ("protocol", "load", "note") else "right")
     for r in rows:
         load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
-        cells = [r["protocol"], load, _fmt(r["n"]), _fmt(r["errors"]),
-                 _fmt(r["latency_p50_ms"], 3), _fmt(r["latency_p99_ms"], 3),
-                 _fmt(r["throughput_rps"], 0)]
+        cells = [r["protocol"], load, fmt(r["n"]), fmt(r["errors"]),
+                 fmt(r["latency_p50_ms"], 3), fmt(r["latency_p99_ms"], 3),
+                 fmt(r["throughput_rps"], 0)]
         if streaming:
-            cells += [_fmt(r["ttft_p50_ms"], 2), _fmt(r["itl_p99_ms"], 2),
-                      _fmt(r["tpot_p50_ms"], 2), _fmt(r["owd_p50_ms"], 3)]
+            cells += [fmt(r["ttft_p50_ms"], 2), fmt(r["itl_p99_ms"], 2),
+                      fmt(r["tpot_p50_ms"], 2), fmt(r["owd_p50_ms"], 3)]
         else:
-            cells += [_fmt(r["server_time_p50_ms"], 3), _fmt(r["overhead_p50_ms"], 3),
-                      _fmt(r["decode_p50_ms"], 3)]
-        cells += [_fmt(r["payload_up_bytes"], 0), _fmt(r["payload_down_bytes"], 0),
-                  _fmt(r["wire_down_bytes"], 0),
-                  _fmt(r["client_cpu_ms_per_req"], 3), _fmt(r["server_cpu_ms_per_req"], 3),
+            cells += [fmt(r["server_time_p50_ms"], 3), fmt(r["overhead_p50_ms"], 3),
+                      fmt(r["decode_p50_ms"], 3)]
+        cells += [fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
+                  fmt(r["wire_down_bytes"], 0),
+                  fmt(r["client_cpu_ms_per_req"], 3), fmt(r["server_cpu_ms_per_req"], 3),
                   "client-bound" if r["client_bound"] else ""]
         table.add_row(*cells)
     return table

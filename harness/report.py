@@ -7,7 +7,8 @@ from typing import Any
 from .recorder import FORMULAS
 
 
-def _f(v: Any, digits: int = 3) -> str:
+def fmt(v: Any, digits: int = 3) -> str:
+    """A table cell: '-' for no value, thousands separators, fixed decimals."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -29,10 +30,10 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "n", "errors", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms",
          "max ms", "achieved rps", "offered rps", "late starts"],
-        [[r["protocol"], _load(r), _f(r["n"]), _f(r["errors"]), _f(r["latency_p50_ms"]),
-          _f(r["latency_p90_ms"]), _f(r["latency_p95_ms"]), _f(r["latency_p99_ms"]),
-          _f(r["latency_p999_ms"]), _f(r["latency_max_ms"]), _f(r["throughput_rps"], 1),
-          _f(r["rate_offered_rps"], 1), _f(r["late_starts"])] for r in rows])
+        [[r["protocol"], _load(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
+          fmt(r["latency_p90_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
+          fmt(r["latency_p999_ms"]), fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
+          fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"])] for r in rows])
 
 
 def cost_table(rows: list[dict[str, Any]]) -> str:
@@ -40,18 +41,18 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
         ["protocol", "load", "server", "client engine", "payload up B", "payload down B",
          "wire up B", "wire down B", "client CPU ms/req", "server CPU ms/req"],
         [[r["protocol"], _load(r), r["server_impl"], r["client_engine"],
-          _f(r["payload_up_bytes"], 0), _f(r["payload_down_bytes"], 0),
-          _f(r["wire_up_bytes"], 0), _f(r["wire_down_bytes"], 0),
-          _f(r["client_cpu_ms_per_req"]), _f(r["server_cpu_ms_per_req"])] for r in rows])
+          fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
+          fmt(r["wire_up_bytes"], 0), fmt(r["wire_down_bytes"], 0),
+          fmt(r["client_cpu_ms_per_req"]), fmt(r["server_cpu_ms_per_req"])] for r in rows])
 
 
 def time_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "latency p50 ms", "server time p50 ms", "overhead p50 ms",
          "overhead p99 ms", "decode p50 ms", "connect p50 ms", "new connections"],
-        [[r["protocol"], _load(r), _f(r["latency_p50_ms"]), _f(r["server_time_p50_ms"]),
-          _f(r["overhead_p50_ms"]), _f(r["overhead_p99_ms"]), _f(r["decode_p50_ms"]),
-          _f(r["connect_p50_ms"]), _f(r["new_connections"])] for r in rows])
+        [[r["protocol"], _load(r), fmt(r["latency_p50_ms"]), fmt(r["server_time_p50_ms"]),
+          fmt(r["overhead_p50_ms"]), fmt(r["overhead_p99_ms"]), fmt(r["decode_p50_ms"]),
+          fmt(r["connect_p50_ms"]), fmt(r["new_connections"])] for r in rows])
 
 
 def stream_table(rows: list[dict[str, Any]]) -> str:
@@ -59,17 +60,17 @@ def stream_table(rows: list[dict[str, Any]]) -> str:
         ["protocol", "load", "TTFT p50 ms", "TTFT p99 ms", "TTST p50 ms", "ITL p50 ms",
          "ITL p99 ms", "TPOT p50 ms", "E2E p50 ms", "one-way p50 ms", "one-way p99 ms",
          "tokens/chunk"],
-        [[r["protocol"], _load(r), _f(r["ttft_p50_ms"]), _f(r["ttft_p99_ms"]),
-          _f(r["ttst_p50_ms"]), _f(r["itl_p50_ms"]), _f(r["itl_p99_ms"]),
-          _f(r["tpot_p50_ms"]), _f(r["e2e_p50_ms"]), _f(r["owd_p50_ms"]),
-          _f(r["owd_p99_ms"]), _f(r["tokens_per_chunk"], 2)] for r in rows])
+        [[r["protocol"], _load(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
+          fmt(r["ttst_p50_ms"]), fmt(r["itl_p50_ms"]), fmt(r["itl_p99_ms"]),
+          fmt(r["tpot_p50_ms"]), fmt(r["e2e_p50_ms"]), fmt(r["owd_p50_ms"]),
+          fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2)] for r in rows])
 
 
 def seed_lab_table(rows: list[dict[str, Any]]) -> str:
     """The lab's own CSV shape: mode, concurrency, n, median and p95 wall time."""
     return _table(["mode", "concurrency", "n", "median_wall_s", "p95_wall_s"],
-                  [[r["protocol"], _f(r["concurrency"]), _f(r["n"]),
-                    _f(r["median_wall_s"], 4), _f(r["p95_wall_s"], 4)] for r in rows])
+                  [[r["protocol"], fmt(r["concurrency"]), fmt(r["n"]),
+                    fmt(r["median_wall_s"], 4), fmt(r["p95_wall_s"], 4)] for r in rows])
 
 
 def ttft_vs_http(rows: list[dict[str, Any]], workload: dict[str, Any]) -> str | None:

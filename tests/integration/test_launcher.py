@@ -11,23 +11,10 @@ import time
 
 import pytest
 
+from tests.processes import gone
 from servers.launcher import ROOT, ServerGroup, ServerStartError, start_server
 
 KINDS = ["h1", "h2", "h3", "grpc", "ws"]
-
-
-def gone(pid: int, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        with open(f"/proc/{pid}/stat") as f:   # a zombie awaiting reap counts as gone
-            if f.read().split()[2] == "Z":
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def test_every_kind_starts_reports_a_port_and_stops(tls_files):

@@ -14,6 +14,7 @@ import pytest
 from clients import open_client
 from clients.base import Target
 from harness.netns import CLIENT_DEV, SERVER_IP, Topology
+from tests.processes import gone
 from servers.launcher import ROOT, start_server
 
 pytestmark = pytest.mark.network
@@ -24,17 +25,6 @@ def link_in(pid: int) -> str:
     out = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "link"],
                          capture_output=True, text=True)
     return out.stdout if out.returncode == 0 else ""
-
-
-def gone(pid: int, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_counters_see_a_known_transfer_and_nothing_is_left(tls_files):
