@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("run_b")
     p.add_argument("--force", action="store_true", help="compare even if workloads differ")
     args = p.parse_args(argv)
-    console = Console()
+    # Off a terminal rich would squeeze the table into 80 columns: give it room.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     try:
         a, b = load_run(args.run_a), load_run(args.run_b)
     except CompareError as exc:
