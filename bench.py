@@ -47,12 +47,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def list_protocols() -> int:
-    from harness.implementations import client_engine, server_impl
+    from harness.implementations import alternatives, client_engine, server_impl
     from harness.protocols import PROTOCOLS
+    print("# id        kind    transport                    default server / client engine; "
+          "cells: id[@server][+client]")
     for pid, s in PROTOCOLS.items():
         kind = "stream" if s.streaming else "unary"
-        print(f"{pid:<12} {kind:<7} {s.transport:<28} server: {server_impl(pid):<34} "
-              f"client: {client_engine(pid)}")
+        print(f"{pid:<12} {kind:<7} {s.transport:<28} {server_impl(pid)} / "
+              f"{client_engine(pid)};  {alternatives(pid)}")
     return EXIT_OK
 
 

@@ -13,13 +13,25 @@ from harness.protocols import spec
 from .base import Client, Target
 
 
-def client_class(protocol_id: str) -> type[Client]:
-    """The Client subclass for a protocol id (imports only that protocol's stack)."""
+def client_class(protocol_id: str, engine: str = "python") -> type[Client]:
+    """The Client subclass for a protocol id and engine (imports only that stack).
+
+    engine "python": wirebench's own clients; "curl": libcurl through pycurl (HTTP only).
+    """
+    if engine == "curl":
+        from .curl_engine import ENGINES
+        try:
+            return ENGINES[protocol_id]
+        except KeyError:
+            raise KeyError(f"no curl engine for {protocol_id!r}; it has: "
+                           f"{', '.join(ENGINES)}") from None
+    if engine != "python":
+        raise KeyError(f"unknown client engine {engine!r}: python or curl")
     module = importlib.import_module(f"clients.{spec(protocol_id).client_module}")
     return module.CLIENT
 
 
 def open_client(protocol_id: str, target: Target, *, reuse: bool = True,
-                **options: object) -> Client:
+                engine: str = "python", **options: object) -> Client:
     """options: per-engine settings, e.g. max_connections for the HTTP/1.1 pool."""
-    return client_class(protocol_id)(target, reuse=reuse, **options)
+    return client_class(protocol_id, engine)(target, reuse=reuse, **options)

@@ -37,7 +37,7 @@ def load_run(path: str) -> dict[str, Any]:
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row["protocol"], row["mode"], row.get("concurrency"), row.get("rate_offered_rps"),
+    return (row.get("cell", row["protocol"]), row["mode"], row.get("concurrency"), row.get("rate_offered_rps"),
             row.get("network", "loopback"))
 
 
@@ -99,10 +99,10 @@ def main(argv: list[str]) -> int:
     for ra in a["rows"]:
         rb = rows_b.pop(_key(ra), None)
         if rb is None:
-            only_a.append(ra["protocol"])
+            only_a.append(ra.get("cell", ra["protocol"]))
             continue
         load = f"c={ra['concurrency']}" if ra["mode"] == "closed" else f"{ra['rate_offered_rps']:g}/s"
-        cells = [ra["protocol"], load]
+        cells = [ra.get("cell", ra["protocol"]), load]
         for field, _ in metrics:
             va, vb = ra.get(field), rb.get(field)
             cells += ["-" if va is None else f"{va:,.3f}", "-" if vb is None else f"{vb:,.3f}",

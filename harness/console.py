@@ -66,7 +66,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
         table.add_column(c, justify="left" if c in ("protocol", "load", "note") else "right")
     for r in rows:
         load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
-        cells = [r["protocol"], load, fmt(r["n"]), fmt(r["errors"]),
+        cells = [r["cell"], load, fmt(r["n"]), fmt(r["errors"]),
                  fmt(r["latency_p50_ms"], 3), fmt(r["latency_p99_ms"], 3),
                  fmt(r["throughput_rps"], 0)]
         if streaming:

@@ -1,4 +1,4 @@
-"""Which implementation serves and which engine drives each protocol, with versions.
+"""Which implementation serves and which engine drives each cell, with versions.
 
 Results always name them: on this machine the spread between two libraries for one
 protocol exceeds the spread between protocols (ANCHORS.md).
@@ -6,39 +6,49 @@ protocol exceeds the spread between protocols (ANCHORS.md).
 
 from __future__ import annotations
 
+from .cells import CLIENTS, SERVERS, Cell, make_cell
 from .environment import package_version
-from .protocols import PROTOCOLS
 
 
 def _v(name: str) -> str:
     return f"{name} {package_version(name) or '?'}"
 
 
-SERVERS = {
-    "h1": lambda: f"{_v('uvicorn')} + httptools",
-    "h2": lambda: _v("hypercorn"),
-    "h3": lambda: f"{_v('hypercorn')} + {_v('aioquic')}",
+_SERVER_NAMES = {
+    ("uvicorn", "h1"): lambda: f"{_v('uvicorn')} + httptools",
+    ("hypercorn", "h2"): lambda: _v("hypercorn"),
+    ("hypercorn", "h3"): lambda: f"{_v('hypercorn')} + {_v('aioquic')}",
+    ("granian", "h1"): lambda: _v("granian"),
+    ("granian", "h2"): lambda: _v("granian"),
+    ("grpc.aio", "grpc"): lambda: f"grpc.aio ({_v('grpcio')})",
+    ("websockets", "ws"): lambda: _v("websockets"),
+}
+
+_PYTHON_ENGINES = {
+    "h1": lambda: f"wirebench h1 ({_v('httptools')})",
+    "h2": lambda: f"wirebench h2 ({_v('h2')})",
+    "h3": lambda: f"wirebench h3 ({_v('aioquic')})",
     "grpc": lambda: f"grpc.aio ({_v('grpcio')})",
     "ws": lambda: _v("websockets"),
 }
 
-CLIENTS = {
-    "rest-h1": lambda: f"wirebench h1 ({_v('httptools')})",
-    "sse-h1": lambda: f"wirebench h1 ({_v('httptools')})",
-    "rest-h2": lambda: f"wirebench h2 ({_v('h2')})",
-    "sse-h2": lambda: f"wirebench h2 ({_v('h2')})",
-    "rest-h3": lambda: f"wirebench h3 ({_v('aioquic')})",
-    "sse-h3": lambda: f"wirebench h3 ({_v('aioquic')})",
-    "grpc": lambda: f"grpc.aio ({_v('grpcio')})",
-    "grpc-stream": lambda: f"grpc.aio ({_v('grpcio')})",
-    "ws": lambda: _v("websockets"),
-    "ws-stream": lambda: _v("websockets"),
-}
+
+def _curl() -> str:
+    import pycurl
+    return pycurl.version.split(" ")[1].replace("/", " ") + f" (pycurl {_v('pycurl').split()[1]})"
 
 
-def server_impl(protocol: str, external: str | None = None) -> str:
-    return external or SERVERS[PROTOCOLS[protocol].server]()
+def server_impl(cell: Cell | str, external: str | None = None) -> str:
+    cell = make_cell(cell) if isinstance(cell, str) else cell
+    return external or _SERVER_NAMES[(cell.server, cell.kind)]()
 
 
-def client_engine(protocol: str) -> str:
-    return CLIENTS[protocol]()
+def client_engine(cell: Cell | str) -> str:
+    cell = make_cell(cell) if isinstance(cell, str) else cell
+    return _curl() if cell.client == "curl" else _PYTHON_ENGINES[cell.kind]()
+
+
+def alternatives(protocol: str) -> str:
+    """'servers: a|b; clients: c|d' for --list-protocols."""
+    kind = make_cell(protocol).kind
+    return f"@{'|'.join(SERVERS[kind])}  +{'|'.join(CLIENTS[kind])}"

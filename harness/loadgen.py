@@ -37,6 +37,7 @@ class LoadJob:
     target: dict[str, Any]
     workload: dict[str, Any]
     mode: str                        # closed | open
+    engine: str = "python"           # client engine: python | curl
     concurrency: int = 1             # closed: users in this worker
     rate: float = 0.0                # open: requests/s from this worker
     arrival: str = "poisson"
@@ -83,7 +84,7 @@ class LoadRunner:
         target = _target(job.target)
         options = {"max_connections": job.max_connections} if job.max_connections else {}
         self.clients: list[Client] = [open_client(job.protocol, target, reuse=job.reuse,
-                                                  **options)
+                                                  engine=job.engine, **options)
                                       for _ in range(max(1, job.connections))]
         self.rec = Recorder()
         self.done = 0

@@ -30,7 +30,7 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "n", "errors", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms",
          "max ms", "achieved rps", "offered rps", "late starts"],
-        [[r["protocol"], _load(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
+        [[r["cell"], _load(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
           fmt(r["latency_p90_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
           fmt(r["latency_p999_ms"]), fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
           fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"])] for r in rows])
@@ -40,7 +40,7 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "server", "client engine", "payload up B", "payload down B",
          "wire up B", "wire down B", "client CPU ms/req", "server CPU ms/req"],
-        [[r["protocol"], _load(r), r["server_impl"], r["client_engine"],
+        [[r["cell"], _load(r), r["server_impl"], r["client_engine"],
           fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
           fmt(r["wire_up_bytes"], 0), fmt(r["wire_down_bytes"], 0),
           fmt(r["client_cpu_ms_per_req"]), fmt(r["server_cpu_ms_per_req"])] for r in rows])
@@ -50,7 +50,7 @@ def time_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "latency p50 ms", "server time p50 ms", "overhead p50 ms",
          "overhead p99 ms", "decode p50 ms", "connect p50 ms", "new connections"],
-        [[r["protocol"], _load(r), fmt(r["latency_p50_ms"]), fmt(r["server_time_p50_ms"]),
+        [[r["cell"], _load(r), fmt(r["latency_p50_ms"]), fmt(r["server_time_p50_ms"]),
           fmt(r["overhead_p50_ms"]), fmt(r["overhead_p99_ms"]), fmt(r["decode_p50_ms"]),
           fmt(r["connect_p50_ms"]), fmt(r["new_connections"])] for r in rows])
 
@@ -60,7 +60,7 @@ def stream_table(rows: list[dict[str, Any]]) -> str:
         ["protocol", "load", "TTFT p50 ms", "TTFT p99 ms", "TTST p50 ms", "ITL p50 ms",
          "ITL p99 ms", "TPOT p50 ms", "E2E p50 ms", "one-way p50 ms", "one-way p99 ms",
          "tokens/chunk"],
-        [[r["protocol"], _load(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
+        [[r["cell"], _load(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
           fmt(r["ttst_p50_ms"]), fmt(r["itl_p50_ms"]), fmt(r["itl_p99_ms"]),
           fmt(r["tpot_p50_ms"]), fmt(r["e2e_p50_ms"]), fmt(r["owd_p50_ms"]),
           fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2)] for r in rows])
@@ -69,7 +69,7 @@ def stream_table(rows: list[dict[str, Any]]) -> str:
 def seed_lab_table(rows: list[dict[str, Any]]) -> str:
     """The lab's own CSV shape: mode, concurrency, n, median and p95 wall time."""
     return _table(["mode", "concurrency", "n", "median_wall_s", "p95_wall_s"],
-                  [[r["protocol"], fmt(r["concurrency"]), fmt(r["n"]),
+                  [[r["cell"], fmt(r["concurrency"]), fmt(r["n"]),
                     fmt(r["median_wall_s"], 4), fmt(r["p95_wall_s"], 4)] for r in rows])
 
 
@@ -83,14 +83,14 @@ def ttft_vs_http(rows: list[dict[str, Any]], workload: dict[str, Any]) -> str | 
              "At concurrency 1, measured from the client:", ""]
     for r in c1:
         extra = r["ttft_p50_ms"] - model_ttft
-        lines.append(f"- **{r['protocol']}**: TTFT p50 {r['ttft_p50_ms']:.2f} ms, so HTTP and "
+        lines.append(f"- **{r['cell']}**: TTFT p50 {r['ttft_p50_ms']:.2f} ms, so HTTP and "
                      f"network overhead is about **{extra:.2f} ms** on top of warm TTFT "
                      f"({extra / r['ttft_p50_ms']:.0%} of what the user waits for the first "
                      f"token); whole-response wall time p50 {r['median_wall_s'] * 1000:.2f} ms, "
                      f"p95 {r['p95_wall_s'] * 1000:.2f} ms.")
     lines.append("")
-    for proto in sorted({r["protocol"] for r in rows}):
-        mine = sorted((r for r in rows if r["protocol"] == proto and r["mode"] == "closed"),
+    for proto in sorted({r["cell"] for r in rows}):
+        mine = sorted((r for r in rows if r["cell"] == proto and r["mode"] == "closed"),
                       key=lambda r: r["concurrency"])
         if len(mine) > 1 and mine[0]["median_wall_s"]:
             base = mine[0]["median_wall_s"]
@@ -113,11 +113,11 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
         if r["client_bound"]:
-            out.append(f"- {r['protocol']} {_load(r)}: **the client side may be the "
+            out.append(f"- {r['cell']} {_load(r)}: **the client side may be the "
                        f"bottleneck** ({r['client_bound']}); its throughput is a floor, not "
                        "the protocol's limit.")
         for kind, sample in (r.get("error_samples") or {}).items():
-            out.append(f"- {r['protocol']} {_load(r)}: {r['errors_by_class'][kind]} "
+            out.append(f"- {r['cell']} {_load(r)}: {r['errors_by_class'][kind]} "
                        f"`{kind}` errors, e.g. {sample}")
     return out
 

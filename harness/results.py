@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cells import parse_cell
 from .recorder import FORMULAS, Recorder
 
 SCHEMA_VERSION = 1
@@ -21,6 +22,7 @@ SCHEMA_VERSION = 1
 # CSV columns, in order. The first five are the seed lab's table.
 CSV_COLUMNS = [
     "protocol", "concurrency", "n", "median_wall_s", "p95_wall_s",
+    "cell", "server", "client",
     "mode", "rate_offered_rps", "workload", "network", "server_impl", "client_engine",
     "errors", "error_rate", "throughput_rps",
     "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
@@ -117,8 +119,10 @@ class PointResult:
 
         wall = sum(self.wall_s)
         lat = s.get("latency")
+        cell = parse_cell(self.key.protocol)
         return {
-            "protocol": self.key.protocol, "mode": self.key.mode,
+            "protocol": cell.protocol, "cell": cell.label, "server": cell.server,
+            "client": cell.client, "mode": self.key.mode,
             "concurrency": self.key.concurrency, "rate_offered_rps": self.key.rate,
             "n": n, "workload": workload, "network": self.key.network,
             "median_wall_s": round(lat["p50"] / 1000, 6) if lat else None,

@@ -29,7 +29,7 @@ from .environment import environment
 from .implementations import client_engine, server_impl
 from .loadgen import LoadJob
 from .netns import SERVER_IP, Topology, namespaces_possible
-from .protocols import PROTOCOLS
+from .cells import Cell, parse_cell
 from .recorder import Recorder
 from .results import PointKey, PointResult, ResultWriter
 from .scenario import PlanPoint, Scenario, expand_plan
@@ -84,7 +84,7 @@ class Runner:
 
     # ------------------------------------------------------------ targets
 
-    def _target(self, protocol: str) -> tuple[dict[str, Any], ServerProcess | None, str]:
+    def _target(self, cell: Cell) -> tuple[dict[str, Any], ServerProcess | None, str]:
         """(Target fields for workers, the server process if ours, server impl name)."""
         ext = self.s.target
         if ext is not None:
@@ -95,18 +95,19 @@ class Runner:
                       "model": ext.model,
                       "api_key": os.environ.get(ext.api_key_env) if ext.api_key_env else None}
             return fields, None, f"external {u.hostname}"
-        kind = PROTOCOLS[protocol].server
+        kind = cell.kind
         h2c = kind == "h2" and not self.s.tls
         where: dict[str, Any] = {}
         fields: dict[str, Any] = {"ca": str(self._ca())}
         if self.topology is not None:
             where = {"host": SERVER_IP, "wrap": self.topology.wrap("server")}
             fields.update(host=SERVER_IP, server_name="wirebench.test")   # in the cert
-        srv = self.servers.start(kind, extra=["--h2c-port", "0"] if h2c else None, **where)
+        srv = self.servers.start(cell.server_kind, extra=["--h2c-port", "0"] if h2c else None,
+                                 **where)
         fields["port"] = srv.info["h2c_port"] if h2c else srv.port
         if h2c:
             fields["tls"] = False
-        return fields, srv, server_impl(protocol)
+        return fields, srv, server_impl(cell)
 
     def _setup_network(self) -> None:
         """Namespaces and a veth link where allowed, so wire bytes can be counted."""
@@ -130,6 +131,7 @@ class Runner:
 
     def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
         s, load = self.s, self.s.load
+        cell = parse_cell(point.protocol)
         n = s.workers
         # FIX: never more workers than users (closed loop) or requests. Before, a worker
         # with no user (concurrency < workers) was skipped with its share of the
@@ -147,25 +149,25 @@ class Runner:
             if w_users == 0 or share == 0:
                 continue
             jobs.append(LoadJob(
-                protocol=point.protocol, target=target, workload=workload,
+                protocol=cell.protocol, engine=cell.client, target=target, workload=workload,
                 mode=point.load_kind, concurrency=w_users or 1,
                 rate=(point.rate or 0.0) / n, arrival=load.arrival,
                 gamma_shape=load.gamma_shape, max_in_flight=load.max_in_flight,
                 requests=share, duration_s=load.duration_s,
                 warmup=s.warmup.requests, timeout_s=load.timeout_s,
                 reuse=s.connection.policy == "reuse",
-                connections=s.connection.connections_for(point.protocol, w_users or 1),
-                max_connections=self._pool_cap(point.protocol),
+                connections=s.connection.connections_for(cell.protocol, w_users or 1),
+                max_connections=self._pool_cap(cell),
                 seed=s.seed * 1000 + point.repeat * 100 + i,
                 keep_rows=s.outputs.requests_csv))
         return jobs
 
-    def _pool_cap(self, protocol: str) -> int | None:
+    def _pool_cap(self, cell: Cell) -> int | None:
         """An explicit connection count holds for HTTP/1.1 too: one connection per client,
         its users queueing for it (else the pool would quietly open one per user)."""
         conn = self.s.connection
         explicit = conn.connections != "auto" or conn.streams_per_connection is not None
-        if conn.policy == "reuse" and explicit and PROTOCOLS[protocol].server == "h1":
+        if conn.policy == "reuse" and explicit and cell.kind == "h1":
             return 1
         return None
 
@@ -229,12 +231,13 @@ class Runner:
         return [got[p.pid] for p in procs]
 
     def run_point(self, point: PlanPoint) -> None:
-        target, srv, impl = self._target(point.protocol)
+        cell = parse_cell(point.protocol)
+        target, srv, impl = self._target(cell)
         key = PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
                        self.network)
         result = self.points.setdefault(key.label, PointResult(key))
         result.wire_source = self.wire_source
-        result.server_impl, result.client_engine = impl, client_engine(point.protocol)
+        result.server_impl, result.client_engine = impl, client_engine(cell)
         jobs = self._jobs(point, target)
         total = sum(j.requests for j in jobs) if self.s.load.requests else None
         task = self.progress.start(point, total)
@@ -256,7 +259,7 @@ class Runner:
         rec = Recorder()
         for r in results:
             rec.merge(Recorder.from_json(r["recorder"]))
-        if wire0 is None and self.s.target is None and not point.protocol.startswith("grpc"):
+        if wire0 is None and self.s.target is None and cell.kind != "grpc":
             # No namespace: the workers' socket-level counts, labeled as estimates.
             result.wire_source = SOCKET_SOURCE
             for r in results:

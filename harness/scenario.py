@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .protocols import PROTOCOLS, STREAMING, UNARY, spec
+from .cells import make_cell, parse_cell
+from .protocols import PROTOCOLS, STREAMING, UNARY
 
 __all__ = [
     "ScenarioError", "Workload", "Load", "Warmup", "Connection", "Target", "Threshold",
@@ -190,7 +191,7 @@ class Scenario:
         """Whether this protocol runs over TLS in this scenario."""
         if self.target is not None:
             return urlsplit(self.target.base_url).scheme == "https"
-        modes = _TLS_MODES[spec(protocol_id).server]
+        modes = _TLS_MODES[parse_cell(protocol_id).kind]
         return self.tls if self.tls in modes else modes[0]
 
 
@@ -227,7 +228,7 @@ _TLS_MODES = {"h1": (False,), "h2": (True, False), "h3": (True,),
 
 
 def _multiplexed(protocol_id: str) -> bool:
-    return spec(protocol_id).server != "h1"
+    return parse_cell(protocol_id).kind != "h1"
 
 
 # --------------------------------------------------------------------------- checkers
@@ -347,8 +348,25 @@ def _points(item: Checker, what: str) -> Checker:
     return check
 
 
+def _cell(raw: Any, where: str) -> str:
+    """The canonical label of one protocols entry: "rest-h1@granian" or a mapping."""
+    try:
+        if isinstance(raw, str):
+            return parse_cell(raw).label
+        if isinstance(raw, dict):
+            unknown = set(raw) - {"protocol", "server", "client"}
+            if unknown or not isinstance(raw.get("protocol"), str):
+                raise ValueError("expected {protocol: ID, server: NAME, client: NAME} "
+                                 "(server and client optional)")
+            return make_cell(raw["protocol"], raw.get("server"), raw.get("client")).label
+    except ValueError as exc:
+        raise _Invalid(where, str(exc)) from None
+    raise _Invalid(where, f"expected a protocol id such as rest-h1 (optionally @server "
+                          f"+client), got {_show(raw)}")
+
+
 def _protocols(v: Any, path: str) -> tuple[str, ...] | str:
-    """A group name (resolved later, when the workload is known) or distinct ids."""
+    """A group name (resolved later, when the workload is known) or distinct cells."""
     if isinstance(v, str) and v in PROTOCOL_GROUPS:
         return v
     expected = 'a list of protocol ids or one of "unary", "streaming", "all"'
@@ -357,11 +375,10 @@ def _protocols(v: Any, path: str) -> tuple[str, ...] | str:
         raise _Invalid(path, f"expected {expected}, got []")
     seen: dict[str, str] = {}
     for raw, where in pairs:
-        if not isinstance(raw, str) or raw not in PROTOCOLS:
-            raise _Invalid(where, f"unknown protocol {_show(raw)}; known: {', '.join(PROTOCOLS)}")
-        if raw in seen:
-            raise _Invalid(where, f"duplicate of {seen[raw]} ({_show(raw)})")
-        seen[raw] = where
+        label = _cell(raw, where)
+        if label in seen:
+            raise _Invalid(where, f"duplicate of {seen[label]} ({_show(label)})")
+        seen[label] = where
     return tuple(seen)
 
 
@@ -534,8 +551,10 @@ def _thresholds(v: Any, path: str) -> tuple[Threshold, ...]:
 # --------------------------------------------------------------------------- cross-field rules
 # Run after every field parsed alone, in this order.
 
-def _protocol_problem(pid: str, values: dict) -> str | None:
-    """Why this protocol cannot run this scenario, or None."""
+def _protocol_problem(label: str, values: dict) -> str | None:
+    """Why this protocol cell cannot run this scenario, or None."""
+    cell = parse_cell(label)
+    pid = cell.protocol
     kind = values["workload"].type
     if PROTOCOLS[pid].streaming != (kind == "stream"):
         needed = "streaming" if kind == "stream" else "unary"
@@ -544,7 +563,9 @@ def _protocol_problem(pid: str, values: dict) -> str | None:
     if values["target"] is not None:
         if pid not in TARGET_PROTOCOLS:
             return f'"{pid}" cannot be used with target; allowed: {", ".join(TARGET_PROTOCOLS)}'
-    elif not values["tls"] and False not in _TLS_MODES[spec(pid).server]:
+        if cell.server_kind != cell.kind:
+            return f'"{label}" names a server, but with target the endpoint is the server'
+    elif not values["tls"] and False not in _TLS_MODES[cell.kind]:
         return f'"{pid}" always runs over TLS; it cannot run with tls: false'
     return None
 
@@ -708,10 +729,11 @@ def with_protocols(scenario: Scenario, ids) -> Scenario:
     wanted = list(ids)
     if not wanted:
         raise ScenarioError(scenario.source, "protocols", "no protocol selected")
-    for pid in wanted:
-        if pid not in PROTOCOLS:
-            raise ScenarioError(scenario.source, "protocols",
-                                f"unknown protocol {_show(pid)}; known: {', '.join(PROTOCOLS)}")
+    for i, pid in enumerate(wanted):
+        try:
+            wanted[i] = pid = parse_cell(pid).label
+        except ValueError as exc:
+            raise ScenarioError(scenario.source, "protocols", str(exc)) from None
         if pid not in scenario.protocols:
             raise ScenarioError(scenario.source, "protocols",
                                 f"{_show(pid)} is not in this scenario; it has: "

@@ -25,7 +25,7 @@ def _value(row: dict[str, Any], metric: str) -> float:
 
 def _label(row: dict[str, Any]) -> str:
     load = f"c={row['concurrency']}" if row["mode"] == "closed" else f"{row['rate_offered_rps']:g}/s"
-    return f"{row['protocol']} {load}"
+    return f"{row['cell']} {load}"
 
 
 def check(scenario: Scenario, rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[str]]:

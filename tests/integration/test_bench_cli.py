@@ -434,7 +434,8 @@ thresholds: ["p99 < 0.001ms"]
 def test_list_protocols(tls_dir):
     proc = run_bench(["--list-protocols"], tls_dir)
     assert proc.returncode == 0, proc.stderr
-    ids = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    ids = [line.split()[0] for line in proc.stdout.splitlines()
+           if line.strip() and not line.startswith("#")]
     assert ids == list(ALL_PROTOCOLS)
 
 
