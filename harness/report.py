@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .attribution import per_cell, protocol_or_library
 from .recorder import FORMULAS
 
 
@@ -36,14 +37,36 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
           fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"])] for r in rows])
 
 
-def cost_table(rows: list[dict[str, Any]]) -> str:
+def wire_table(rows: list[dict[str, Any]]) -> str:
+    """What the protocol costs on the wire: should barely depend on the implementation."""
+    cells = per_cell(rows).values()
+
+    def framing(c: dict, d: str) -> str:
+        w, p = c[f"wire_{d}_bytes"], c[f"payload_{d}_bytes"]
+        return fmt(w - p, 0) if w is not None and p is not None else "-"
+
     return _table(
-        ["protocol", "load", "server", "client engine", "payload up B", "payload down B",
-         "wire up B", "wire down B", "client CPU ms/req", "server CPU ms/req"],
-        [[r["cell"], _load(r), r["server_impl"], r["client_engine"],
-          fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
-          fmt(r["wire_up_bytes"], 0), fmt(r["wire_down_bytes"], 0),
-          fmt(r["client_cpu_ms_per_req"]), fmt(r["server_cpu_ms_per_req"])] for r in rows])
+        ["cell", "payload up B", "payload down B", "wire up B", "wire down B",
+         "non-payload up B", "non-payload down B", "packets up", "packets down"],
+        [[c["cell"], fmt(c["payload_up_bytes"], 0), fmt(c["payload_down_bytes"], 0),
+          fmt(c["wire_up_bytes"], 0), fmt(c["wire_down_bytes"], 0), framing(c, "up"),
+          framing(c, "down"), fmt(c["packets_up"], 1), fmt(c["packets_down"], 1)]
+         for c in cells])
+
+
+def implementation_table(rows: list[dict[str, Any]]) -> str:
+    """What this implementation costs: CPU, saturation throughput, latency at c=1."""
+    cells = per_cell(rows).values()
+
+    def per_message(c: dict, key: str) -> str:
+        return fmt(c[key] / c["tokens_per_req"], 1) if c[key] and c["tokens_per_req"] else "-"
+
+    return _table(
+        ["cell", "server", "client engine", "server CPU us/req", "client CPU us/req",
+         "server CPU us/message", "client CPU us/message", "best req/s", "p50 at c=1 ms"],
+        [[c["cell"], c["server"], c["client"], fmt(c["server_us"], 0), fmt(c["client_us"], 0),
+          per_message(c, "server_us"), per_message(c, "client_us"),
+          fmt(c["saturation_rps"], 0), fmt(c["c1_p50_ms"])] for c in cells])
 
 
 def time_table(rows: list[dict[str, Any]]) -> str:
@@ -142,7 +165,13 @@ def render(summary: dict[str, Any], thresholds: list[str]) -> str:
             parts += ["## TTFT vs HTTP latency", "", section, ""]
     else:
         parts += ["## Where the time goes", "", time_table(rows), ""]
-    parts += ["## What each request costs", "", cost_table(rows), "",
+    wire_note = rows[0].get("wire_source", "") if rows else ""
+    parts += ["## What the protocol costs on the wire", "",
+              f"Per request, averaged over all load points; wire = IP packets incl. "
+              f"headers ({wire_note}). Round trips to the first byte and stalls under "
+              "loss need an emulated link (the network lab).", "", wire_table(rows), "",
+              "## What this implementation costs", "", implementation_table(rows), "",
+              "## Protocol or library?", "", *protocol_or_library(rows), "",
               "## The seed lab's table", "", seed_lab_table(rows), ""]
     if thresholds:
         parts += ["## Thresholds", "", *thresholds, ""]

@@ -161,6 +161,7 @@ class PointResult:
             "tpot_p50_ms": pct("tpot", "p50"), "e2e_p50_ms": pct("e2e", "p50"),
             "owd_p50_ms": pct("owd", "p50"), "owd_p99_ms": pct("owd", "p99"),
             "tokens_per_chunk": round(rec.tokens / rec.chunks, 3) if rec.chunks else None,
+            "tokens_per_request": round(rec.tokens / n, 3) if n and rec.tokens else None,
             "client_bound": self.client_bound(),
             "distributions_ms": {k: v for k, v in s.items() if v},
         }
