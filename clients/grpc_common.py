@@ -21,7 +21,7 @@ EMBED = "/wirebench.v1.Inference/Embed"
 GENERATE = "/wirebench.v1.Inference/Generate"
 STATS = "/wirebench.v1.Inference/Stats"
 
-_KNOBS = frozenset(("compute_ms", "ttft_ms", "itl_ms", "seed"))
+_KNOBS = frozenset(("compute_ms", "ttft_ms", "itl_ms", "seed", "cache"))
 
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", -1),   # big batches exceed the 4 MB default

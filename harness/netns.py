@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from servers.launcher import _die_with_parent
+from servers.lifetime import pdeathsig_prefix
 
 CLIENT_IP = "169.254.77.1"
 SERVER_IP = "169.254.77.2"
@@ -38,7 +38,7 @@ def namespaces_possible() -> str | None:
     """None if this process can make the topology, else why not (in words)."""
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to make network namespaces"
-    for tool in ("unshare", "nsenter", "ip"):
+    for tool in ("unshare", "nsenter", "ip", "setpriv"):
         if shutil.which(tool) is None:
             return f"needs the '{tool}' command (util-linux / iproute2)"
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
@@ -74,9 +74,8 @@ class Topology:
         try:
             for side in ("client", "server"):
                 self.holders[side] = subprocess.Popen(
-                    ["unshare", "--net", "--", "sleep", "infinity"],
-                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-                    start_new_session=True)
+                    pdeathsig_prefix() + ["unshare", "--net", "--", "sleep", "infinity"],
+                    stdin=subprocess.DEVNULL, start_new_session=True)
             self._wait_for_namespaces()
             self._link()
         except BaseException:

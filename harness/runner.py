@@ -22,7 +22,8 @@ import orjson
 
 from clients.base import Target
 from clients.wire import SOURCE as SOCKET_SOURCE
-from servers.launcher import ROOT, ServerGroup, ServerProcess, _die_with_parent
+from servers.launcher import ROOT, ServerGroup, ServerProcess
+from servers.lifetime import child_env
 
 from .cpu import process_cpu_s
 from .environment import environment
@@ -180,7 +181,7 @@ class Runner:
             wrap = self.topology.wrap("client") if self.topology else []
             proc = subprocess.Popen(wrap + [sys.executable, "-m", "harness.worker"], cwd=ROOT,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=err, preexec_fn=_die_with_parent,
+                                    stderr=err, env=child_env(),
                                     start_new_session=True)
         except BaseException:
             err.close()

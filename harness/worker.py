@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from servers.lifetime import die_with_parent
+
 from .loadgen import LoadJob, LoadRunner
 from .recorder import Recorder
 
@@ -60,6 +62,7 @@ async def main(job: LoadJob) -> int:
 
 
 def run() -> None:
+    die_with_parent()
     job = LoadJob(**orjson.loads(sys.stdin.readline()))
     try:
         if job.protocol.startswith("grpc"):

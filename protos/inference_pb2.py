@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/inference.proto\x12\x0cwirebench.v1\"\x8d\x01\n\x05Knobs\x12\x17\n\ncompute_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07ttft_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x06itl_ms\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\r\n\x0b_compute_msB\n\n\x08_ttft_msB\t\n\x07_itl_msB\x07\n\x05_seed\"\x8b\x01\n\x0c\x45mbedRequest\x12\r\n\x05input\x18\x01 \x03(\t\x12\x12\n\x05model\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\ndimensions\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12&\n\twirebench\x18\x04 \x01(\x0b\x32\x13.wirebench.v1.KnobsB\x08\n\x06_modelB\r\n\x0b_dimensions\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"i\n\rEmbedResponse\x12%\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x17.wirebench.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.wirebench.v1.Usage\"\x1e\n\x0c\x45mbeddingRaw\x12\x0e\n\x06values\x18\x01 \x01(\x0c\"o\n\x10\x45mbedResponseRaw\x12(\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x1a.wirebench.v1.EmbeddingRaw\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.wirebench.v1.Usage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe3\x01\n\x0fGenerateRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.wirebench.v1.ChatMessage\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\x05model\x18\x04 \x01(\tH\x02\x88\x01\x01\x12&\n\twirebench\x18\x05 \x01(\x0b\x32\x13.wirebench.v1.Knobs\x12\x15\n\rinclude_usage\x18\x06 \x01(\x08\x42\t\n\x07_promptB\r\n\x0b_max_tokensB\x08\n\x06_model\"Y\n\x05Token\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07\x65mit_ns\x18\x03 \x01(\x03\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.wirebench.v1.Usage\"\x0e\n\x0cStatsRequest\"}\n\rStatsResponse\x12;\n\x08\x63ounters\x18\x01 \x03(\x0b\x32).wirebench.v1.StatsResponse.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xd1\x01\n\tInference\x12@\n\x05\x45mbed\x12\x1a.wirebench.v1.EmbedRequest\x1a\x1b.wirebench.v1.EmbedResponse\x12@\n\x08Generate\x12\x1d.wirebench.v1.GenerateRequest\x1a\x13.wirebench.v1.Token0\x01\x12@\n\x05Stats\x12\x1a.wirebench.v1.StatsRequest\x1a\x1b.wirebench.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/inference.proto\x12\x0cwirebench.v1\"\xab\x01\n\x05Knobs\x12\x17\n\ncompute_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07ttft_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x06itl_ms\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x12\n\x05\x63\x61\x63he\x18\x05 \x01(\x08H\x04\x88\x01\x01\x42\r\n\x0b_compute_msB\n\n\x08_ttft_msB\t\n\x07_itl_msB\x07\n\x05_seedB\x08\n\x06_cache\"\x8b\x01\n\x0c\x45mbedRequest\x12\r\n\x05input\x18\x01 \x03(\t\x12\x12\n\x05model\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\ndimensions\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12&\n\twirebench\x18\x04 \x01(\x0b\x32\x13.wirebench.v1.KnobsB\x08\n\x06_modelB\r\n\x0b_dimensions\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"i\n\rEmbedResponse\x12%\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x17.wirebench.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.wirebench.v1.Usage\"\x1e\n\x0c\x45mbeddingRaw\x12\x0e\n\x06values\x18\x01 \x01(\x0c\"o\n\x10\x45mbedResponseRaw\x12(\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x1a.wirebench.v1.EmbeddingRaw\x12\r\n\x05model\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.wirebench.v1.Usage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe3\x01\n\x0fGenerateRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.wirebench.v1.ChatMessage\x12\x13\n\x06prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\x05model\x18\x04 \x01(\tH\x02\x88\x01\x01\x12&\n\twirebench\x18\x05 \x01(\x0b\x32\x13.wirebench.v1.Knobs\x12\x15\n\rinclude_usage\x18\x06 \x01(\x08\x42\t\n\x07_promptB\r\n\x0b_max_tokensB\x08\n\x06_model\"Y\n\x05Token\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07\x65mit_ns\x18\x03 \x01(\x03\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.wirebench.v1.Usage\"\x0e\n\x0cStatsRequest\"}\n\rStatsResponse\x12;\n\x08\x63ounters\x18\x01 \x03(\x0b\x32).wirebench.v1.StatsResponse.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xd1\x01\n\tInference\x12@\n\x05\x45mbed\x12\x1a.wirebench.v1.EmbedRequest\x1a\x1b.wirebench.v1.EmbedResponse\x12@\n\x08Generate\x12\x1d.wirebench.v1.GenerateRequest\x1a\x13.wirebench.v1.Token0\x01\x12@\n\x05Stats\x12\x1a.wirebench.v1.StatsRequest\x1a\x1b.wirebench.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATSRESPONSE_COUNTERSENTRY']._loaded_options = None
   _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_KNOBS']._serialized_start=41
-  _globals['_KNOBS']._serialized_end=182
-  _globals['_EMBEDREQUEST']._serialized_start=185
-  _globals['_EMBEDREQUEST']._serialized_end=324
-  _globals['_EMBEDDING']._serialized_start=326
-  _globals['_EMBEDDING']._serialized_end=353
-  _globals['_USAGE']._serialized_start=355
-  _globals['_USAGE']._serialized_end=434
-  _globals['_EMBEDRESPONSE']._serialized_start=436
-  _globals['_EMBEDRESPONSE']._serialized_end=541
-  _globals['_EMBEDDINGRAW']._serialized_start=543
-  _globals['_EMBEDDINGRAW']._serialized_end=573
-  _globals['_EMBEDRESPONSERAW']._serialized_start=575
-  _globals['_EMBEDRESPONSERAW']._serialized_end=686
-  _globals['_CHATMESSAGE']._serialized_start=688
-  _globals['_CHATMESSAGE']._serialized_end=732
-  _globals['_GENERATEREQUEST']._serialized_start=735
-  _globals['_GENERATEREQUEST']._serialized_end=962
-  _globals['_TOKEN']._serialized_start=964
-  _globals['_TOKEN']._serialized_end=1053
-  _globals['_STATSREQUEST']._serialized_start=1055
-  _globals['_STATSREQUEST']._serialized_end=1069
-  _globals['_STATSRESPONSE']._serialized_start=1071
-  _globals['_STATSRESPONSE']._serialized_end=1196
-  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_start=1149
-  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_end=1196
-  _globals['_INFERENCE']._serialized_start=1199
-  _globals['_INFERENCE']._serialized_end=1408
+  _globals['_KNOBS']._serialized_end=212
+  _globals['_EMBEDREQUEST']._serialized_start=215
+  _globals['_EMBEDREQUEST']._serialized_end=354
+  _globals['_EMBEDDING']._serialized_start=356
+  _globals['_EMBEDDING']._serialized_end=383
+  _globals['_USAGE']._serialized_start=385
+  _globals['_USAGE']._serialized_end=464
+  _globals['_EMBEDRESPONSE']._serialized_start=466
+  _globals['_EMBEDRESPONSE']._serialized_end=571
+  _globals['_EMBEDDINGRAW']._serialized_start=573
+  _globals['_EMBEDDINGRAW']._serialized_end=603
+  _globals['_EMBEDRESPONSERAW']._serialized_start=605
+  _globals['_EMBEDRESPONSERAW']._serialized_end=716
+  _globals['_CHATMESSAGE']._serialized_start=718
+  _globals['_CHATMESSAGE']._serialized_end=762
+  _globals['_GENERATEREQUEST']._serialized_start=765
+  _globals['_GENERATEREQUEST']._serialized_end=992
+  _globals['_TOKEN']._serialized_start=994
+  _globals['_TOKEN']._serialized_end=1083
+  _globals['_STATSREQUEST']._serialized_start=1085
+  _globals['_STATSREQUEST']._serialized_end=1099
+  _globals['_STATSRESPONSE']._serialized_start=1101
+  _globals['_STATSRESPONSE']._serialized_end=1226
+  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_start=1179
+  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_end=1226
+  _globals['_INFERENCE']._serialized_start=1229
+  _globals['_INFERENCE']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Knobs(_message.Message):
-    __slots__ = ("compute_ms", "ttft_ms", "itl_ms", "seed")
+    __slots__ = ("compute_ms", "ttft_ms", "itl_ms", "seed", "cache")
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     ITL_MS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     compute_ms: float
     ttft_ms: float
     itl_ms: float
     seed: int
-    def __init__(self, compute_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., itl_ms: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    cache: bool
+    def __init__(self, compute_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., itl_ms: _Optional[float] = ..., seed: _Optional[int] = ..., cache: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("input", "model", "dimensions", "wirebench")

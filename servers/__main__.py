@@ -20,6 +20,7 @@ import sys
 from harness.protocols import PROTOCOLS, SERVER_KINDS
 
 from .core import Limits
+from .lifetime import die_with_parent
 from .options import ServerOptions
 from .tls import ensure_tls_files
 
@@ -85,6 +86,7 @@ async def run(opts: ServerOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_parent()
     opts = parse_args(argv)
     if opts.kind == "grpc":
         asyncio.run(run(opts))      # grpc.aio supports only the stdlib loop

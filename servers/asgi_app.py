@@ -154,8 +154,7 @@ class App:
         body = await self._read_json(scope, receive)
         t0 = now_ns()
         params = parse_embed_request(body, self.limits)
-        vectors = await self.model.embed(params, t0)
-        payload = embedding_response(params, vectors)
+        payload = await self.model.embed_encoded(params, t0, "json", embedding_response)
         await self._send_json(send, 200, payload, [_timing(t0)])
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:

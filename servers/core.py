@@ -78,6 +78,7 @@ class EmbedParams:
     model: str = EMBED_MODEL_ID
     compute_ms: float = 0.0                 # simulated model time per input
     seed: int = 0
+    cache: bool = False                     # serve the encoded response from a cache
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,10 @@ def parse_embed_request(body: Any, limits: Limits = Limits()) -> EmbedParams:
     compute_ms = _number(knobs, "compute_ms", "wirebench.", default=0.0, lo=0.0,
                          hi=limits.max_model_ms)
     seed = _integer(knobs, "seed", "wirebench.", default=0, lo=0, hi=2**63 - 1)
-    return EmbedParams(tuple(inputs), dimensions, encoding, model, compute_ms, seed)
+    cache = knobs.get("cache", False)
+    if not isinstance(cache, bool):
+        raise RequestError("'wirebench.cache' must be a boolean", param="wirebench.cache")
+    return EmbedParams(tuple(inputs), dimensions, encoding, model, compute_ms, seed, cache)
 
 
 def _chat_prompt(messages: Any) -> str:

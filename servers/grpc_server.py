@@ -34,7 +34,7 @@ _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT,
            401: grpc.StatusCode.UNAUTHENTICATED,
            413: grpc.StatusCode.RESOURCE_EXHAUSTED}
 
-_KNOBS = ("compute_ms", "ttft_ms", "itl_ms", "seed")
+_KNOBS = ("compute_ms", "ttft_ms", "itl_ms", "seed", "cache")
 
 
 # ---------------------------------------------------------------- proto -> request dict
@@ -134,7 +134,7 @@ class InferenceService:
             params = parse_embed_request(embed_body(_parse(pb.EmbedRequest, raw)), self.limits)
         except RequestError as exc:
             await self._refuse(context, exc, t0)
-        out = embed_response(params, await self.model.embed(params, t0))
+        out = await self.model.embed_encoded(params, t0, "proto", embed_response)
         context.set_trailing_metadata(_server_time(t0))
         return out
 

@@ -3,14 +3,13 @@
     with start_server("h1") as srv:          # srv.port is the real port
         ...
 
-A server is ready when it prints `WIREBENCH-READY {...}` (after binding). Children get
-PR_SET_PDEATHSIG so they die with the process that launched them even if it is
-SIGKILLed; `stop()` sends SIGTERM, then SIGKILL after a grace period.
+A server is ready when it prints `WIREBENCH-READY {...}` (after binding). Servers die
+with the process that launched them even if it is SIGKILLed (servers.lifetime);
+`stop()` sends SIGTERM, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import selectors
@@ -24,19 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from .__main__ import READY_PREFIX
+from .lifetime import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: a SIGKILLed parent still takes us along.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -107,8 +100,8 @@ def start_server(kind: str, *, host: str = "127.0.0.1", port: int = 0,
                                         extra=extra)
     log = tempfile.NamedTemporaryFile(prefix=f"wirebench-{kind}-", suffix=".log", delete=False)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
-                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-                            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+                            stdin=subprocess.DEVNULL,
+                            env=child_env({**(env or {}), "PYTHONUNBUFFERED": "1"}))
     log.close()
     server = ServerProcess(kind, proc, {}, Path(log.name), cmd)
     try:

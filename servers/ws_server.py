@@ -135,8 +135,7 @@ class _Session:
 
     async def embed(self, rid: Any, body: Any, t0: int) -> None:
         params = parse_embed_request(body, self.limits)
-        vectors = await self.model.embed(params, t0)
-        payload = embedding_response(params, vectors)
+        payload = await self.model.embed_encoded(params, t0, "json", embedding_response)
         # Body last and spliced in as bytes: byte-identical to the HTTP body, no re-dump.
         head = b"".join((b'{"id":', _dumps(rid), b',"type":"embedding","server_time_us":',
                          _dumps((now_ns() - t0) / 1e3), b',"body":'))
