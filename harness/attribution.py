@@ -90,7 +90,9 @@ def protocol_or_library(rows: list[Row]) -> list[str]:
     by_protocol: dict[str, list[dict]] = defaultdict(list)
     for c in cells.values():
         by_protocol[c["protocol"]].append(c)
-    defaults = {p: cs[0] for p, cs in by_protocol.items()}
+    # A protocol's reference is its default cell (label == protocol id) when it ran.
+    defaults = {p: next((c for c in cs if c["cell"] == p), cs[0])
+                for p, cs in by_protocol.items()}
     lines = []
     for proto, impls in by_protocol.items():
         if len(impls) < 2:

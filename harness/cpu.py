@@ -9,6 +9,17 @@ from __future__ import annotations
 import os
 
 
+def processes_cpu_s(pids: list[int]) -> float | None:
+    """Summed over a server's processes (granian serves from a forked worker)."""
+    total = 0.0
+    for pid in pids:
+        cpu = process_cpu_s(pid)
+        if cpu is None:
+            return None          # one has exited: a partial sum would be wrong
+        total += cpu
+    return total
+
+
 def process_cpu_s(pid: int) -> float | None:
     total = 0
     try:

@@ -27,7 +27,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {p.id: p for p in (
     ProtocolSpec("ws-stream", "ws", True, "WebSocket message stream", "ws_stream"),
 )}
 
-SERVER_KINDS = ("h1", "h2", "h3", "grpc", "ws")
+SERVER_KINDS = ("h1", "h2", "h3", "grpc", "ws", "granian-h1", "granian-h2")
 UNARY = tuple(p for p, s in PROTOCOLS.items() if not s.streaming)
 STREAMING = tuple(p for p, s in PROTOCOLS.items() if s.streaming)
 

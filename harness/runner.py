@@ -25,7 +25,7 @@ from clients.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ROOT, ServerGroup, ServerProcess
 from servers.lifetime import child_env
 
-from .cpu import process_cpu_s
+from .cpu import processes_cpu_s
 from .environment import environment
 from .implementations import client_engine, server_impl
 from .loadgen import LoadJob
@@ -245,13 +245,13 @@ class Runner:
         procs = [self._spawn(job) for job in jobs]
         try:
             self._events(procs, "warm")
-            cpu0 = process_cpu_s(srv.pid) if srv else None
+            cpu0 = processes_cpu_s(srv.pids) if srv else None
             wire0 = self.topology.counters() if self.topology else None
             for p in procs:                      # all workers start together
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             results = self._events(procs, "result", lambda d: self.progress.update(task, d))
-            cpu1 = process_cpu_s(srv.pid) if srv else None
+            cpu1 = processes_cpu_s(srv.pids) if srv else None
             if wire0 is not None:
                 wire = self.topology.counters() - wire0
                 result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)

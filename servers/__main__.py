@@ -29,7 +29,9 @@ READY_PREFIX = "WIREBENCH-READY "
 # kind -> module holding `async def serve(opts, ready)`
 SERVER_MODULES = {"h1": "servers.http_server", "h2": "servers.http_server",
                   "h3": "servers.http_server", "grpc": "servers.grpc_server",
-                  "ws": "servers.ws_server"}
+                  "ws": "servers.ws_server",
+                  "granian-h1": "servers.granian_server",
+                  "granian-h2": "servers.granian_server"}
 
 
 def parse_args(argv: list[str] | None = None) -> ServerOptions:
@@ -58,11 +60,11 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         if a.what not in PROTOCOLS:
             p.error(f"unknown protocol or kind {a.what!r}")
         kind = PROTOCOLS[a.what].server
-    if a.h2c_port is not None and kind != "h2":
-        p.error("--h2c-port only applies to the h2 server")
+    if a.h2c_port is not None and kind not in ("h2", "granian-h2"):
+        p.error("--h2c-port only applies to the h2 and granian-h2 servers")
     limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
                     max_tokens=a.max_tokens)
-    tls = ensure_tls_files() if kind in ("h2", "h3") else None
+    tls = ensure_tls_files() if kind in ("h2", "h3", "granian-h2") else None
     return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
                          limits=limits, tls=tls, h2c_port=a.h2c_port,
                          tls_version=a.tls_version)

@@ -48,6 +48,11 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """Every process whose CPU is the server's (granian adds its worker)."""
+        return list(self.info.get("pids") or [self.proc.pid])
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
