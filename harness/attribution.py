@@ -109,11 +109,12 @@ def protocol_or_library(rows: list[Row]) -> list[str]:
 
 def _pair(proto: str, a: dict, b: dict, defaults: dict[str, dict]) -> list[str]:
     out = [f"**{a['cell']} vs {b['cell']}** ({proto}: {a['server']} / {a['client']} vs "
-           f"{b['server']} / {b['client']})"]
+           f"{b['server']} / {b['client']}; figures below in that order unless named)"]
     impl = _ratio(a["saturation_rps"], b["saturation_rps"])
     fast, slow = (a, b) if (a["saturation_rps"] or 0) >= (b["saturation_rps"] or 0) else (b, a)
     if impl:
-        out.append(f"- implementation: best throughput {fast['saturation_rps']:,.0f} vs "
+        out.append(f"- implementation: best throughput {fast['cell']} "
+                   f"{fast['saturation_rps']:,.0f} vs {slow['cell']} "
                    f"{slow['saturation_rps']:,.0f} req/s ({impl:.2f}x); server CPU "
                    f"{_us(a['server_us'])} vs {_us(b['server_us'])} per request, client CPU "
                    f"{_us(a['client_us'])} vs {_us(b['client_us'])}; p50 at c=1 "
