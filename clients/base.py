@@ -93,6 +93,7 @@ class UnaryResult:
     server_time_us: float | None    # server's own time for the request, as it reported
     new_connection: bool = False
     connect_ns: int | None = None   # connection setup (TCP + TLS / QUIC / upgrade)
+    extra: dict[str, Any] = field(default_factory=dict)   # engine-specific (curl_phases)
 
     @property
     def latency_ns(self) -> int:

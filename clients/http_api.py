@@ -112,6 +112,13 @@ class _HttpClient(Client):
         await self.transport.close()
 
 
+def _engine_phases(exchange: HttpExchange, extra: dict[str, Any]) -> None:
+    # An engine that times its own phases (libcurl) hands them on, in microseconds.
+    phases = getattr(exchange, "curl_phases", None)
+    if phases is not None:
+        extra["curl_phases"] = phases
+
+
 class RestClient(_HttpClient):
     """POST /v1/embeddings; latency runs to the decoded vectors."""
 
@@ -132,10 +139,12 @@ class RestClient(_HttpClient):
             raise ProtocolViolation(f"embeddings response is not JSON: {exc}") from None
         t_decoded = clock_ns()
         timing = resp.header(b"server-timing")
-        return UnaryResult(vectors, t_start, resp.t_first_byte_ns, t_received, t_decoded,
-                           len(body), len(raw),
-                           parse_server_timing(timing.decode() if timing else None),
-                           resp.new_connection, resp.connect_ns)
+        result = UnaryResult(vectors, t_start, resp.t_first_byte_ns, t_received, t_decoded,
+                             len(body), len(raw),
+                             parse_server_timing(timing.decode() if timing else None),
+                             resp.new_connection, resp.connect_ns)
+        _engine_phases(exchange, result.extra)
+        return result
 
 
 class SseClient(_HttpClient):
@@ -160,9 +169,11 @@ class SseClient(_HttpClient):
             await exchange.aclose()
         if not reader.done:
             raise ProtocolViolation("stream ended without 'data: [DONE]'")
-        return StreamResult(reader.tokens, t_start, resp.t_first_byte_ns, t_end, len(body),
-                            size, reader.server_time_us, reader.usage, resp.new_connection,
-                            resp.connect_ns)
+        result = StreamResult(reader.tokens, t_start, resp.t_first_byte_ns, t_end, len(body),
+                              size, reader.server_time_us, reader.usage, resp.new_connection,
+                              resp.connect_ns)
+        _engine_phases(exchange, result.extra)
+        return result
 
     @staticmethod
     async def _read_events(exchange: HttpExchange) -> tuple[ChunkReader, int, int]:

@@ -34,8 +34,8 @@ _PYTHON_ENGINES = {
 
 
 def _curl() -> str:
-    import pycurl
-    return pycurl.version.split(" ")[1].replace("/", " ") + f" (pycurl {_v('pycurl').split()[1]})"
+    from clients.curl_engine import engine_version
+    return engine_version()
 
 
 def server_impl(cell: Cell | str, external: str | None = None) -> str:

@@ -35,10 +35,14 @@ FORMULAS = {
     "owd": "token receive time - server emit stamp (same host clock)",
     "payload": "serialized request/response message bytes (no transport framing)",
     "late_start": "open loop: request started > 1 ms after its intended time",
+    "ttfb": "start -> first response byte (headers / first frame), as the harness sees it",
+    "curl_*": "libcurl's own phase times for the same request (connect, appconnect = TLS "
+              "or QUIC done, starttransfer = first byte, total), from its start",
 }
 
 HISTOGRAMS = ("latency", "service_time", "overhead", "decode", "server_time", "connect",
-              "ttft", "ttst", "itl", "tpot", "e2e", "owd")
+              "ttft", "ttst", "itl", "tpot", "e2e", "owd", "ttfb",
+              "curl_connect", "curl_appconnect", "curl_starttransfer", "curl_total")
 LATE_NS = 1_000_000
 
 
@@ -100,6 +104,15 @@ class Recorder:
         self._common(r, intended_ns, r.t_end_ns)
 
     def _common(self, r: Any, intended_ns: int, end_ns: int) -> None:
+        self.hist["ttfb"].record_ns(r.t_first_byte_ns - r.t_start_ns)
+        phases = r.extra.get("curl_phases")
+        if phases:
+            for name in ("starttransfer", "total"):
+                self.hist[f"curl_{name}"].record_ns(phases[name] * 1000)
+            if phases["connect"]:          # only requests that opened a connection
+                self.hist["curl_connect"].record_ns(phases["connect"] * 1000)
+                if phases["appconnect"]:
+                    self.hist["curl_appconnect"].record_ns(phases["appconnect"] * 1000)
         self.payload_up += r.payload_up
         self.payload_down += r.payload_down
         if r.new_connection:

@@ -70,6 +70,8 @@ class App:
         self.stats.requests += 1
         route = self.routes.get(scope["path"])
         try:
+            if route is None or scope["method"].encode() != route[0]:
+                await _drain(receive)       # see _read_json: hypercorn h2 needs it
             if route is None:
                 raise RequestError(f"no route {scope['method']} {scope['path']}; try "
                                    f"{', '.join(self.routes)}", status=404, code="not_found")
@@ -209,6 +211,14 @@ class App:
             tail.append(b"data: " + dumps(fmt.usage(usage)) + b"\n\n")
         tail.append(_DONE)
         await _send_or_gone(send, {"type": "http.response.body", "body": b"".join(tail)})
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop a request body nobody will use."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            return
 
 
 async def _send_or_gone(send: Send, message: dict) -> None:

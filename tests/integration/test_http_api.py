@@ -146,6 +146,9 @@ async def test_bad_input_is_answered_and_the_server_keeps_serving(
         resp, data = await raw(transport, b"POST", b"/v1/embeddings",
                                b'{"input": "ok", "dimensions": 4}')
         assert resp.status == 200 and len(orjson.loads(data)["data"][0]["embedding"]) == 4
+        # ...on the same connection: a refusal must not cost the client its connection
+        # (hypercorn's HTTP/2 drops it when a refused body is left unread).
+        assert not resp.new_connection
     finally:
         await transport.close()
 
