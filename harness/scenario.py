@@ -86,6 +86,7 @@ class Workload:
     dimensions: int | None
     encoding: Literal["float", "base64"] | None
     compute_ms: float | None
+    server_cache: bool | None
     # stream only (None for embed)
     prompt_tokens: int | None
     max_tokens: int | None
@@ -496,6 +497,7 @@ _WORKLOAD = _Section(Workload, (
     _Field("dimensions", _integer(1, 8192), 1536, _EMBED),
     _Field("encoding", _choice("float", "base64"), "float", _EMBED),
     _Field("compute_ms", _number(0), 0, _EMBED),
+    _Field("server_cache", _boolean, False, _EMBED),
     _Field("prompt_tokens", _integer(1), 32, _STREAM),
     _Field("max_tokens", _integer(1, 100_000), 64, _STREAM),
     _Field("ttft_ms", _number(0), 0, _STREAM),

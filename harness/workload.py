@@ -23,6 +23,8 @@ def embed_requests(workload: Any, seed: int, model: str = "wirebench-embed-1"
     """Endless embeddings requests: batch k takes the next batch_size pool texts."""
     pool = _texts(workload.distinct_inputs, workload.input_words, seed)
     knobs = {"compute_ms": workload.compute_ms, "seed": seed}
+    if workload.server_cache:
+        knobs["cache"] = True   # the server reuses its encoded response: no encode cost
     k = 0
     while True:
         inputs = [pool[(k + j) % len(pool)] for j in range(workload.batch_size)]
