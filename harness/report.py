@@ -132,6 +132,19 @@ def ttft_vs_http(rows: list[dict[str, Any]], workload: dict[str, Any]) -> str | 
     return "\n".join(lines)
 
 
+def curl_phase_check(rows: list[dict[str, Any]]) -> list[str]:
+    """libcurl times its own phases; they should agree with the harness's timestamps."""
+    out = []
+    for r in rows:
+        ours, theirs = r.get("ttfb_p50_ms"), r.get("curl_starttransfer_p50_ms")
+        if ours is None or theirs is None:
+            continue
+        out.append(f"- {r['cell']} {_load(r)}: first byte p50 {ours:.3f} ms by the harness vs "
+                   f"{theirs:.3f} ms by libcurl (starttransfer), {abs(ours - theirs) * 1000:.0f} "
+                   f"us apart; libcurl's total p50 {fmt(r.get('curl_total_p50_ms'))} ms.")
+    return out
+
+
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
@@ -173,6 +186,12 @@ def render(summary: dict[str, Any], thresholds: list[str]) -> str:
               "## What this implementation costs", "", implementation_table(rows), "",
               "## Protocol or library?", "", *protocol_or_library(rows), "",
               "## The seed lab's table", "", seed_lab_table(rows), ""]
+    phases = curl_phase_check(rows)
+    if phases:
+        parts += ["## libcurl's own phase timings", "",
+                  "The harness stamps the first response byte when its engine hands it over; "
+                  "libcurl stamps it inside the transfer. They should agree within tens of "
+                  "microseconds:", "", *phases, ""]
     if thresholds:
         parts += ["## Thresholds", "", *thresholds, ""]
     found = notes(rows)
