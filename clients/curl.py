@@ -89,13 +89,13 @@ import ipaddress
 import os
 import select
 import socket
-from typing import AsyncIterator, ClassVar
+from typing import ClassVar
 
 import pycurl
 
 from .base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
                    Target, clock_ns)
-from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange
 from .wire import METER
 
 # CURLINFO_HTTP_VERSION values and the CURLOPT_HTTP_VERSION asked for each version.
@@ -255,7 +255,7 @@ class _Easy:
         return None
 
 
-class _CurlExchange(HttpExchange):
+class _CurlExchange(QueuedExchange):
     curl_phases: dict[str, int] | None
 
     def __init__(self, transport: "CurlTransport", easy: _Easy,
@@ -276,35 +276,12 @@ class _CurlExchange(HttpExchange):
         self.error: ClientError | None = None
         self.curl_phases = None
 
-    def finish(self, t: int) -> None:
-        self.chunks.append((b"", t))            # when the end arrived, as every transport does
-        self.complete = True
-        self._wake()
-
     def fail(self, exc: ClientError) -> None:
         if self.error is None:
             self.error = exc
         if not self.headers_ready.done():
             self.headers_ready.set_exception(self.error)
         self._wake()
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def body_chunks(self) -> AsyncIterator[tuple[bytes, int]]:
-        chunks = self.chunks
-        while True:
-            while chunks:
-                yield chunks.popleft()
-            if self.complete:
-                return
-            if self.error is not None:
-                raise self.error
-            self.waiter = self.loop.create_future()
-            await self.waiter
-            self.waiter = None
 
     async def aclose(self) -> None:
         easy = self.easy

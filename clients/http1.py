@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from typing import AsyncIterator
 
 import httptools
 
 from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
-from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange
 from .wire import METER
 
 
@@ -81,7 +80,7 @@ class _H1Protocol(asyncio.Protocol):
             self.exchange.fail(exc)
 
 
-class _H1Exchange(HttpExchange):
+class _H1Exchange(QueuedExchange):
     def __init__(self, pool: "Http1Transport", conn: _H1Protocol, new: bool,
                  connect_ns: int | None) -> None:
         self.pool, self.conn = pool, conn
@@ -104,34 +103,13 @@ class _H1Exchange(HttpExchange):
         self.chunks.append((data, t))
         self._wake()
 
-    def finish(self, t: int) -> None:
-        self.chunks.append((b"", t))    # completion time, as every transport reports it
-        self.complete = True
-        self._wake()
-
     def fail(self, exc: Exception) -> None:
         self.error = exc
         if not self.headers_ready.done():
             self.headers_ready.set_exception(exc)
         self._wake()
 
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
     # called by the client
-    async def body_chunks(self) -> AsyncIterator[tuple[bytes, int]]:
-        while True:
-            while self.chunks:
-                yield self.chunks.popleft()
-            if self.complete:
-                return
-            if self.error is not None:
-                raise self.error
-            self.waiter = self.loop.create_future()
-            await self.waiter
-            self.waiter = None
-
     async def aclose(self) -> None:
         self.conn.exchange = None
         self.pool.release(self.conn, reusable=self.complete and self.keep_alive

@@ -8,6 +8,8 @@ three REST and three SSE cells differ only in the transport they are given.
 from __future__ import annotations
 
 import abc
+import asyncio
+import collections
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, ClassVar
 
@@ -62,6 +64,43 @@ class HttpExchange(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Finish with this exchange (abandon the stream if the body is unread)."""
+
+
+class QueuedExchange(HttpExchange):
+    """An exchange whose transport pushes body chunks as they arrive.
+
+    Subclasses set `loop`, `chunks` (a deque), `waiter` (None), `complete` (False) and
+    `error` (None) in __init__, append to `chunks` and call `_wake()`.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    chunks: collections.deque[tuple[bytes, int]]
+    waiter: asyncio.Future | None
+    complete: bool
+    error: Exception | None
+
+    def finish(self, t: int) -> None:
+        self.chunks.append((b"", t))    # when the end arrived, as every transport reports it
+        self.complete = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def body_chunks(self) -> AsyncIterator[tuple[bytes, int]]:
+        chunks = self.chunks
+        while True:
+            while chunks:
+                yield chunks.popleft()
+            if self.complete:
+                return
+            if self.error is not None:
+                raise self.error
+            self.waiter = self.loop.create_future()
+            await self.waiter
+            self.waiter = None
 
 
 class HttpTransport(abc.ABC):
