@@ -66,10 +66,10 @@ class PointResult:
     wire_source: str = "not measured"
     server_impl: str = ""
     client_engine: str = ""
-    # FIX (perf): summary_ms() costs ~50 ms per histogram (hdrh's mean walks every
-    # bucket), and rows are rebuilt for every point after every load point (save(),
-    # the progress line, the final table). Cached per histogram counts: merging is the
-    # only way a histogram changes, and it always changes its count.
+    # Rows are rebuilt for every point after every load point (save(), the progress
+    # line, the final table) and summaries are not free, so they are cached per
+    # histogram counts: merging is the only way a histogram changes, and it always
+    # changes its count.
     _summary_cache: tuple[tuple[int, ...], dict] | None = field(
         default=None, repr=False, compare=False)
 
@@ -182,9 +182,9 @@ class ResultWriter:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scenario, self.env, self.meta = scenario, env, meta
-        # FIX (perf): .hgrm files already written, by file name -> histogram count.
-        # Rendering one costs ~0.2 s, and every file was rewritten after every load
-        # point (quadratic in the number of points); now only changed ones are.
+        # .hgrm files already written, by file name -> histogram count. Rendering one
+        # costs ~0.2 s; rewriting all after every load point would grow quadratically
+        # with the points, so only changed ones are rewritten.
         self._hgrm_written: dict[str, int] = {}
 
     def write(self, rows: list[dict[str, Any]], status: str,

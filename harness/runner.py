@@ -134,10 +134,8 @@ class Runner:
         s, load = self.s, self.s.load
         cell = parse_cell(point.protocol)
         n = s.workers
-        # FIX: never more workers than users (closed loop) or requests. Before, a worker
-        # with no user (concurrency < workers) was skipped with its share of the
-        # requests, so fewer requests ran than asked; and a worker skipped for having no
-        # requests left its share of an open-loop rate unsent.
+        # Never more workers than users (closed loop) or requests: a worker without a
+        # user or a request would drop its share of the requests or of the rate.
         if point.load_kind == "closed":
             n = min(n, point.concurrency)
         if load.requests is not None:
@@ -173,9 +171,8 @@ class Runner:
         return None
 
     def _spawn(self, job: LoadJob) -> subprocess.Popen:
-        # FIX: stderr goes to an unlinked temp file, not a pipe. Nobody read the pipe
-        # until the worker had exited, so a worker that logged more than a pipe buffer
-        # (64 KiB: e.g. a warning per failed request) blocked forever, and the run hung.
+        # stderr goes to an unlinked temp file, not a pipe: nobody reads it until the
+        # worker exits, and a worker logging more than a pipe buffer (64 KiB) would block.
         err = tempfile.TemporaryFile()
         try:
             wrap = self.topology.wrap("client") if self.topology else []
@@ -212,7 +209,6 @@ class Runner:
                             p.wait(5)        # EOF on stdout: it is exiting; let it finish
                             p.errfile.seek(0)
                             err = p.errfile.read().decode(errors="replace")[-2000:]
-                            # FIX: the message named no protocol ("worker for exited").
                             raise WorkerFailed(f"worker for {p.protocol} exited early "
                                                f"(code {p.returncode}):\n{err}")
                         continue
@@ -298,10 +294,8 @@ class Runner:
                           self.s.outputs.hgrm)
 
     def run(self) -> list[dict[str, Any]]:
-        # FIX: SIGINT too, not only SIGTERM. A process started in the background by a
-        # non-interactive shell inherits SIGINT ignored, and Python then never raises
-        # KeyboardInterrupt: Ctrl-C / kill -INT did nothing and the run went on to the
-        # end with exit 0. Installing the handler makes SIGINT abort in every case.
+        # SIGINT gets a handler too: a run started in the background by a shell inherits
+        # SIGINT ignored, and Python would then never raise KeyboardInterrupt.
         old = {sig: signal.signal(sig, _raise_interrupted)
                for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -319,10 +313,9 @@ class Runner:
             self.status = "failed"
             raise
         finally:
-            # FIX: a second Ctrl-C / SIGTERM during cleanup used to raise out of this
-            # block half-way: servers left to PDEATHSIG, and the final summary.json
-            # (status "aborted") never written. Cleanup is bounded (kill, then at most
-            # a few seconds' grace per server), so further signals wait until it is done.
+            # A second Ctrl-C / SIGTERM must not cut cleanup short (servers left behind,
+            # no final summary.json): cleanup is bounded (kill, then a few seconds'
+            # grace per server), so further signals wait until it is done.
             for sig in old:
                 signal.signal(sig, signal.SIG_IGN)
             try:
