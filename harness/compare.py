@@ -38,7 +38,7 @@ def load_run(path: str) -> dict[str, Any]:
 
 def _key(row: dict[str, Any]) -> tuple:
     return (row.get("cell", row["protocol"]), row["mode"], row.get("concurrency"), row.get("rate_offered_rps"),
-            row.get("network", "loopback"))
+            row.get("network", "loopback"), row.get("connections_policy"))
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:

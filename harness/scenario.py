@@ -1,10 +1,10 @@
 """Scenario schema: YAML in, frozen dataclasses out, and the run plan.
 
-Every section is described once, by a field table (`_Field` rows: key, checker,
-default, when it applies). One generic reader walks a table, so each rule lives in
-one row and the first problem found is reported with its full dotted path, what was
-expected and what was given. scenarios/README.md is the user-facing reference of the
-same tables; keep the two in step.
+Every section is described once, by a field table (`Field` rows read by harness/schema.py:
+key, checker, default, when it applies), so each rule lives in one row and the first
+problem found is reported with its full dotted path, what was expected and what was
+given. The `network:` section lives in scenario_network.py. scenarios/README.md is the
+user-facing reference of the same tables; keep the two in step.
 
 Values that do not apply (embed fields of a stream workload, open-loop fields of a
 closed-loop load, ...) are None in the dataclasses and absent from `to_dict()`.
@@ -13,8 +13,6 @@ closed-loop load, ...) are None in the dataclasses and absent from `to_dict()`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import math
 import operator
 import random
@@ -22,13 +20,17 @@ import re
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 
 from .cells import make_cell, parse_cell
 from .protocols import PROTOCOLS, STREAMING, UNARY
+from .linkspec import LinkSpec
+from .scenario_network import Network, network_section
+from .schema import (REQUIRED, Field, Invalid, Section, boolean, choice, integer,
+                     items, join, number, optional, points, show, string, url)
 
 __all__ = [
     "ScenarioError", "Workload", "Load", "Warmup", "Connection", "Target", "Threshold",
@@ -54,24 +56,6 @@ class ScenarioError(Exception):
     def __reduce__(self):
         # Worker processes pickle errors back to the parent: keep every attribute.
         return (type(self), (self.source, self.field, self.message, self.line, self.column))
-
-
-class _Invalid(Exception):
-    """Raised by checkers; parse_scenario adds the source and re-raises ScenarioError."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(field, message)
-        self.field, self.message = field, message
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it in YAML terms ("8" is visibly a string)."""
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -105,6 +89,7 @@ class Load:
     requests: int | None                    # exactly one of requests / duration_s is set
     duration_s: float | None
     timeout_s: float
+    stagger_ms: float | None = None         # closed only: user u starts u x stagger_ms late
 
     def points(self) -> list[tuple[int | None, float | None]]:
         """(concurrency, rate) of every load point, ascending."""
@@ -121,8 +106,20 @@ class Warmup:
 @dataclass(frozen=True)
 class Connection:
     policy: Literal["reuse", "new"]
-    connections: int | Literal["auto"] | None   # None with policy "new"
+    # "auto": one multiplexed connection, or one per user where the protocol cannot
+    # multiplex; "per_stream": one per user always; a tuple of these is a sweep.
+    connections: int | Literal["auto", "per_stream"] | tuple | None   # None with policy "new"
     streams_per_connection: int | None
+
+    def sweep(self) -> list["Connection"]:
+        """One Connection per swept connection count (itself when nothing is swept)."""
+        if isinstance(self.connections, tuple):
+            return [dataclasses.replace(self, connections=c) for c in self.connections]
+        return [self]
+
+    @property
+    def swept(self) -> bool:
+        return isinstance(self.connections, tuple)
 
     def connections_for(self, protocol_id: str, users: int) -> int:
         """Connections one worker opens for `users` concurrent requests of a protocol."""
@@ -130,6 +127,8 @@ class Connection:
             return users            # each request in flight has its own
         if self.streams_per_connection is not None:
             return math.ceil(users / self.streams_per_connection)
+        if self.connections == "per_stream":
+            return users
         if self.connections != "auto":
             return self.connections
         return 1 if _multiplexed(protocol_id) else users
@@ -180,6 +179,7 @@ class Scenario:
     max_error_rate: float
     outputs: Outputs
     target: Target | None
+    network: Network | None = None
     source: str = field(default="<string>", compare=False)   # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,11 +203,15 @@ class PlanPoint:
     load_kind: Literal["closed", "open"]
     concurrency: int | None
     rate: float | None
+    connection: Connection | None = None     # the swept connection count's policy, if swept
+    link: LinkSpec | None = None             # the emulated link, when network: is set
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Threshold):
         return value.text
+    if isinstance(value, Network):
+        return value.raw                     # as written: sweeps unexpanded
     if dataclasses.is_dataclass(value):
         pairs = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
         return {k: _plain(v) for k, v in pairs if v is not None}
@@ -232,123 +236,6 @@ def _multiplexed(protocol_id: str) -> bool:
     return parse_cell(protocol_id).kind != "h1"
 
 
-# --------------------------------------------------------------------------- checkers
-# A checker takes (raw value, dotted path) and returns the parsed value or raises
-# _Invalid. bool is refused wherever a number is expected (YAML `true` is not 1).
-
-Checker = Callable[[Any, str], Any]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _finite(v: int | float) -> bool:
-    try:
-        return math.isfinite(v)
-    except OverflowError:       # an int too big for a float
-        return False
-
-
-def _range_text(lo: float, hi: float | None, lo_open: bool) -> str:
-    if hi is not None:
-        return f"in {lo:g}..{hi:g}"
-    return f"> {lo:g}" if lo_open else f">= {lo:g}"
-
-
-def _integer(lo: int, hi: int | None = None) -> Checker:
-    expected = f"an integer {_range_text(lo, hi, False)}"
-
-    def check(v: Any, path: str) -> int:
-        if not _is_int(v) or v < lo or (hi is not None and v > hi):
-            raise _Invalid(path, f"expected {expected}, got {_show(v)}")
-        return v
-    return check
-
-
-def _number(lo: float, hi: float | None = None, lo_open: bool = False) -> Checker:
-    expected = f"a number {_range_text(lo, hi, lo_open)}"
-
-    def check(v: Any, path: str) -> float:
-        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
-              and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi))
-        if not ok:
-            raise _Invalid(path, f"expected {expected}, got {_show(v)}")
-        return float(v)
-    return check
-
-
-def _choice(*options: str) -> Checker:
-    expected = "one of " + ", ".join(f'"{o}"' for o in options)
-
-    def check(v: Any, path: str) -> str:
-        if not isinstance(v, str) or v not in options:
-            raise _Invalid(path, f"expected {expected}, got {_show(v)}")
-        return v
-    return check
-
-
-def _boolean(v: Any, path: str) -> bool:
-    if not isinstance(v, bool):
-        raise _Invalid(path, f"expected true or false, got {_show(v)}")
-    return v
-
-
-def _string(pattern: str | None = None, expected: str = "a non-empty string") -> Checker:
-    regex = re.compile(pattern or r".+", re.S)
-
-    def check(v: Any, path: str) -> str:
-        if not isinstance(v, str) or not regex.fullmatch(v):
-            raise _Invalid(path, f"expected {expected}, got {_show(v)}")
-        return v
-    return check
-
-
-def _optional(inner: Checker) -> Checker:
-    def check(v: Any, path: str) -> Any:
-        return None if v is None else inner(v, path)
-    return check
-
-
-def _auto_or_integer(v: Any, path: str) -> int | str:
-    if isinstance(v, str) and v == "auto":
-        return v
-    if not _is_int(v) or v < 1:
-        raise _Invalid(path, f'expected "auto" or an integer >= 1, got {_show(v)}')
-    return v
-
-
-def _url(v: Any, path: str) -> str:
-    parts = urlsplit(v) if isinstance(v, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _Invalid(path, f'expected an http(s) URL such as "https://api.example.com/v1", '
-                             f"got {_show(v)}")
-    return v
-
-
-def _items(v: Any, path: str, expected: str) -> list[tuple[Any, str]]:
-    """(item, path of item) for a YAML list; anything else is refused."""
-    if not isinstance(v, (list, tuple)):
-        raise _Invalid(path, f"expected {expected}, got {_show(v)}")
-    return [(x, f"{path}[{i}]") for i, x in enumerate(v)]
-
-
-def _points(item: Checker, what: str) -> Checker:
-    """A bare value or a non-empty list of distinct values; stored ascending."""
-    def check(v: Any, path: str) -> tuple:
-        pairs = _items(v, path, "") if isinstance(v, (list, tuple)) else [(v, path)]
-        if not pairs:
-            raise _Invalid(path, f"expected {what} or a non-empty list of them, got []")
-        seen: dict[Any, str] = {}
-        for raw, where in pairs:
-            value = item(raw, where)
-            if value in seen:
-                raise _Invalid(where, f"duplicate of {seen[value]} ({_show(raw)})")
-            seen[value] = where
-        return tuple(sorted(seen))
-    return check
-
-
 def _cell(raw: Any, where: str) -> str:
     """The canonical label of one protocols entry: "rest-h1@granian" or a mapping."""
     try:
@@ -361,9 +248,9 @@ def _cell(raw: Any, where: str) -> str:
                                  "(server and client optional)")
             return make_cell(raw["protocol"], raw.get("server"), raw.get("client")).label
     except ValueError as exc:
-        raise _Invalid(where, str(exc)) from None
-    raise _Invalid(where, f"expected a protocol id such as rest-h1 (optionally @server "
-                          f"+client), got {_show(raw)}")
+        raise Invalid(where, str(exc)) from None
+    raise Invalid(where, f"expected a protocol id such as rest-h1 (optionally @server "
+                          f"+client), got {show(raw)}")
 
 
 def _protocols(v: Any, path: str) -> tuple[str, ...] | str:
@@ -371,14 +258,14 @@ def _protocols(v: Any, path: str) -> tuple[str, ...] | str:
     if isinstance(v, str) and v in PROTOCOL_GROUPS:
         return v
     expected = 'a list of protocol ids or one of "unary", "streaming", "all"'
-    pairs = _items(v, path, expected)
+    pairs = items(v, path, expected)
     if not pairs:
-        raise _Invalid(path, f"expected {expected}, got []")
+        raise Invalid(path, f"expected {expected}, got []")
     seen: dict[str, str] = {}
     for raw, where in pairs:
         label = _cell(raw, where)
         if label in seen:
-            raise _Invalid(where, f"duplicate of {seen[label]} ({_show(label)})")
+            raise Invalid(where, f"duplicate of {seen[label]} ({show(label)})")
         seen[label] = where
     return tuple(seen)
 
@@ -406,147 +293,105 @@ _THRESHOLD_RE = re.compile(
 def _threshold(v: Any, path: str) -> Threshold:
     match = _THRESHOLD_RE.fullmatch(v) if isinstance(v, str) else None
     if match is None:
-        raise _Invalid(path, f'expected "metric op value[unit]" such as "p99 < 200ms", '
-                             f"got {_show(v)}")
+        raise Invalid(path, f'expected "metric op value[unit]" such as "p99 < 200ms", '
+                             f"got {show(v)}")
     metric, op, number, unit = match.groups()
     if metric not in METRICS:
-        raise _Invalid(path, f"unknown metric {_show(metric)}; known: {', '.join(METRICS)}")
+        raise Invalid(path, f"unknown metric {show(metric)}; known: {', '.join(METRICS)}")
     units = _UNITS[METRICS[metric][0]]
     if unit not in units:
         allowed = ", ".join(u for u in units if u)
-        raise _Invalid(path, f"unit {_show(unit)} does not fit {metric}; use {allowed}")
+        raise Invalid(path, f"unit {show(unit)} does not fit {metric}; use {allowed}")
     value = float(number) * units[unit]
     if metric == "error_rate" and value > 1:
-        raise _Invalid(path, f"error_rate above 100% in {_show(v)}: a bare number is a "
+        raise Invalid(path, f"error_rate above 100% in {show(v)}: a bare number is a "
                              f"fraction 0..1; write percent with %, e.g. 1%")
     return Threshold(metric, op, value, v.strip())
-
-
-# --------------------------------------------------------------------------- field tables
-
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class _Field:
-    key: str
-    check: Checker
-    default: Any = _REQUIRED        # raw value, run through `check` like a given one
-    only: tuple[tuple[str, str], ...] = ()   # applies only when these siblings have these values
-
-
-class _Section:
-    """A mapping read through a field table into a dataclass, then a cross-field check."""
-
-    def __init__(self, cls: type, fields: tuple[_Field, ...],
-                 post: Callable[[dict, str], None] | None = None):
-        self.cls, self.fields, self.post = cls, fields, post
-        self.keys = [f.key for f in fields]
-
-    def __call__(self, raw: Any, path: str) -> Any:
-        return self.cls(**self.values(raw, path))
-
-    def values(self, raw: Any, path: str) -> dict[str, Any]:
-        if not isinstance(raw, dict):
-            where = "" if path else " at the top level"
-            raise _Invalid(path, f"expected a mapping{where}, got {_show(raw)}")
-        _refuse_unknown(raw, path, self.keys)
-        values: dict[str, Any] = {}
-        for f in self.fields:
-            values[f.key] = _read(f, raw, path, values)
-        if self.post:
-            self.post(values, path)
-        return values
-
-
-def _refuse_unknown(raw: dict, path: str, keys: list[str]) -> None:
-    # Checked before any value: a misspelt key would otherwise surface as a puzzling
-    # "required" error, or not at all when the intended key has a default.
-    for key in raw:
-        if key not in keys:
-            close = difflib.get_close_matches(str(key), keys, n=1)
-            hint = f'did you mean "{close[0]}"?' if close else f"allowed: {', '.join(keys)}"
-            raise _Invalid(_join(path, key), f"unknown key ({hint})")
-
-
-def _read(f: _Field, raw: dict, path: str, siblings: dict[str, Any]) -> Any:
-    where = _join(path, f.key)
-    for key, wanted in f.only:
-        if siblings[key] != wanted:
-            if f.key in raw:
-                raise _Invalid(where, f"only allowed when {_join(path, key)} is "
-                                      f'"{wanted}" (it is "{siblings[key]}")')
-            return None
-    if f.key in raw:
-        return f.check(raw[f.key], where)
-    if f.default is _REQUIRED:
-        when = " and ".join(f'{_join(path, k)} is "{v}"' for k, v in f.only)
-        raise _Invalid(where, f"required when {when}" if when else "required field missing")
-    return f.check(f.default, where)
 
 
 _EMBED, _STREAM = (("type", "embed"),), (("type", "stream"),)
 _CLOSED, _OPEN = (("mode", "closed"),), (("mode", "open"),)
 _REUSE = (("policy", "reuse"),)
 
-_WORKLOAD = _Section(Workload, (
-    _Field("type", _choice("embed", "stream")),
-    _Field("batch_size", _integer(1, 2048), 8, _EMBED),
-    _Field("input_words", _integer(1, 4096), 16, _EMBED),
-    _Field("distinct_inputs", _integer(1), 64, _EMBED),
-    _Field("dimensions", _integer(1, 8192), 1536, _EMBED),
-    _Field("encoding", _choice("float", "base64"), "float", _EMBED),
-    _Field("compute_ms", _number(0), 0, _EMBED),
-    _Field("server_cache", _boolean, False, _EMBED),
-    _Field("prompt_tokens", _integer(1), 32, _STREAM),
-    _Field("max_tokens", _integer(1, 100_000), 64, _STREAM),
-    _Field("ttft_ms", _number(0), 0, _STREAM),
-    _Field("itl_ms", _number(0), 0, _STREAM),
+_WORKLOAD = Section(Workload, (
+    Field("type", choice("embed", "stream")),
+    Field("batch_size", integer(1, 2048), 8, _EMBED),
+    Field("input_words", integer(1, 4096), 16, _EMBED),
+    Field("distinct_inputs", integer(1), 64, _EMBED),
+    Field("dimensions", integer(1, 8192), 1536, _EMBED),
+    Field("encoding", choice("float", "base64"), "float", _EMBED),
+    Field("compute_ms", number(0), 0, _EMBED),
+    Field("server_cache", boolean, False, _EMBED),
+    Field("prompt_tokens", integer(1), 32, _STREAM),
+    Field("max_tokens", integer(1, 100_000), 64, _STREAM),
+    Field("ttft_ms", number(0), 0, _STREAM),
+    Field("itl_ms", number(0), 0, _STREAM),
 ))
 
 
 def _one_of_requests_or_duration(values: dict, path: str) -> None:
     if values["requests"] is not None and values["duration_s"] is not None:
-        raise _Invalid(_join(path, "duration_s"), "give either requests or duration_s, not both")
+        raise Invalid(join(path, "duration_s"), "give either requests or duration_s, not both")
     if values["duration_s"] is None and values["requests"] is None:
         values["requests"] = 200
 
 
-_LOAD = _Section(Load, (
-    _Field("mode", _choice("closed", "open"), "closed"),
-    _Field("concurrency", _points(_integer(1), "an integer >= 1"), 1, _CLOSED),
-    _Field("rate", _points(_number(0, lo_open=True), "a number > 0"), _REQUIRED, _OPEN),
-    _Field("arrival", _choice("poisson", "constant", "gamma"), "poisson", _OPEN),
-    _Field("gamma_shape", _number(0, lo_open=True), 0.5, _OPEN + (("arrival", "gamma"),)),
-    _Field("max_in_flight", _integer(1), 1024, _OPEN),
-    _Field("requests", _optional(_integer(1)), None),
-    _Field("duration_s", _optional(_number(0, lo_open=True)), None),
-    _Field("timeout_s", _number(0, lo_open=True), 30),
+_LOAD = Section(Load, (
+    Field("mode", choice("closed", "open"), "closed"),
+    Field("concurrency", points(integer(1), "an integer >= 1"), 1, _CLOSED),
+    Field("rate", points(number(0, lo_open=True), "a number > 0"), REQUIRED, _OPEN),
+    Field("arrival", choice("poisson", "constant", "gamma"), "poisson", _OPEN),
+    Field("gamma_shape", number(0, lo_open=True), 0.5, _OPEN + (("arrival", "gamma"),)),
+    Field("max_in_flight", integer(1), 1024, _OPEN),
+    Field("requests", optional(integer(1)), None),
+    Field("duration_s", optional(number(0, lo_open=True)), None),
+    Field("timeout_s", number(0, lo_open=True), 30),
+    Field("stagger_ms", number(0), 0, _CLOSED),
 ), post=_one_of_requests_or_duration)
+
+
+def _connection_count(v: Any, path: str) -> int | str:
+    if isinstance(v, str) and v in ("auto", "per_stream"):
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise Invalid(path, f'expected "auto", "per_stream" or an integer >= 1, got {show(v)}')
+    return v
+
+
+def _connections(v: Any, path: str) -> int | str | tuple:
+    """One connection count, or a list of them: a sweep."""
+    if not isinstance(v, list):
+        return _connection_count(v, path)
+    values = tuple(_connection_count(x, where) for x, where in items(v, path, ""))
+    if not values:
+        raise Invalid(path, "an empty list sweeps nothing; give a value or values")
+    if len(set(values)) != len(values):
+        raise Invalid(path, f"duplicate values in {show(v)}")
+    return values
 
 
 def _not_both_connection_counts(values: dict, path: str) -> None:
     if values["connections"] not in ("auto", None) and values["streams_per_connection"]:
-        raise _Invalid(_join(path, "streams_per_connection"),
+        raise Invalid(join(path, "streams_per_connection"),
                        "give either connections or streams_per_connection, not both")
 
 
-_CONNECTION = _Section(Connection, (
-    _Field("policy", _choice("reuse", "new"), "reuse"),
-    _Field("connections", _auto_or_integer, "auto", _REUSE),
-    _Field("streams_per_connection", _optional(_integer(1)), None, _REUSE),
+_CONNECTION = Section(Connection, (
+    Field("policy", choice("reuse", "new"), "reuse"),
+    Field("connections", _connections, "auto", _REUSE),
+    Field("streams_per_connection", optional(integer(1)), None, _REUSE),
 ), post=_not_both_connection_counts)
 
-_TARGET = _Section(Target, (
-    _Field("base_url", _url),
-    _Field("model", _string()),
-    _Field("api_key_env", _optional(_string(r"[A-Za-z_][A-Za-z0-9_]*",
+_TARGET = Section(Target, (
+    Field("base_url", url),
+    Field("model", string()),
+    Field("api_key_env", optional(string(r"[A-Za-z_][A-Za-z0-9_]*",
                                             "an environment variable name")), None),
 ))
 
 
 def _thresholds(v: Any, path: str) -> tuple[Threshold, ...]:
-    pairs = _items(v, path, 'a list of strings such as "p99 < 200ms"')
+    pairs = items(v, path, 'a list of strings such as "p99 < 200ms"')
     return tuple(_threshold(raw, where) for raw, where in pairs)
 
 
@@ -579,7 +424,7 @@ def _resolve_protocols(values: dict) -> None:
         # of the wrong kind altogether is an error.
         wrong = {"embed": "streaming", "stream": "unary"}[kind]
         if chosen == wrong:
-            raise _Invalid("protocols", f'"{chosen}" protocols cannot run a {kind} workload '
+            raise Invalid("protocols", f'"{chosen}" protocols cannot run a {kind} workload '
                                         f"(workload.type)")
         values["protocols"] = tuple(p for p in PROTOCOL_GROUPS[chosen]
                                     if _protocol_problem(p, values) is None)
@@ -587,14 +432,14 @@ def _resolve_protocols(values: dict) -> None:
     for i, pid in enumerate(chosen):
         problem = _protocol_problem(pid, values)
         if problem:
-            raise _Invalid(f"protocols[{i}]", problem)
+            raise Invalid(f"protocols[{i}]", problem)
 
 
 def _check_threshold_metrics(values: dict) -> None:
     kind = values["workload"].type
     for i, t in enumerate(values["thresholds"]):
         if METRICS[t.metric][1] and kind != "stream":
-            raise _Invalid(f"thresholds[{i}]", f'{t.metric} needs a stream workload '
+            raise Invalid(f"thresholds[{i}]", f'{t.metric} needs a stream workload '
                                                f'(workload.type is "{kind}")')
 
 
@@ -604,10 +449,13 @@ def _check_target(values: dict) -> None:
         return
     for key in ("compute_ms", "ttft_ms", "itl_ms"):
         if getattr(workload, key):
-            raise _Invalid(f"workload.{key}", "simulated model time only applies to the "
+            raise Invalid(f"workload.{key}", "simulated model time only applies to the "
                                               "built-in servers; remove it when target is set")
+    if values["network"] is not None:
+        raise Invalid("network", "the network lab runs the built-in servers behind an "
+                                 "emulated link; remove target or network")
     if not values["tls"] and urlsplit(target.base_url).scheme == "https":
-        raise _Invalid("target.base_url", "an https URL needs TLS, but tls is false")
+        raise Invalid("target.base_url", "an https URL needs TLS, but tls is false")
 
 
 def _cross_checks(values: dict, path: str) -> None:
@@ -616,23 +464,24 @@ def _cross_checks(values: dict, path: str) -> None:
     _check_target(values)
 
 
-_SCENARIO = _Section(Scenario, (
-    _Field("name", _string(r"[a-z0-9_-]+", "a name made of a-z, 0-9, _ and -")),
-    _Field("description", _optional(_string(r".*", "a string")), None),
-    _Field("workload", _WORKLOAD),
-    _Field("protocols", _protocols, "all"),
-    _Field("load", _LOAD),
-    _Field("warmup", _Section(Warmup, (_Field("requests", _integer(0), 10),)), {}),
-    _Field("repeats", _integer(1), 1),
-    _Field("seed", _integer(0), 1),
-    _Field("workers", _integer(1, 64), 1),
-    _Field("connection", _CONNECTION, {}),
-    _Field("tls", _boolean, True),
-    _Field("thresholds", _thresholds, []),
-    _Field("max_error_rate", _number(0, 1), 0.01),
-    _Field("outputs", _Section(Outputs, (_Field("hgrm", _boolean, True),
-                                         _Field("requests_csv", _boolean, False))), {}),
-    _Field("target", _optional(_TARGET), None),
+_SCENARIO = Section(Scenario, (
+    Field("name", string(r"[a-z0-9_-]+", "a name made of a-z, 0-9, _ and -")),
+    Field("description", optional(string(r".*", "a string")), None),
+    Field("workload", _WORKLOAD),
+    Field("protocols", _protocols, "all"),
+    Field("load", _LOAD),
+    Field("warmup", Section(Warmup, (Field("requests", integer(0), 10),)), {}),
+    Field("repeats", integer(1), 1),
+    Field("seed", integer(0), 1),
+    Field("workers", integer(1, 64), 1),
+    Field("connection", _CONNECTION, {}),
+    Field("tls", boolean, True),
+    Field("thresholds", _thresholds, []),
+    Field("max_error_rate", number(0, 1), 0.01),
+    Field("outputs", Section(Outputs, (Field("hgrm", boolean, True),
+                                         Field("requests_csv", boolean, False))), {}),
+    Field("target", optional(_TARGET), None),
+    Field("network", optional(network_section), None),
 ), post=_cross_checks)
 
 
@@ -654,7 +503,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             continue
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {_show(key)}", key_node.start_mark)
+                None, None, f"duplicate key {show(key)}", key_node.start_mark)
     return loader.construct_mapping(node, deep)
 
 
@@ -700,7 +549,7 @@ def parse_scenario(data: dict, source: str = "<string>") -> Scenario:
     """Validate plain data (as YAML gives it) into a Scenario; first problem raises."""
     try:
         values = _SCENARIO.values(data, "")
-    except _Invalid as exc:
+    except Invalid as exc:
         raise ScenarioError(source, exc.field, exc.message) from None
     return Scenario(**values, source=source)
 
@@ -722,8 +571,9 @@ def quick(scenario: Scenario) -> Scenario:
         workload = dataclasses.replace(workload, max_tokens=min(workload.max_tokens, 16))
     # min(), not 3: a scenario that asked for no warmup (cold starts) keeps none.
     warmup = Warmup(min(s.warmup.requests, 3))
+    network = s.network.ends() if s.network is not None else None
     return dataclasses.replace(s, load=load, workload=workload, warmup=warmup,
-                               repeats=1, workers=1)
+                               repeats=1, workers=1, network=network)
 
 
 def with_protocols(scenario: Scenario, ids) -> Scenario:
@@ -738,24 +588,44 @@ def with_protocols(scenario: Scenario, ids) -> Scenario:
             raise ScenarioError(scenario.source, "protocols", str(exc)) from None
         if pid not in scenario.protocols:
             raise ScenarioError(scenario.source, "protocols",
-                                f"{_show(pid)} is not in this scenario; it has: "
+                                f"{show(pid)} is not in this scenario; it has: "
                                 f"{', '.join(scenario.protocols)}")
     kept = tuple(p for p in scenario.protocols if p in wanted)
     return dataclasses.replace(scenario, protocols=kept)
 
 
 def expand_plan(scenario: Scenario) -> list[PlanPoint]:
-    """Every (repeat, protocol, load point) to run, in run order.
+    """Every (repeat, link, protocol, connection policy, load point) to run, in run order.
 
     Protocol order is shuffled per repeat by random.Random(seed + repeat), so drift
     over a long run (thermal, caches, neighbours) does not always land on the same
-    protocol, and the same seed gives the same order. Load points run ascending.
+    protocol, and the same seed gives the same order. Links are the outer loop (one
+    reconfiguration each); load points run ascending.
     """
     load = scenario.load
+    links = scenario.network.links if scenario.network is not None else (None,)
     plan = []
     for repeat in range(scenario.repeats):
         order = list(scenario.protocols)
         random.Random(scenario.seed + repeat).shuffle(order)
-        plan += [PlanPoint(repeat, pid, load.mode, concurrency, rate)
-                 for pid in order for concurrency, rate in load.points()]
+        for link in links:
+            for pid in order:
+                for conn in _connection_choices(scenario.connection, pid, load):
+                    plan += [PlanPoint(repeat, pid, load.mode, concurrency, rate, conn, link)
+                             for concurrency, rate in load.points()]
     return plan
+
+
+def _connection_choices(conn: Connection, pid: str, load: Load) -> list[Connection | None]:
+    """The swept connection counts that mean something for this protocol: HTTP/1.1
+    cannot carry several requests at once on one connection, so it only runs the
+    counts that give every user its own."""
+    if not conn.swept:
+        return [None]                        # the scenario's own policy, nothing swept
+    choices = conn.sweep()
+    if _multiplexed(pid):
+        return choices
+    users = max(load.concurrency or (1,))
+    own = [c for c in choices if c.connections in ("auto", "per_stream")
+           or c.connections >= users]
+    return own[:1] or choices[:1]

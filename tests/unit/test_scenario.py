@@ -195,7 +195,7 @@ def test_error_pickles_with_its_attributes():
     (minimal(load={"timeout_s": float("inf")}), "load.timeout_s", "got Infinity"),
     (minimal(workload={"type": "embedding"}), "workload.type", '"embed", "stream"'),
     (minimal(connection={"connections": "many"}), "connection.connections",
-     'expected "auto" or an integer >= 1'),
+     'expected "auto", "per_stream" or an integer >= 1'),
     (minimal(outputs={"hgrm": 1}), "outputs.hgrm", "got 1"),
 ])
 def test_wrong_type(data, field, expected_got):
