@@ -3,7 +3,8 @@
     python -m servers PROTOCOL_OR_KIND [--host 127.0.0.1] [--port N] [--api-key K] ...
 
 PROTOCOL_OR_KIND is a protocol id (rest-h1, sse-h2, grpc-stream, ...) or a server kind
-(h1 h2 h3 grpc ws). Port 0 lets the OS pick. When listening, the server prints one
+(h1 h2 h3 grpc ws), or `dns` (the UDP DNS server, own flags: `python -m servers dns -h`).
+Port 0 lets the OS pick. When listening, the server prints one
 line `WIREBENCH-READY {"kind": ..., "port": ...}` to stdout (the launcher's readiness
 check) and serves until SIGINT or SIGTERM. Logs go to stderr.
 """
@@ -32,6 +33,8 @@ SERVER_MODULES = {"h1": "servers.http_server", "h2": "servers.http_server",
                   "ws": "servers.ws_server",
                   "granian-h1": "servers.granian_server",
                   "granian-h2": "servers.granian_server"}
+# Not a GenAI backend, so it parses its own flags (servers/dns_server.py).
+DNS_KIND = "dns"
 
 
 def parse_args(argv: list[str] | None = None) -> ServerOptions:
@@ -75,20 +78,32 @@ def announce(info: dict) -> None:
     sys.stdout.flush()
 
 
-async def run(opts: ServerOptions) -> None:
-    serve = importlib.import_module(SERVER_MODULES[opts.kind]).serve
+async def until_signal(kind: str, serve, *args) -> None:
+    """Run `serve(*args, ready)` until SIGINT or SIGTERM."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     try:
-        await serve(opts, lambda info: announce({"kind": opts.kind, **info}))
+        await serve(*args, lambda info: announce({"kind": kind, **info}))
     except asyncio.CancelledError:
         pass
 
 
+async def run(opts: ServerOptions) -> None:
+    serve = importlib.import_module(SERVER_MODULES[opts.kind]).serve
+    await until_signal(opts.kind, serve, opts)
+
+
 def main(argv: list[str] | None = None) -> None:
     die_with_parent()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [DNS_KIND]:
+        import uvloop
+        from . import dns_server
+        cfg = dns_server.parse_args(argv[1:])
+        uvloop.run(until_signal(DNS_KIND, dns_server.serve, cfg))
+        return
     opts = parse_args(argv)
     if opts.kind == "grpc":
         asyncio.run(run(opts))      # grpc.aio supports only the stdlib loop
