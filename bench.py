@@ -66,9 +66,15 @@ def dry_run(scenario) -> int:
     print(f"scenario {scenario.name} ({scenario.source}): {scenario.workload.type} workload, "
           f"{len(plan)} load points, {per_point} each after {scenario.warmup.requests} warmup, "
           f"{scenario.workers} worker(s), connection policy {scenario.connection.policy}")
+    if scenario.network is not None:
+        net = scenario.network
+        print(f"network lab: backend {net.backend}, congestion control "
+              f"{net.congestion_control}, seed {net.seed}, {len(net.links)} link variant(s)")
     for p in plan:
         load = f"concurrency {p.concurrency}" if p.load_kind == "closed" else f"rate {p.rate:g}/s"
-        print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}")
+        conn = f"  connections {p.connection.connections}" if p.connection else ""
+        link = f"  link {p.link.name}" if p.link else ""
+        print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}{conn}{link}")
     return EXIT_OK
 
 
@@ -93,7 +99,7 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
     rows = runner.rows()
     lines, failed, over = check(scenario, rows)
     summary = json.loads((runner.out / "summary.json").read_text())
-    (runner.out / "report.md").write_text(render(summary, lines))
+    (runner.out / "report.md").write_text(render(summary, lines, runner.out))
     if rows:
         table_console.print(final_table(rows, scenario.workload.type == "stream"))
     for text in over:
@@ -126,6 +132,12 @@ def main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     if args.dry_run:
         return dry_run(scenario)
+    if scenario.network is not None:
+        from harness.runner import lab_refusal
+        refusal = lab_refusal(args.loopback)
+        if refusal:
+            print(f"cannot run {args.scenario}: {refusal}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     return run(scenario, Path(args.out), args.loopback)
 
 

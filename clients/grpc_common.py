@@ -179,6 +179,15 @@ def server_time_us(metadata: Any) -> float | None:
     return None
 
 
+def peer_port(metadata: Any) -> int | None:
+    """The client's port as the server saw it (`peer` trailer, "ipv4:host:port")."""
+    for key, value in metadata or ():
+        if key == "peer":
+            port = value.rsplit(":", 1)[-1]
+            return int(port) if port.isdigit() else None
+    return None
+
+
 def map_error(exc: grpc.aio.AioRpcError, responded: bool) -> ClientError:
     """UNAVAILABLE before any response is a connect failure, after one a lost
     connection; every other status is the server's answer."""

@@ -15,7 +15,7 @@ from protos import inference_pb2 as pb
 
 from .base import Client, ProtocolViolation, StreamResult, StreamToken, Target, clock_ns
 from .grpc_common import (GENERATE, Connections, auth_metadata, generate_request, map_error,
-                          server_time_us)
+                          peer_port, server_time_us)
 
 
 def decode_tokens(frames: list[tuple[bytes, int]]) -> tuple[list[StreamToken], dict | None]:
@@ -64,7 +64,7 @@ class GrpcStreamClient(Client):
         tokens, usage = decode_tokens(frames)
         return StreamResult(tokens, t_start, t_first_byte, t_end, len(payload),
                             sum(len(raw) for raw, _ in frames), server_time_us(trailers),
-                            usage, new, connect_ns)
+                            usage, new, connect_ns, extra={"local_port": peer_port(trailers)})
 
     async def close(self) -> None:
         await self._connections.close()

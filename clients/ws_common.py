@@ -80,6 +80,7 @@ class WsConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.sock = ws.transport.get_extra_info("socket")
+        self.local_port: int = self.sock.getsockname()[1]   # matches the lab's packet log
         METER.track(self.sock)
         self.inboxes: dict[bytes, asyncio.Queue] = {}
         self.ids = itertools.count(1)

@@ -31,7 +31,8 @@ class WsStreamClient(WsClientBase):
             await self._release(conn)
         return StreamResult(tokens, t_start, ex.t_first_ns, recv_ns, ex.payload_up,
                             ex.payload_down, msg.get("server_time_us"), msg.get("usage"),
-                            connect_ns is not None, connect_ns)
+                            connect_ns is not None, connect_ns,
+                            extra={"local_port": conn.local_port})
 
 
 CLIENT = WsStreamClient

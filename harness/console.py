@@ -11,7 +11,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
 
-from .report import fmt
+from .tables import fmt, load_label
 from .results import PointResult
 from .runner import ProgressSink
 from .scenario import PlanPoint
@@ -24,7 +24,7 @@ table_console = Console(width=None if sys.stdout.isatty() else 180)
 
 class RichProgress(ProgressSink):
     def __init__(self) -> None:
-        self.bar = Progress(TextColumn("[bold]{task.description:<24}"), BarColumn(),
+        self.bar = Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[note]}"), console=console)
 
@@ -41,7 +41,10 @@ class RichProgress(ProgressSink):
     def start(self, point: PlanPoint, total: int | None) -> Any:
         load = f"c={point.concurrency}" if point.load_kind == "closed" else f"{point.rate:g}/s"
         rep = f" #{point.repeat + 1}" if point.repeat else ""
-        return self.bar.add_task(f"{point.protocol} {load}{rep}", total=total, note="")
+        conn = f" conn={point.connection.connections}" if point.connection else ""
+        link = f" [{point.link.name}]" if point.link else ""
+        return self.bar.add_task(f"{point.protocol} {load}{conn}{rep}{link}", total=total,
+                                 note="")
 
     def update(self, task: Any, done: int) -> None:
         self.bar.update(task, completed=done)
@@ -65,8 +68,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
     for c in cols:
         table.add_column(c, justify="left" if c in ("protocol", "load", "note") else "right")
     for r in rows:
-        load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
-        cells = [r["cell"], load, fmt(r["n"]), fmt(r["errors"]),
+        cells = [r["cell"], load_label(r), fmt(r["n"]), fmt(r["errors"]),
                  fmt(r["latency_p50_ms"], 3), fmt(r["latency_p99_ms"], 3),
                  fmt(r["throughput_rps"], 0)]
         if streaming:

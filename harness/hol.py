@@ -277,6 +277,7 @@ class PointAnalysis:
     active_streams: int          # streams that received at least one token
     errors: int
     connections: int
+    streams_per_connection: int  # most streams in flight at once on one connection
     tokens: int
     drops_down: int              # dropped downstream packets with payload
     drops_up: int
@@ -353,6 +354,7 @@ def analyse_point(traces: Iterable[StreamTrace], packets: Iterable[PacketRecord]
     return PointAnalysis(
         params=params, streams=len(traces), active_streams=n,
         errors=sum(1 for t in traces if t.error), connections=len({t.connection for t in traces}),
+        streams_per_connection=_most_concurrent(traces),
         tokens=sum(len(t.tokens) for t in traces),
         drops_down=len(down), drops_up=sum(1 for d in drops or () if d.direction == "up"),
         unattributed_down=sum(1 for d in down if not d.streams and d.rule != "foreign-port"),
@@ -374,6 +376,22 @@ def analyse_point(traces: Iterable[StreamTrace], packets: Iterable[PacketRecord]
         itl_p99_ms=percentile_ms(itl, 99),
         ttft_p50_ms=percentile_ms(ttft, 50), ttft_p99_ms=percentile_ms(ttft, 99),
         per_stream=per_stream, stall_list=every, drops=drops)
+
+
+def _most_concurrent(traces: list[StreamTrace]) -> int:
+    """The most streams in flight at once on one connection: 1 means every stream had
+    its connection to itself, even when a closed loop reused it for the next stream."""
+    best = 0
+    by_conn: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for t in traces:
+        end = max((tok[2] for tok in t.tokens), default=t.t_start_ns)
+        by_conn[t.connection] += [(t.t_start_ns, 1), (end, -1)]
+    for events in by_conn.values():
+        live = 0
+        for _, step in sorted(events, key=lambda e: (e[0], e[1])):   # ends before starts
+            live += step
+            best = max(best, live)
+    return best
 
 
 def _chunk_gaps(trace: StreamTrace) -> list[int]:
@@ -499,6 +517,13 @@ def probe_drop(drops: list[DropAttribution]) -> DropAttribution | None:
     return None
 
 
+def _alive_at(trace: StreamTrace, t_ns: int) -> bool:
+    """Whether the stream was emitting tokens across t_ns: only those can be held up by
+    a drop at t_ns (a closed loop runs several rounds of streams per point)."""
+    stamps = [e if e is not None else r for _, e, r in trace.tokens]
+    return bool(stamps) and min(stamps) < t_ns < max(stamps)
+
+
 def drop_timeline(traces: Iterable[StreamTrace], analysis: PointAnalysis) -> DropTimeline | None:
     """Per stream, the tokens received around the probe drop with their one-way delay."""
     if not analysis.drops:
@@ -514,6 +539,8 @@ def drop_timeline(traces: Iterable[StreamTrace], analysis: PointAnalysis) -> Dro
         stalls[s.stream].append(s)
     out = []
     for tr in sorted(traces, key=lambda x: x.stream):
+        if not _alive_at(tr, t):
+            continue        # a stream that ended before the drop, or began after it
         toks = [tok for tok in receipts(tr) if lo <= tok[2] <= hi]
         before = [tok[2] - tok[1] for tok in toks if tok[1] is not None and tok[1] < after]
         base = float(np.median(before)) / MS if before else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hol import DEFINITIONS, DropTimeline, PointAnalysis, StreamTimeline
-from .report import fmt
+from .tables import fmt, table as _table
 
 SWEEP_FIGURE = "hol-loss-sweep.png"
 TIMELINE_FIGURE = "hol-drop-timeline.png"
@@ -42,15 +42,15 @@ class HolPoint:
 
     @property
     def multiplexed(self) -> bool:
-        return self.connections < self.streams
+        return self.analysis.streams_per_connection > 1
 
     @property
     def policy(self) -> str:
         conn = "channel" if self.protocol.startswith("grpc") else "connection"
+        if not self.multiplexed:
+            return f"one {conn} per stream"
         if self.connections == 1:
             return f"one {conn}"
-        if self.connections == self.streams:
-            return f"one {conn} per stream"
         return f"{self.connections} {conn}s"
 
     @property
@@ -89,11 +89,6 @@ def pct(loss: float) -> str:
 
 def ms(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f} ms"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 # ----------------------------------------------------------------------- tables
@@ -159,8 +154,8 @@ def setup_sentence(points: list[HolPoint]) -> str:
     streams = sorted({p.streams for p in points})
     rtts = ", ".join(f"{r:g}" for r in sorted({p.rtt_ms for p in points}))
     itls = ", ".join(f"{i:g}" for i in sorted({p.itl_ms for p in points}))
-    return (f"{'/'.join(map(str, streams))} concurrent token streams per point, one token "
-            f"every {itls} ms, base RTT {rtts} ms. A stall is a gap between two token "
+    return (f"{'/'.join(map(str, streams))} token streams per point (run by the "
+            f"scenario's concurrent users), one token every {itls} ms, base RTT {rtts} ms. A stall is a gap between two token "
             f"receipts over {a.stall_factor:g} x the token interval; its duration is the gap "
             "minus one interval. A stall is *collateral* when no packet attributed to its "
             f"own stream was dropped from {lookback} before the previous receipt to the "

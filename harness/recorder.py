@@ -59,6 +59,7 @@ class Recorder:
     chunks: int = 0
     late_starts: int = 0
     rows: list[tuple] | None = None       # per-request rows when asked
+    traces: list[dict] | None = None      # per-stream token traces when asked (hol.StreamTrace)
 
     def unary(self, r: UnaryResult, intended_ns: int | None) -> None:
         self.n += 1
@@ -103,6 +104,14 @@ class Recorder:
             self.tokens += len(toks)
         self._common(r, intended_ns, r.t_end_ns)
 
+    def trace(self, r: StreamResult, connection: str) -> None:
+        """Keep one stream's tokens as the head-of-line analysis reads them."""
+        self.traces.append({"connection": connection,
+                            "client_port": r.extra.get("local_port"),
+                            "t_start_ns": r.t_start_ns,
+                            "tokens": [(t.index, t.emit_ns, t.recv_ns) for t in r.tokens],
+                            "error": None})
+
     def _common(self, r: Any, intended_ns: int, end_ns: int) -> None:
         self.hist["ttfb"].record_ns(r.t_first_byte_ns - r.t_start_ns)
         phases = r.extra.get("curl_phases")
@@ -143,7 +152,7 @@ class Recorder:
                 "payload_up": self.payload_up, "payload_down": self.payload_down,
                 "new_connections": self.new_connections, "tokens": self.tokens,
                 "chunks": self.chunks, "late_starts": self.late_starts,
-                "rows": self.rows}
+                "rows": self.rows, "traces": self.traces}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Recorder":
@@ -156,6 +165,7 @@ class Recorder:
                   "late_starts"):
             setattr(rec, k, data[k])
         rec.rows = data.get("rows")
+        rec.traces = data.get("traces")
         return rec
 
     def merge(self, other: "Recorder") -> None:
@@ -169,6 +179,8 @@ class Recorder:
             setattr(self, k, getattr(self, k) + getattr(other, k))
         if other.rows is not None:
             self.rows = (self.rows or []) + other.rows
+        if other.traces is not None:
+            self.traces = (self.traces or []) + other.traces
 
     @property
     def error_count(self) -> int:

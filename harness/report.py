@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .attribution import per_cell, protocol_or_library
+from .hol_report import HolPoint, render_hol_section
 from .recorder import FORMULAS
-
-
-def fmt(v: Any, digits: int = 3) -> str:
-    """A table cell: '-' for no value, thousands separators, fixed decimals."""
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
-
-
-def _load(r: dict[str, Any]) -> str:
-    return f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+from .tables import fmt, load_label, table as _table
 
 
 def latency_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "n", "errors", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms",
          "max ms", "achieved rps", "offered rps", "late starts"],
-        [[r["cell"], _load(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
+        [[r["cell"], load_label(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
           fmt(r["latency_p90_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
           fmt(r["latency_p999_ms"]), fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
           fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"])] for r in rows])
@@ -73,7 +57,7 @@ def time_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "latency p50 ms", "server time p50 ms", "overhead p50 ms",
          "overhead p99 ms", "decode p50 ms", "connect p50 ms", "new connections"],
-        [[r["cell"], _load(r), fmt(r["latency_p50_ms"]), fmt(r["server_time_p50_ms"]),
+        [[r["cell"], load_label(r), fmt(r["latency_p50_ms"]), fmt(r["server_time_p50_ms"]),
           fmt(r["overhead_p50_ms"]), fmt(r["overhead_p99_ms"]), fmt(r["decode_p50_ms"]),
           fmt(r["connect_p50_ms"]), fmt(r["new_connections"])] for r in rows])
 
@@ -83,7 +67,7 @@ def stream_table(rows: list[dict[str, Any]]) -> str:
         ["protocol", "load", "TTFT p50 ms", "TTFT p99 ms", "TTST p50 ms", "ITL p50 ms",
          "ITL p99 ms", "TPOT p50 ms", "E2E p50 ms", "one-way p50 ms", "one-way p99 ms",
          "tokens/chunk"],
-        [[r["cell"], _load(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
+        [[r["cell"], load_label(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
           fmt(r["ttst_p50_ms"]), fmt(r["itl_p50_ms"]), fmt(r["itl_p99_ms"]),
           fmt(r["tpot_p50_ms"]), fmt(r["e2e_p50_ms"]), fmt(r["owd_p50_ms"]),
           fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2)] for r in rows])
@@ -139,7 +123,7 @@ def curl_phase_check(rows: list[dict[str, Any]]) -> list[str]:
         ours, theirs = r.get("ttfb_p50_ms"), r.get("curl_starttransfer_p50_ms")
         if ours is None or theirs is None:
             continue
-        out.append(f"- {r['cell']} {_load(r)}: first byte p50 {ours:.3f} ms by the harness vs "
+        out.append(f"- {r['cell']} {load_label(r)}: first byte p50 {ours:.3f} ms by the harness vs "
                    f"{theirs:.3f} ms by libcurl (starttransfer), {abs(ours - theirs) * 1000:.0f} "
                    f"us apart; libcurl's total p50 {fmt(r.get('curl_total_p50_ms'))} ms.")
     return out
@@ -149,16 +133,39 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
         if r["client_bound"]:
-            out.append(f"- {r['cell']} {_load(r)}: **the client side may be the "
+            out.append(f"- {r['cell']} {load_label(r)}: **the client side may be the "
                        f"bottleneck** ({r['client_bound']}); its throughput is a floor, not "
                        "the protocol's limit.")
         for kind, sample in (r.get("error_samples") or {}).items():
-            out.append(f"- {r['cell']} {_load(r)}: {r['errors_by_class'][kind]} "
+            out.append(f"- {r['cell']} {load_label(r)}: {r['errors_by_class'][kind]} "
                        f"`{kind}` errors, e.g. {sample}")
     return out
 
 
-def render(summary: dict[str, Any], thresholds: list[str]) -> str:
+def hol_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
+    """Head-of-line blocking, from the network lab's per-point analyses (every repeat)."""
+    points = [HolPoint.from_summary(r["cell"], r["protocol"], h["analysis"]["connections"], h)
+              for r in rows for h in (r.get("hol") or ()) if "analysis" in h]
+    return render_hol_section(points, out_dir / "figures", out_dir)
+
+
+def lab_line(summary: dict[str, Any]) -> str | None:
+    lab = summary.get("network_lab")
+    if not lab:
+        return None
+
+    def show(v: Any) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {show(x)}" for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return "; ".join(map(str, v))
+        return str(v)
+    return ("Network lab: " + "; ".join(f"{k.replace('_', ' ')}: {show(v)}"
+                                        for k, v in lab.items() if v not in (None, "", [], {}))
+            + ".")
+
+
+def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None = None) -> str:
     s, env, rows = summary["scenario"], summary["environment"], summary["rows"]
     streaming = s["workload"]["type"] == "stream"
     parts = [f"# wirebench: {s['name']}", ""]
@@ -166,16 +173,21 @@ def render(summary: dict[str, Any], thresholds: list[str]) -> str:
         parts += [s["description"].strip(), ""]
     parts += [f"Status: **{summary['status']}** — started {summary.get('started_utc', '?')}; "
               f"Python {env['python']}, kernel {env['kernel']}, {env['cpu']} x{env['cores']}, "
-              f"TCP congestion control {env['tcp_congestion_control']}, commit "
+              f"host TCP congestion control {env['tcp_congestion_control']}, commit "
               f"{(env.get('git_commit') or '?')[:10]}{' (dirty)' if env.get('git_dirty') else ''}.",
               "", "Client and server share this machine: compare ratios within this run, not "
               "absolute times across machines.", ""]
+    lab = lab_line(summary)
+    if lab:
+        parts += [lab, ""]
     parts += ["## Latency and throughput", "", latency_table(rows), ""]
     if streaming:
         parts += ["## Streams", "", stream_table(rows), ""]
         section = ttft_vs_http(rows, s["workload"])
         if section:
             parts += ["## TTFT vs HTTP latency", "", section, ""]
+        if out_dir is not None and any(r.get("hol") for r in rows):
+            parts += [hol_section(rows, out_dir), ""]
     else:
         parts += ["## Where the time goes", "", time_table(rows), ""]
     wire_note = rows[0].get("wire_source", "") if rows else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,19 @@ class PointKey:
     concurrency: int | None
     rate: float | None
     network: str = "loopback"
+    connections: str | None = None      # the swept connection count, when swept
 
     @property
     def label(self) -> str:
         load = f"c{self.concurrency}" if self.mode == "closed" else f"r{self.rate:g}"
-        return f"{self.protocol}-{load}" + ("" if self.network == "loopback" else f"-{self.network}")
+        conn = f"-conn{self.connections}" if self.connections is not None else ""
+        net = "" if self.network == "loopback" else f"-{self.network}"
+        return f"{self.protocol}-{load}{conn}{net}"
+
+    @property
+    def file_label(self) -> str:
+        """The label made safe for a file name (link names carry spaces, = and %)."""
+        return re.sub(r"[^A-Za-z0-9._+@=-]+", "_", self.label.replace("%", "pct"))
 
 
 @dataclass
@@ -66,6 +75,10 @@ class PointResult:
     wire_source: str = "not measured"
     server_impl: str = ""
     client_engine: str = ""
+    link: dict[str, Any] | None = None                        # the emulated link's settings
+    hol_repeats: list[dict[str, Any]] = field(default_factory=list)   # head-of-line analysis
+    emulator: dict[str, float] = field(default_factory=dict)  # the link emulator's own lateness
+    files: dict[str, list[str]] = field(default_factory=dict)   # packet logs, traces (relative)
     # Rows are rebuilt for every point after every load point (save(), the progress
     # line, the final table) and summaries are not free, so they are cached per
     # histogram counts: merging is the only way a histogram changes, and it always
@@ -90,6 +103,17 @@ class PointResult:
                      ("down_packets", down_packets)):
             self.wire[k] = self.wire.get(k, 0) + v
 
+    def add_emulator(self, stats: dict[str, Any] | None) -> None:
+        """How late the emulator released packets during this point (repeats summed)."""
+        if not stats:
+            return
+        e = self.emulator
+        for d in ("up", "down"):
+            e["packets"] = e.get("packets", 0) + stats[d]["rx_packets"]
+            e["late_over_500us"] = e.get("late_over_500us", 0) + stats[d]["late_over_500us"]
+            e["late_p99_us"] = max(e.get("late_p99_us", 0.0), stats[d]["late_p99_us"])
+            e["late_max_us"] = max(e.get("late_max_us", 0.0), stats[d]["late_max_us"])
+
     def _wire_per_request(self, key: str, n: int) -> float | None:
         return round(self.wire[key] / n, 1) if n and key in self.wire else None
 
@@ -100,6 +124,10 @@ class PointResult:
             reasons.append(f"a client worker used {self.client_core_util:.0%} of a core")
         if self.rec.n and self.rec.late_starts > 0.01 * self.rec.n:
             reasons.append(f"{self.rec.late_starts} of {self.rec.n} requests started late")
+        late = self.emulator.get("late_over_500us", 0)
+        if late > 0.01 * max(1, self.emulator.get("packets", 0)):
+            reasons.append(f"the link emulator released {late} packets over 0.5 ms late "
+                           f"(it, not the link settings, shaped them)")
         return "; ".join(reasons)
 
     def _summaries(self) -> dict[str, dict[str, float] | None]:
@@ -166,6 +194,9 @@ class PointResult:
             "tokens_per_chunk": round(rec.tokens / rec.chunks, 3) if rec.chunks else None,
             "tokens_per_request": round(rec.tokens / n, 3) if n and rec.tokens else None,
             "client_bound": self.client_bound(),
+            "connections_policy": self.key.connections,
+            "link": self.link, "emulator": self.emulator or None,
+            "hol": self.hol_repeats or None, "files": self.files or None,
             "distributions_ms": {k: v for k, v in s.items() if v},
         }
 
@@ -213,7 +244,7 @@ class ResultWriter:
         for p in points:
             for metric, h in p.rec.hist.items():
                 if h.count and metric in ("latency", "ttft", "itl", "owd", "service_time"):
-                    name = f"{p.key.label}-{metric}.hgrm"
+                    name = f"{p.key.file_label}-{metric}.hgrm"
                     if self._hgrm_written.get(name) != h.count:
                         _atomic_write(out / name, h.hgrm())
                         self._hgrm_written[name] = h.count

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from clients.base import Target
 from clients.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ROOT, ServerGroup, ServerProcess
 from servers.lifetime import child_env
@@ -33,9 +32,15 @@ from .netns import SERVER_IP, Topology, namespaces_possible
 from .cells import Cell, parse_cell
 from .recorder import Recorder
 from .results import PointKey, PointResult, ResultWriter
-from .scenario import PlanPoint, Scenario, expand_plan
+from .hol import StreamTrace, hol_summary, save_traces
+from .linkspec import LinkSpec
+from .packetlog import read_csv as read_packet_log
+from .scenario import Connection, PlanPoint, Scenario, expand_plan
 
 EXIT_OK, EXIT_ERRORS, EXIT_BAD_INPUT, EXIT_THRESHOLDS, EXIT_INTERRUPTED = 0, 1, 2, 99, 130
+
+
+LOG_SOURCE = "emulated link's packet log (IP bytes incl. headers, sent, lost ones included)"
 
 
 class Interrupted(Exception):
@@ -44,6 +49,21 @@ class Interrupted(Exception):
 
 class WorkerFailed(RuntimeError):
     pass
+
+
+class LabUnavailable(RuntimeError):
+    """A scenario with `network:` on a machine (or with options) that cannot run it."""
+
+
+def lab_refusal(loopback: bool) -> str | None:
+    """Why the network lab cannot run here, with how to run it; None if it can."""
+    reason = "--loopback was given" if loopback else namespaces_possible()
+    if reason is None:
+        return None
+    return (f"this scenario sets network:, which needs the network lab, but {reason}. "
+            f"Run it as root (sudo python bench.py ...) or in the compose service "
+            f"(docker compose run --rm bench python bench.py ...); scenarios without "
+            f"network: run anywhere")
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -111,17 +131,28 @@ class Runner:
         return fields, srv, server_impl(cell)
 
     def _setup_network(self) -> None:
-        """Namespaces and a veth link where allowed, so wire bytes can be counted."""
+        """Namespaces and a link where allowed: a plain veth so wire bytes can be counted,
+        or the emulated link when the scenario sets network:."""
+        lab = self.s.network
         if self.s.target is not None:
             self.wire_source = "not measured: external target"
             return
+        if lab is not None:
+            refusal = lab_refusal(self.loopback)
+            if refusal:
+                raise LabUnavailable(refusal)
         reason = "--loopback asked for" if self.loopback else namespaces_possible()
         if reason:
             self.wire_source = f"not measured: {reason}"
             return
-        self.topology = Topology().__enter__()
+        if lab is None:
+            self.topology = Topology(backend="veth").__enter__()
+        else:
+            self.topology = Topology(backend=lab.backend,
+                                     congestion_control=lab.congestion_control).__enter__()
         self.network = "veth"
         self.wire_source = "netns interface counters (IP bytes incl. headers)"
+        self.writer.meta["network_lab"] = self.topology.info()
 
     @staticmethod
     def _ca() -> Path:
@@ -133,6 +164,8 @@ class Runner:
     def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
         s, load = self.s, self.s.load
         cell = parse_cell(point.protocol)
+        conn = point.connection or s.connection
+        trace = point.link is not None and s.workload.type == "stream"
         n = s.workers
         # Never more workers than users (closed loop) or requests: a worker without a
         # user or a request would drop its share of the requests or of the rate.
@@ -154,18 +187,20 @@ class Runner:
                 gamma_shape=load.gamma_shape, max_in_flight=load.max_in_flight,
                 requests=share, duration_s=load.duration_s,
                 warmup=s.warmup.requests, timeout_s=load.timeout_s,
-                reuse=s.connection.policy == "reuse",
-                connections=s.connection.connections_for(cell.protocol, w_users or 1),
-                max_connections=self._pool_cap(cell),
+                reuse=conn.policy == "reuse",
+                connections=conn.connections_for(cell.protocol, w_users or 1),
+                max_connections=self._pool_cap(cell, conn),
                 seed=s.seed * 1000 + point.repeat * 100 + i,
-                keep_rows=s.outputs.requests_csv))
+                keep_rows=s.outputs.requests_csv,
+                stagger_ms=load.stagger_ms or 0.0, trace=trace, worker=i))
         return jobs
 
-    def _pool_cap(self, cell: Cell) -> int | None:
+    @staticmethod
+    def _pool_cap(cell: Cell, conn: Connection) -> int | None:
         """An explicit connection count holds for HTTP/1.1 too: one connection per client,
         its users queueing for it (else the pool would quietly open one per user)."""
-        conn = self.s.connection
-        explicit = conn.connections != "auto" or conn.streams_per_connection is not None
+        explicit = (conn.connections not in ("auto", "per_stream")
+                    or conn.streams_per_connection is not None)
         if conn.policy == "reuse" and explicit and cell.kind == "h1":
             return 1
         return None
@@ -227,35 +262,64 @@ class Runner:
             sel.close()
         return [got[p.pid] for p in procs]
 
+    def _key(self, point: PlanPoint) -> PointKey:
+        network = point.link.name if point.link is not None else self.network
+        conn = str(point.connection.connections) if point.connection is not None else None
+        return PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
+                        network, conn)
+
+    def _set_link(self, link: LinkSpec | None) -> None:
+        """(Re)configure the emulated link. Configuring restarts its drop-list counts,
+        blackhole clock and loss RNG, so this runs again just before "go": the nth packet
+        of a drop-list is the nth of the measured traffic, whatever the warmup sent."""
+        if link is not None:
+            self.topology.configure(link)
+
     def run_point(self, point: PlanPoint) -> None:
         cell = parse_cell(point.protocol)
+        self._set_link(point.link)
         target, srv, impl = self._target(cell)
-        key = PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
-                       self.network)
+        key = self._key(point)
         result = self.points.setdefault(key.label, PointResult(key))
         result.wire_source = self.wire_source
         result.server_impl, result.client_engine = impl, client_engine(cell)
+        if point.link is not None:
+            result.link = point.link.describe()
         jobs = self._jobs(point, target)
         total = sum(j.requests for j in jobs) if self.s.load.requests else None
         task = self.progress.start(point, total)
         procs = [self._spawn(job) for job in jobs]
+        logging, packets = False, None
         try:
             self._events(procs, "warm")
             cpu0 = processes_cpu_s(srv.pids) if srv else None
             wire0 = self.topology.counters() if self.topology else None
+            if point.link is not None:
+                self._set_link(point.link)
+                self.topology.emulator_stats(reset=True)   # lateness of this point only
+                self.topology.log_start()
+                logging = True
             for p in procs:                      # all workers start together
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             results = self._events(procs, "result", lambda d: self.progress.update(task, d))
             cpu1 = processes_cpu_s(srv.pids) if srv else None
-            if wire0 is not None:
+            if logging:      # the log is the ground truth for this point's wire bytes
+                logging = False
+                packets = self._save_packet_log(key, point.repeat, result)
+                result.add_emulator(self.topology.emulator_stats())
+            if packets is None and wire0 is not None:
                 wire = self.topology.counters() - wire0
                 result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
         finally:
+            if logging:      # keep what the link saw even when the point failed
+                self._save_packet_log(key, point.repeat, result)
             self._reap(procs)
         rec = Recorder()
         for r in results:
             rec.merge(Recorder.from_json(r["recorder"]))
+        if rec.traces is not None:
+            self._save_traces(rec, key, point, packets, result)
         if wire0 is None and self.s.target is None and cell.kind != "grpc":
             # No namespace: the workers' socket-level counts, labeled as estimates.
             result.wire_source = SOCKET_SOURCE
@@ -267,6 +331,39 @@ class Runner:
         server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         result.add_repeat(rec, wall, sum(r["client_cpu_s"] for r in results), server_cpu, util)
         self.progress.finish(task, result)
+
+    def _save_packet_log(self, key: PointKey, repeat: int, result: PointResult) -> Path | None:
+        """The link's per-packet log of this point (ground truth), kept with the results."""
+        path = self.out / "packets" / f"{key.file_label}-r{repeat + 1}.csv.gz"
+        path.parent.mkdir(exist_ok=True)
+        if not self.topology.log_stop(path):
+            return None                # this backend keeps no log: counters it is
+        result.files.setdefault("packets", [])
+        result.files["packets"].append(str(path.relative_to(self.out)))
+        up = down = up_packets = down_packets = 0
+        for rec in read_packet_log(path):    # sent bytes, whether the link lost them or not
+            if rec.direction == "up":
+                up, up_packets = up + rec.size, up_packets + 1
+            else:
+                down, down_packets = down + rec.size, down_packets + 1
+        result.add_wire(up, down, up_packets, down_packets)
+        result.wire_source = LOG_SOURCE
+        return path
+
+    def _save_traces(self, rec: Recorder, key: PointKey, point: PlanPoint,
+                     packets: Path | None, result: PointResult) -> None:
+        """Every stream's tokens, and the head-of-line analysis of them against the
+        packet log. Traces are not kept in memory: a long run has millions of tokens."""
+        traces = [StreamTrace(stream=i, **t) for i, t in enumerate(rec.traces)]
+        rec.traces = None
+        path = self.out / "traces" / f"{key.file_label}-r{point.repeat + 1}.json.gz"
+        path.parent.mkdir(exist_ok=True)
+        save_traces(path, traces)
+        result.files.setdefault("traces", [])
+        result.files["traces"].append(str(path.relative_to(self.out)))
+        log = list(read_packet_log(packets)) if packets is not None else []
+        result.hol_repeats.append(hol_summary(traces, log, self.s.workload.itl_ms or 0.0,
+                                              point.link))
 
     def _reap(self, procs: list[subprocess.Popen]) -> None:
         for p in procs:

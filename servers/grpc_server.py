@@ -101,6 +101,13 @@ def _server_time(t0_ns: int) -> tuple[tuple[str, str]]:
     return (("server-time-us", f"{(now_ns() - t0_ns) / 1e3:.3f}"),)
 
 
+def _stream_trailers(t0_ns: int, context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    # The peer address the server saw ("ipv4:169.254.77.1:43210"): grpc gives a client
+    # no way to learn its own channel's local port, which the network lab needs to
+    # match a stream to its packets.
+    return _server_time(t0_ns) + (("peer", context.peer() or ""),)
+
+
 # ---------------------------------------------------------------- the service
 
 class InferenceService:
@@ -152,7 +159,7 @@ class InferenceService:
         async with contextlib.aclosing(self.model.stream(params, t0)) as events:
             async for ev in events:
                 await context.write(token_message(params, ev))
-        context.set_trailing_metadata(_server_time(t0))
+        context.set_trailing_metadata(_stream_trailers(t0, context))
 
     async def stats_rpc(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         # Unauthenticated and uncounted, like HTTP /health: a probe must not perturb.

@@ -1,0 +1,30 @@
+"""Markdown table cells and tables, shared by the report and its sections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A table cell: '-' for no value, thousands separators, fixed decimals."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def load_label(r: dict[str, Any]) -> str:
+    """A row's load point, with its swept connection count and link when it has them."""
+    load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
+    if r.get("connections_policy"):
+        load += f" conn={r['connections_policy']}"
+    if r.get("link"):
+        load += f" [{r['network']}]"
+    return load
