@@ -63,7 +63,8 @@ def dry_run(scenario) -> int:
     plan = expand_plan(scenario)
     load = scenario.load
     per_point = (f"{load.requests} requests" if load.requests else f"{load.duration_s:g} s")
-    print(f"scenario {scenario.name} ({scenario.source}): {scenario.workload.type} workload, "
+    print(f"scenario {scenario.name} ({scenario.source}): "
+          f"{' + '.join(scenario.workload_types)} workload, "
           f"{len(plan)} load points, {per_point} each after {scenario.warmup.requests} warmup, "
           f"{scenario.workers} worker(s), connection policy {scenario.connection.policy}")
     if scenario.network is not None:
@@ -100,8 +101,10 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
     lines, failed, over = check(scenario, rows)
     summary = json.loads((runner.out / "summary.json").read_text())
     (runner.out / "report.md").write_text(render(summary, lines, runner.out))
-    if rows:
-        table_console.print(final_table(rows, scenario.workload.type == "stream"))
+    for kind in scenario.workload_types:      # one table per workload: their columns differ
+        mine = [r for r in rows if r["workload"] == kind]
+        if mine:
+            table_console.print(final_table(mine, kind == "stream"))
     for text in over:
         console.print(f"[red]errors over the limit: {text}[/red]")
     for text in failed:

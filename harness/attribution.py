@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from .protocols import PROTOCOLS
+
 Row = dict[str, Any]
 WIRE_TOLERANCE = 0.05
 
@@ -121,7 +123,8 @@ def _pair(proto: str, a: dict, b: dict, defaults: dict[str, dict]) -> list[str]:
                    f"{_ms(a['c1_p50_ms'])} vs {_ms(b['c1_p50_ms'])}")
     out.append(f"- wire: {wire_comparison(a, b)}")
     for other, d in defaults.items():
-        if other == proto:
+        # Only protocols doing the same job: a stream's rate says nothing about an embed's.
+        if other == proto or PROTOCOLS[other].streaming != PROTOCOLS[proto].streaming:
             continue
         prot = _ratio(defaults[proto]["saturation_rps"], d["saturation_rps"])
         if not (impl and prot):

@@ -165,9 +165,14 @@ def lab_line(summary: dict[str, Any]) -> str | None:
             + ".")
 
 
+def _workload(scenario: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The scenario's workload of one kind (a scenario may give an embed and a stream one)."""
+    given = scenario["workload"]
+    return next(w for w in (given if isinstance(given, list) else [given]) if w["type"] == kind)
+
+
 def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None = None) -> str:
     s, env, rows = summary["scenario"], summary["environment"], summary["rows"]
-    streaming = s["workload"]["type"] == "stream"
     parts = [f"# wirebench: {s['name']}", ""]
     if s.get("description"):
         parts += [s["description"].strip(), ""]
@@ -181,15 +186,17 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     if lab:
         parts += [lab, ""]
     parts += ["## Latency and throughput", "", latency_table(rows), ""]
-    if streaming:
-        parts += ["## Streams", "", stream_table(rows), ""]
-        section = ttft_vs_http(rows, s["workload"])
+    stream_rows = [r for r in rows if r["workload"] == "stream"]
+    unary_rows = [r for r in rows if r["workload"] != "stream"]
+    if stream_rows:
+        parts += ["## Streams", "", stream_table(stream_rows), ""]
+        section = ttft_vs_http(stream_rows, _workload(s, "stream"))
         if section:
             parts += ["## TTFT vs HTTP latency", "", section, ""]
-        if out_dir is not None and any(r.get("hol") for r in rows):
-            parts += [hol_section(rows, out_dir), ""]
-    else:
-        parts += ["## Where the time goes", "", time_table(rows), ""]
+        if out_dir is not None and any(r.get("hol") for r in stream_rows):
+            parts += [hol_section(stream_rows, out_dir), ""]
+    if unary_rows:
+        parts += ["## Where the time goes", "", time_table(unary_rows), ""]
     wire_note = rows[0].get("wire_source", "") if rows else ""
     parts += ["## What the protocol costs on the wire", "",
               f"Per request, averaged over all load points; wire = IP packets incl. "

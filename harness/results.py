@@ -109,7 +109,7 @@ class PointResult:
             return
         e = self.emulator
         for d in ("up", "down"):
-            e["packets"] = e.get("packets", 0) + stats[d]["rx_packets"]
+            e["packets"] = e.get("packets", 0) + sum(stats[d]["since_configure"].values())
             e["late_over_500us"] = e.get("late_over_500us", 0) + stats[d]["late_over_500us"]
             e["late_p99_us"] = max(e.get("late_p99_us", 0.0), stats[d]["late_p99_us"])
             e["late_max_us"] = max(e.get("late_max_us", 0.0), stats[d]["late_max_us"])

@@ -165,7 +165,8 @@ class Runner:
         s, load = self.s, self.s.load
         cell = parse_cell(point.protocol)
         conn = point.connection or s.connection
-        trace = point.link is not None and s.workload.type == "stream"
+        workload = s.workload_for(point.protocol)
+        trace = point.link is not None and workload.type == "stream"
         n = s.workers
         # Never more workers than users (closed loop) or requests: a worker without a
         # user or a request would drop its share of the requests or of the rate.
@@ -173,7 +174,7 @@ class Runner:
             n = min(n, point.concurrency)
         if load.requests is not None:
             n = min(n, load.requests)
-        workload = asdict(s.workload)
+        workload = asdict(workload)
         jobs = []
         # Open loop: each worker's in-flight requests spread over its connections.
         users = split(point.concurrency, n) if point.load_kind == "closed" else [1] * n
@@ -306,8 +307,9 @@ class Runner:
             cpu1 = processes_cpu_s(srv.pids) if srv else None
             if logging:      # the log is the ground truth for this point's wire bytes
                 logging = False
-                packets = self._save_packet_log(key, point.repeat, result)
+                # Read before log_stop: forwarding pauses while the log is written.
                 result.add_emulator(self.topology.emulator_stats())
+                packets = self._save_packet_log(key, point.repeat, result)
             if packets is None and wire0 is not None:
                 wire = self.topology.counters() - wire0
                 result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
@@ -361,9 +363,9 @@ class Runner:
         save_traces(path, traces)
         result.files.setdefault("traces", [])
         result.files["traces"].append(str(path.relative_to(self.out)))
-        log = list(read_packet_log(packets)) if packets is not None else []
-        result.hol_repeats.append(hol_summary(traces, log, self.s.workload.itl_ms or 0.0,
-                                              point.link))
+        log = list(read_packet_log(packets)) if packets is not None else None
+        itl_ms = self.s.workload_for(point.protocol).itl_ms or 0.0
+        result.hol_repeats.append(hol_summary(traces, log, itl_ms, point.link))
 
     def _reap(self, procs: list[subprocess.Popen]) -> None:
         for p in procs:
@@ -384,7 +386,7 @@ class Runner:
     # ------------------------------------------------------------ whole run
 
     def rows(self) -> list[dict[str, Any]]:
-        return [p.row(self.s.workload.type) for p in self.points.values()]
+        return [p.row(self.s.workload_for(p.key.protocol).type) for p in self.points.values()]
 
     def save(self) -> None:
         self.writer.write(self.rows(), self.status, list(self.points.values()),

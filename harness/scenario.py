@@ -180,13 +180,29 @@ class Scenario:
     outputs: Outputs
     target: Target | None
     network: Network | None = None
+    # Every workload: `workload` is the first; a scenario may give one embed and one
+    # stream workload, and each protocol runs the one of its kind.
+    workloads: tuple[Workload, ...] = ()
     source: str = field(default="<string>", compare=False)   # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario as plain data (parse_scenario(to_dict()) == self)."""
         data = _plain(self)
         del data["source"]
+        workloads = data.pop("workloads")
+        if len(workloads) > 1:
+            data["workload"] = workloads
         return data
+
+    def workload_for(self, protocol_id: str) -> Workload:
+        """The workload a protocol cell runs: the stream one for streaming protocols."""
+        streaming = PROTOCOLS[parse_cell(protocol_id).protocol].streaming
+        return next(w for w in self.workloads or (self.workload,)
+                    if (w.type == "stream") == streaming)
+
+    @property
+    def workload_types(self) -> tuple[str, ...]:
+        return tuple(w.type for w in self.workloads or (self.workload,))
 
     def uses_tls(self, protocol_id: str) -> bool:
         """Whether this protocol runs over TLS in this scenario."""
@@ -329,6 +345,24 @@ _WORKLOAD = Section(Workload, (
 ))
 
 
+def _workloads(v: Any, path: str) -> tuple[Workload, ...]:
+    """One workload, or a list of one embed and one stream workload: each protocol then
+    runs the one of its kind (embed for unary protocols, stream for streaming ones)."""
+    if not isinstance(v, list):
+        return (_WORKLOAD(v, path),)
+    found = tuple(_WORKLOAD(x, where) for x, where in items(v, path, ""))
+    if not found:
+        raise Invalid(path, "expected a workload or a list of them, got []")
+    seen: dict[str, int] = {}
+    for i, w in enumerate(found):
+        if w.type in seen:
+            raise Invalid(f"{path}[{i}].type", f'a second "{w.type}" workload (also '
+                                               f"{path}[{seen[w.type]}]); give at most one "
+                                               "embed and one stream workload")
+        seen[w.type] = i
+    return found
+
+
 def _one_of_requests_or_duration(values: dict, path: str) -> None:
     if values["requests"] is not None and values["duration_s"] is not None:
         raise Invalid(join(path, "duration_s"), "give either requests or duration_s, not both")
@@ -398,12 +432,17 @@ def _thresholds(v: Any, path: str) -> tuple[Threshold, ...]:
 # --------------------------------------------------------------------------- cross-field rules
 # Run after every field parsed alone, in this order.
 
+def _kinds(values: dict) -> tuple[str, ...]:
+    return tuple(w.type for w in values["workloads"])
+
+
 def _protocol_problem(label: str, values: dict) -> str | None:
     """Why this protocol cell cannot run this scenario, or None."""
     cell = parse_cell(label)
     pid = cell.protocol
-    kind = values["workload"].type
-    if PROTOCOLS[pid].streaming != (kind == "stream"):
+    kinds = _kinds(values)
+    if ("stream" if PROTOCOLS[pid].streaming else "embed") not in kinds:
+        kind = kinds[0]
         needed = "streaming" if kind == "stream" else "unary"
         return (f'"{pid}" cannot run a {kind} workload (workload.type); '
                 f"{needed} protocols: {', '.join(PROTOCOL_GROUPS[needed])}")
@@ -418,12 +457,13 @@ def _protocol_problem(label: str, values: dict) -> str | None:
 
 
 def _resolve_protocols(values: dict) -> None:
-    chosen, kind = values["protocols"], values["workload"].type
+    chosen, kinds = values["protocols"], _kinds(values)
     if isinstance(chosen, str):
         # A group means "those of the group that can run this scenario"; only a group
         # of the wrong kind altogether is an error.
+        kind = kinds[0]
         wrong = {"embed": "streaming", "stream": "unary"}[kind]
-        if chosen == wrong:
+        if chosen == wrong and len(kinds) == 1:
             raise Invalid("protocols", f'"{chosen}" protocols cannot run a {kind} workload '
                                         f"(workload.type)")
         values["protocols"] = tuple(p for p in PROTOCOL_GROUPS[chosen]
@@ -436,21 +476,23 @@ def _resolve_protocols(values: dict) -> None:
 
 
 def _check_threshold_metrics(values: dict) -> None:
-    kind = values["workload"].type
+    kind = _kinds(values)[0]
     for i, t in enumerate(values["thresholds"]):
-        if METRICS[t.metric][1] and kind != "stream":
+        if METRICS[t.metric][1] and "stream" not in _kinds(values):
             raise Invalid(f"thresholds[{i}]", f'{t.metric} needs a stream workload '
                                                f'(workload.type is "{kind}")')
 
 
 def _check_target(values: dict) -> None:
-    target, workload = values["target"], values["workload"]
+    target = values["target"]
     if target is None:
         return
-    for key in ("compute_ms", "ttft_ms", "itl_ms"):
-        if getattr(workload, key):
-            raise Invalid(f"workload.{key}", "simulated model time only applies to the "
-                                              "built-in servers; remove it when target is set")
+    for workload in values["workloads"]:
+        for key in ("compute_ms", "ttft_ms", "itl_ms"):
+            if getattr(workload, key):
+                raise Invalid(f"workload.{key}", "simulated model time only applies to the "
+                                                  "built-in servers; remove it when target "
+                                                  "is set")
     if values["network"] is not None:
         raise Invalid("network", "the network lab runs the built-in servers behind an "
                                  "emulated link; remove target or network")
@@ -459,6 +501,8 @@ def _check_target(values: dict) -> None:
 
 
 def _cross_checks(values: dict, path: str) -> None:
+    values["workloads"] = values["workload"]
+    values["workload"] = values["workloads"][0]
     _resolve_protocols(values)
     _check_threshold_metrics(values)
     _check_target(values)
@@ -467,7 +511,7 @@ def _cross_checks(values: dict, path: str) -> None:
 _SCENARIO = Section(Scenario, (
     Field("name", string(r"[a-z0-9_-]+", "a name made of a-z, 0-9, _ and -")),
     Field("description", optional(string(r".*", "a string")), None),
-    Field("workload", _WORKLOAD),
+    Field("workload", _workloads),
     Field("protocols", _protocols, "all"),
     Field("load", _LOAD),
     Field("warmup", Section(Warmup, (Field("requests", integer(0), 10),)), {}),
@@ -566,14 +610,14 @@ def quick(scenario: Scenario) -> Scenario:
     load = dataclasses.replace(
         load, concurrency=_ends(load.concurrency), rate=_ends(load.rate),
         requests=30 if load.requests is None else min(load.requests, 30), duration_s=None)
-    workload = s.workload
-    if workload.type == "stream":
-        workload = dataclasses.replace(workload, max_tokens=min(workload.max_tokens, 16))
+    workloads = tuple(dataclasses.replace(w, max_tokens=min(w.max_tokens, 16))
+                      if w.type == "stream" else w for w in s.workloads or (s.workload,))
+    workload = workloads[0]
     # min(), not 3: a scenario that asked for no warmup (cold starts) keeps none.
     warmup = Warmup(min(s.warmup.requests, 3))
     network = s.network.ends() if s.network is not None else None
-    return dataclasses.replace(s, load=load, workload=workload, warmup=warmup,
-                               repeats=1, workers=1, network=network)
+    return dataclasses.replace(s, load=load, workload=workload, workloads=workloads,
+                               warmup=warmup, repeats=1, workers=1, network=network)
 
 
 def with_protocols(scenario: Scenario, ids) -> Scenario:

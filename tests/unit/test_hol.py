@@ -327,3 +327,25 @@ def test_hol_summary_reads_the_link_and_feeds_the_report(tmp_path):
     points = [HolPoint.from_summary("sse-h2", "sse-h2", 1, d) for d in (one, two)]
     assert points[0].timeline.drop.streams == (1,) and points[1].loss_direction == "down"
     assert "sse-h2 on one connection" in render_hol_section(points, tmp_path)
+
+
+def test_streams_per_connection_counts_overlap_not_reuse():
+    """Two rounds of streams on one connection each: reuse is not multiplexing."""
+    one_round, _ = lab(n_streams=3, shared=False, lost=())
+    later = [StreamTrace(t.stream + 3, t.connection, t.client_port, t.t_start_ns + 2_000 * MS,
+                         [(i, e + 2_000 * MS, r + 2_000 * MS) for i, e, r in t.tokens])
+             for t in one_round]
+    a = analyse_point(one_round + later, None, PARAMS)
+    assert a.connections == 3 and a.streams_per_connection == 1
+    shared, _ = lab(n_streams=3, shared=True, lost=())
+    assert analyse_point(shared, None, PARAMS).streams_per_connection == 3
+
+
+def test_drop_timeline_leaves_out_streams_not_alive_at_the_drop():
+    traces, packets = lab(n_streams=4, shared=True, coupled=True, lost=((1, 10),))
+    finished = StreamTrace(9, "c0", 5000, T0 - 900 * MS,
+                           [(k, T0 - 800 * MS + k * ITL, T0 - 780 * MS + k * ITL)
+                            for k in range(5)])
+    a = analyse_point(traces + [finished], packets, PARAMS)
+    tl = drop_timeline(traces + [finished], a)
+    assert {s.stream for s in tl.streams} == {0, 1, 2, 3}
