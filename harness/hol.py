@@ -18,12 +18,16 @@ Definitions (DEFINITIONS below repeats them for the report):
   whose latest emit is within `tie_ms` of that one are candidates too (ambiguous: all
   of them own it); no emit in the window leaves it unattributed. An upstream drop is
   matched the same way against stream start times (requests go up).
-  Limits: a QUIC packet or a TCP segment may carry several streams' frames written
-  back to back, and a TLS record may span packets (hence ties); a retransmission or
-  a cwnd-limited send leaves long after its emit and is unattributed (or, if another
-  stream just emitted, mis-attributed); a downstream pure QUIC ACK still has UDP
-  payload and may be attributed to whoever emitted last. Every one of these errors
-  makes stalls look *own* or *unknown*, never collateral: collateral is a lower bound.
+  A QUIC packet or a TCP segment may carry several streams' frames when the sender
+  queued them (a busy server, a cwnd-limited connection): a dropped downstream packet
+  k times the connection's median data packet is taken to carry the tokens of the k
+  streams that emitted last within one token interval.
+  Limits: a TLS record may span packets (hence ties); a retransmission leaves long
+  after its emit and is unattributed (or, if another stream just emitted,
+  mis-attributed); a downstream pure QUIC ACK still has UDP payload and may be
+  attributed to whoever emitted last; the size rule guesses which streams a coalesced
+  packet carried. An unattributed drop makes nearby stalls *unknown*, not collateral;
+  a wrong guess can move a stall between own and collateral.
 - Own stall: some downstream drop attributed to the stream entered the link in
   [previous receipt - lookback, stalled receipt], lookback = one RTT by default (the
   nominal one-way delay, RTT/2, plus as much again for queueing and scheduling).
@@ -76,7 +80,9 @@ DEFINITIONS = {
     "collateral share": "collateral stall time / all stall time",
     "attribution": "one-stream connection: every dropped data packet on its port; "
                    "multiplexed: the stream(s) that emitted last before the drop, within "
-                   "the attribution window",
+                   "the attribution window; a dropped packet k times the connection's "
+                   "median data packet long carried the k latest emitters' tokens (one "
+                   "token interval back)",
     "stall correlation": "mean pairwise Pearson correlation of per-stream overdue "
                          "indicators on a grid of one-token-interval bins",
     "owd": "token receipt - server emit stamp (one host clock)",
@@ -169,6 +175,8 @@ def attribute_drops(traces: list[StreamTrace], packets: Iterable[PacketRecord],
                      "up": _events((t.t_start_ns, t.stream) for t in ts)}
               for port, ts in on_port.items() if len(ts) > 1}
     window, tie = round(params.attribution_window_ms * MS), round(params.tie_ms * MS)
+    packets = list(packets)
+    typical = _typical_payload(packets, set(events))
     out = []
     for p in packets:
         if not p.dropped:
@@ -183,9 +191,42 @@ def attribute_drops(traces: list[StreamTrace], packets: Iterable[PacketRecord],
                 owners = _latest_before(*events[port][p.direction], p.t_ns, window, tie)
                 rule = ("no-recent-event" if not owners else "ambiguous" if len(owners) > 1
                         else "emit-time" if p.direction == "down" else "start-time")
+                carried = _tokens_carried(p, typical.get(port))
+                if p.direction == "down" and carried > max(1, len(owners)):
+                    # A packet several tokens long carried the tokens the server had
+                    # queued: the `carried` latest emitters within one token interval.
+                    owners = _latest_n(*events[port]["down"], p.t_ns,
+                                       round(params.itl_ms * MS), carried) or owners
+                    rule = "coalesced"
         out.append(DropAttribution(p.t_ns, p.direction, port, p.size, p.payload, p.outcome,
                                    owners, rule))
     return out
+
+
+def _typical_payload(packets: list[PacketRecord], ports: set[int]) -> dict[int, float]:
+    """Per multiplexed port, the median payload of delivered downstream data packets:
+    most carry one token, so a dropped packet k times that size carried about k."""
+    sizes: dict[int, list[int]] = defaultdict(list)
+    for p in packets:
+        if p.direction == "down" and p.payload > 0 and not p.dropped and p.client_port in ports:
+            sizes[p.client_port].append(p.payload)
+    return {port: float(np.median(v)) for port, v in sizes.items() if len(v) >= 10}
+
+
+def _tokens_carried(p: PacketRecord, typical: float | None) -> int:
+    return max(1, round(p.payload / typical)) if typical else 1
+
+
+def _latest_n(times: list[int], streams: list[int], t: int, window: int,
+              n: int) -> tuple[int, ...]:
+    """The n distinct streams that emitted most recently before t, within window."""
+    found: list[int] = []
+    i = bisect_right(times, t) - 1
+    while i >= 0 and times[i] >= t - window and len(found) < n:
+        if streams[i] not in found:
+            found.append(streams[i])
+        i -= 1
+    return tuple(sorted(found))
 
 
 def _events(pairs: Iterable[tuple[int | None, int]]) -> tuple[list[int], list[int]]:

@@ -249,10 +249,11 @@ def folklore_sentences(points: list[HolPoint]) -> list[str]:
     out = []
     h2 = [p for p in points if p.protocol in H2_FAMILY and p.multiplexed]
     h3 = [p for p in points if p.protocol in H3_FAMILY and p.multiplexed]
+    h3_apart = [p for p in points if p.protocol in H3_FAMILY and not p.multiplexed]
     if h2:
         out += _h2_verdict(h2)
     if h3:
-        out += _h3_verdict(h3, h2)
+        out += _h3_verdict(h3, h2, h3_apart)
     return out
 
 
@@ -284,7 +285,8 @@ def _h2_verdict(h2: list[HolPoint]) -> list[str]:
     return out
 
 
-def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint]) -> list[str]:
+def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint],
+                h3_apart: list[HolPoint] = ()) -> list[str]:
     probes = [p for p in h3 if p.timeline and _stalled_others(p.timeline)[1]]
     lossy = [p for p in h3 if p.loss > 0 and not p.single_drop]
     coupled = [p for p in lossy if p.analysis.collateral_stalls > 0]
@@ -320,6 +322,7 @@ def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint]) -> list[str]:
     return [
         ("- **The data contradicts \"HTTP/3 has no head-of-line blocking\"**: "
          + "; ".join(evidence) + "."),
+        *_h3_coupling(h3, coupled, h3_apart),
         ("  aioquic orders data per stream only, so QUIC's stream layer by itself does not "
         "hold one stream behind another's loss. Streams that resume together with the owner "
         "point to what they share instead: one event loop per side handling the "
@@ -327,6 +330,27 @@ def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint]) -> list[str]:
         "congestion controller shrinking the window for every stream after the loss. "
         "These numbers alone cannot tell which."),
     ]
+
+
+def _h3_coupling(h3: list[HolPoint], coupled: list[HolPoint],
+                 apart: list[HolPoint]) -> list[str]:
+    """Which per-connection mechanism the data points to, when it can say: a single drop
+    that stalled no other stream, sustained loss that did, and one connection per
+    stream that did not."""
+    clean_probes = [p for p in h3 if p.timeline and not _stalled_others(p.timeline)[1]]
+    quiet_apart = [q for p in coupled for q in apart if q.loss == p.loss
+                   and q.rtt_ms == p.rtt_ms and not q.single_drop
+                   and q.analysis.collateral_stalls <= 0.1 * p.analysis.collateral_stalls]
+    if not (clean_probes and quiet_apart):
+        return []
+    p, q = coupled[-1], next(q for q in quiet_apart if q.loss == coupled[-1].loss)
+    return [(f"  What couples them builds up over many losses: one dropped packet stalled no "
+             f"other stream on {clean_probes[0].series}, while at {pct(p.loss)} loss "
+             f"{p.series} had {p.analysis.collateral_stalls} collateral stalls and "
+             f"{q.series} {q.analysis.collateral_stalls}. That points away from per-stream "
+             "ordering and to state the streams of one connection share: its congestion "
+             "window (one Reno window, cut at every loss, for every stream) and its loss "
+             "recovery.")]
 
 
 def trend_sentences(sweep: list[HolPoint]) -> list[str]:
@@ -412,6 +436,16 @@ def drop_timeline_figure(drops: list[HolPoint], path: Path) -> Path | None:
     return path
 
 
+def missed_drop_sentences(points: list[HolPoint]) -> list[str]:
+    """Single-drop points whose drop-list dropped no token packet: say so, not nothing."""
+    missed = [p for p in points if p.single_drop and not p.timeline]
+    if not missed:
+        return []
+    return [f"- {', '.join(sorted({p.series for p in missed}))}: the drop-list dropped no "
+            "token-carrying packet in this point (no packet matched its filter, or the drop "
+            "fell outside every stream), so there is no drop timeline for it."]
+
+
 # ----------------------------------------------------------------------- render
 
 
@@ -433,7 +467,8 @@ def render_hol_section(points: list[HolPoint], figure_dir: Path,
     parts = ["## Head-of-line blocking", "", setup_sentence(points), "",
              "### What the numbers show", ""]
     said = (collateral_sentences(sweep) + trend_sentences(sweep) + itl_sentences(sweep)
-            + [drop_sentence(p) for p in probes] + folklore_sentences(points))
+            + [drop_sentence(p) for p in probes] + missed_drop_sentences(points)
+            + folklore_sentences(points))
     parts += said or ["- No point had loss or a dropped packet: nothing to attribute."]
     parts += ["", "### Per point", "", sweep_table(points), ""]
     if SWEEP_FIGURE in figures:

@@ -349,3 +349,14 @@ def test_drop_timeline_leaves_out_streams_not_alive_at_the_drop():
     a = analyse_point(traces + [finished], packets, PARAMS)
     tl = drop_timeline(traces + [finished], a)
     assert {s.stream for s in tl.streams} == {0, 1, 2, 3}
+
+
+def test_a_dropped_packet_carrying_two_tokens_belongs_to_both_emitters():
+    """A busy sender coalesces queued tokens: a packet twice the usual size carried the
+    two latest emitters' tokens, so neither one's stall is collateral."""
+    traces, packets = lab(n_streams=4, shared=True, coupled=True, lost=())
+    t_drop = e1(10) + WIRE
+    big = PacketRecord(t_drop, "down", 350, "tcp", 443, 5000, "loss", 0, "PA", 300)
+    drops = attribute_drops(traces, packets + [big], PARAMS)
+    (d,) = [x for x in drops if x.payload == 300]
+    assert d.rule == "coalesced" and d.streams == (0, 1)
