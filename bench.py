@@ -73,7 +73,7 @@ def dry_run(scenario) -> int:
               f"{net.congestion_control}, seed {net.seed}, {len(net.links)} link variant(s)")
     for p in plan:
         load = f"concurrency {p.concurrency}" if p.load_kind == "closed" else f"rate {p.rate:g}/s"
-        conn = f"  connections {p.connection.connections}" if p.connection else ""
+        conn = f"  connections {p.connection.label}" if p.connection else ""
         link = f"  link {p.link.name}" if p.link else ""
         print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}{conn}{link}")
     return EXIT_OK

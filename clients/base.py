@@ -75,6 +75,9 @@ class Target:
     server_name: str = "localhost"  # SNI and :authority
     api_key: str | None = None
     base_path: str = "/v1"          # HTTP path prefix of the OpenAI API (external targets)
+    tls_version: str | None = None  # "1.2" / "1.3": offer exactly this version; None: any
+    dns: tuple[str, int] | None = None   # resolve `host` through this DNS server (the
+    dns_cache: bool = True               # lab's DNS step), with or without a cache
 
     @property
     def authority(self) -> str:

@@ -16,6 +16,7 @@ import grpc.aio
 from protos import inference_pb2 as pb
 
 from .base import ClientError, ConnectError, ConnectionLost, ServerError, Target, clock_ns
+from .phases import ConnectStamps, HostResolver
 
 EMBED = "/wirebench.v1.Inference/Embed"
 GENERATE = "/wirebench.v1.Inference/Generate"
@@ -36,8 +37,9 @@ CHANNEL_OPTIONS = (
 
 # ---------------------------------------------------------------- channels
 
-def open_channel(target: Target) -> grpc.aio.Channel:
-    host = f"[{target.host}]" if ":" in target.host else target.host
+def open_channel(target: Target, address: str | None = None) -> grpc.aio.Channel:
+    host = address or target.host
+    host = f"[{host}]" if ":" in host else host
     return grpc.aio.insecure_channel(f"{host}:{target.port}", options=CHANNEL_OPTIONS)
 
 
@@ -57,46 +59,61 @@ async def connect(channel: grpc.aio.Channel, target: Target) -> None:
 
 
 class Connections:
-    """The connection policy: one lazily connected channel (reuse) or one per call."""
+    """The connection policy: one lazily connected channel (reuse) or one per call.
+
+    A channel's connect is timed as its "tcp" phase: grpc-core reports READY once the
+    TCP connection is up and its HTTP/2 handshake done (cleartext: no TLS phase)."""
 
     def __init__(self, target: Target, reuse: bool) -> None:
         self.target = target
         self.reuse = reuse
+        self.hosts = HostResolver(target)
         self._shared: grpc.aio.Channel | None = None
-        self._ready: asyncio.Future[int] | None = None   # the shared channel's connect
+        self._ready: asyncio.Future | None = None   # the shared channel's connect
+        self.stamps: dict[grpc.aio.Channel, ConnectStamps] = {}
 
     async def acquire(self) -> tuple[grpc.aio.Channel, bool, int | None]:
-        """(channel, new connection?, connect ns when new)."""
+        """(channel, new connection?, connect ns when new); `stamps[channel]` says how
+        opening it went."""
         if not self.reuse:
-            channel = open_channel(self.target)
-            return channel, True, await self._connect(channel)
+            channel, stamps = await self._open()
+            return channel, True, stamps.tcp - stamps.start
         if self._ready is None:
-            self._shared = channel = open_channel(self.target)
-            self._ready = asyncio.ensure_future(self._connect(channel))
+            self._ready = asyncio.ensure_future(self._open(shared=True))
             # Shielded: concurrent first calls wait on this connect too, and must not
             # see it cancelled because the caller that started it was.
-            return channel, True, await asyncio.shield(self._ready)
+            channel, stamps = await asyncio.shield(self._ready)
+            return channel, True, stamps.tcp - stamps.start
         if not self._ready.done():
             await asyncio.shield(self._ready)
         return self._shared, False, None
 
-    async def _connect(self, channel: grpc.aio.Channel) -> int:
-        t0 = clock_ns()
+    async def _open(self, shared: bool = False) -> tuple[grpc.aio.Channel, ConnectStamps]:
+        stamps = ConnectStamps(clock_ns())
+        channel = None
         try:
+            channel = open_channel(self.target, await self.hosts.address(stamps))
+            if shared:
+                self._shared = channel
             await connect(channel, self.target)
         except BaseException:
-            if channel is self._shared:
+            if shared:
                 self._shared = self._ready = None   # the next call tries afresh
-            await channel.close()
+            if channel is not None:
+                await channel.close()
             raise
-        return clock_ns() - t0
+        stamps.tcp = clock_ns()
+        self.stamps[channel] = stamps
+        return channel, stamps
 
     async def release(self, channel: grpc.aio.Channel) -> None:
         if not self.reuse:
+            self.stamps.pop(channel, None)
             await channel.close()
 
     async def close(self) -> None:
         channel, self._shared, self._ready = self._shared, None, None
+        self.stamps.clear()
         if channel is not None:
             await channel.close()
 

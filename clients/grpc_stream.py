@@ -14,8 +14,16 @@ from google.protobuf.message import DecodeError
 from protos import inference_pb2 as pb
 
 from .base import Client, ProtocolViolation, StreamResult, StreamToken, Target, clock_ns
-from .grpc_common import (GENERATE, Connections, auth_metadata, generate_request, map_error,
-                          peer_port, server_time_us)
+from .grpc_common import (
+    GENERATE,
+    Connections,
+    auth_metadata,
+    generate_request,
+    map_error,
+    peer_port,
+    server_time_us,
+)
+from .phases import curl_style
 
 
 def decode_tokens(frames: list[tuple[bytes, int]]) -> tuple[list[StreamToken], dict | None]:
@@ -47,10 +55,12 @@ class GrpcStreamClient(Client):
         t_start = clock_ns()
         payload = generate_request(request)
         channel, new, connect_ns = await self._connections.acquire()
+        opened = self._connections.stamps.get(channel) if new else None
         frames: list[tuple[bytes, int]] = []
         try:
             call = channel.unary_stream(GENERATE, _registered_method=True)(
                 payload, metadata=self._metadata)
+            t_sent = clock_ns()     # handed to grpc-core; it writes from its own thread
             await call.initial_metadata()   # the server sends it with the first token
             t_first_byte = clock_ns()
             async for raw in call:
@@ -64,7 +74,10 @@ class GrpcStreamClient(Client):
         tokens, usage = decode_tokens(frames)
         return StreamResult(tokens, t_start, t_first_byte, t_end, len(payload),
                             sum(len(raw) for raw, _ in frames), server_time_us(trailers),
-                            usage, new, connect_ns, extra={"local_port": peer_port(trailers)})
+                            usage, new, connect_ns,
+                            extra={"local_port": peer_port(trailers),
+                                   "phases": curl_style(t_start, opened, t_sent, t_first_byte,
+                                                        t_end)})
 
     async def close(self) -> None:
         await self._connections.close()

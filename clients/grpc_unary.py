@@ -21,8 +21,15 @@ from google.protobuf.message import DecodeError
 from protos import inference_pb2 as pb
 
 from .base import Client, ProtocolViolation, Target, UnaryResult, clock_ns
-from .grpc_common import (EMBED, Connections, auth_metadata, embed_request, map_error,
-                          server_time_us)
+from .grpc_common import (
+    EMBED,
+    Connections,
+    auth_metadata,
+    embed_request,
+    map_error,
+    server_time_us,
+)
+from .phases import curl_style
 
 
 def decode_vectors(raw: bytes) -> np.ndarray:
@@ -47,9 +54,11 @@ class GrpcUnaryClient(Client):
         t_start = clock_ns()
         payload = embed_request(request)
         channel, new, connect_ns = await self._connections.acquire()
+        opened = self._connections.stamps.get(channel) if new else None
         try:
             call = channel.unary_unary(EMBED, _registered_method=True)(
                 payload, metadata=self._metadata)
+            t_sent = clock_ns()     # handed to grpc-core; it writes from its own thread
             raw = await call
             t_received = clock_ns()
             trailers = await call.trailing_metadata()
@@ -59,7 +68,9 @@ class GrpcUnaryClient(Client):
             await self._connections.release(channel)
         vectors = decode_vectors(raw)
         return UnaryResult(vectors, t_start, t_received, t_received, clock_ns(),
-                           len(payload), len(raw), server_time_us(trailers), new, connect_ns)
+                           len(payload), len(raw), server_time_us(trailers), new, connect_ns,
+                           extra={"phases": curl_style(t_start, opened, t_sent, t_received,
+                                                       t_received)})
 
     async def close(self) -> None:
         await self._connections.close()

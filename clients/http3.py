@@ -37,11 +37,24 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import (ConnectionTerminated, HandshakeCompleted, QuicEvent,
-                                 StreamDataReceived, StreamReset)
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+)
 
-from .base import ClientError, ConnectError, ConnectionLost, FallbackError, Target, clock_ns
+from .base import (
+    ClientError,
+    ConnectError,
+    ConnectionLost,
+    FallbackError,
+    Target,
+    clock_ns,
+)
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .phases import ConnectStamps, HostResolver
 from .wire import METER
 
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
@@ -113,6 +126,7 @@ class _Connection(asyncio.DatagramProtocol):
         self._h3 = H3Connection(self._quic)
         self._loop = loop
         self._where = where
+        self.stamps: ConnectStamps | None = None    # how opening it went
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -329,6 +343,7 @@ class Http3Transport(HttpTransport):
         self._shared: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._live: set[_Connection] = set()    # every connection whose socket is open
+        self._hosts = HostResolver(target)
 
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange:
@@ -368,11 +383,13 @@ class Http3Transport(HttpTransport):
     async def _connect(self) -> tuple[_Connection, int]:
         """A new connection with its handshake done and ALPN h3 checked, and its duration."""
         t0 = clock_ns()
+        stamps = ConnectStamps(t0)
         loop = asyncio.get_running_loop()
+        address = await self._hosts.address(stamps)
         try:
             _, conn = await loop.create_datagram_endpoint(
                 lambda: _Connection(self._config, loop, self._where),
-                remote_addr=(self.target.host, self.target.port))
+                remote_addr=(address, self.target.port))
         except OSError as exc:
             raise ConnectError(f"cannot open a UDP socket to {self._where}: {exc}") from None
         self._live.add(conn)
@@ -389,7 +406,9 @@ class Http3Transport(HttpTransport):
         if conn.alpn != "h3":
             conn.close()
             raise FallbackError(f"{self._where} negotiated ALPN {conn.alpn!r}, not 'h3'")
-        return conn, clock_ns() - t0
+        stamps.handshake = clock_ns()       # QUIC: no TCP; TLS 1.3 inside the handshake
+        conn.stamps = stamps
+        return conn, stamps.handshake - t0
 
     async def close(self) -> None:
         """Close every connection and wait until each socket is closed."""

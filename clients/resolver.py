@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import random
 import time
 from typing import NamedTuple
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import ProtocolViolation, UnaryResult, clock_ns
 from .openai_codec import embedding_vectors
+from .phases import curl_style
 from .ws_common import WsClientBase
 
 
@@ -25,9 +26,12 @@ class WsClient(WsClientBase):
             t_decoded = clock_ns()
         finally:
             await self._release(conn)
+        opened = conn.stamps if connect_ns is not None else None
         return UnaryResult(vectors, t_start, ex.t_first_ns, t_received, t_decoded,
                            ex.payload_up, ex.payload_down, msg.get("server_time_us"),
-                           connect_ns is not None, connect_ns)
+                           connect_ns is not None, connect_ns,
+                           extra={"phases": curl_style(t_start, opened, ex.t_sent_ns,
+                                                       ex.t_first_ns, t_received)})
 
 
 CLIENT = WsClient

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from websockets.exceptions import (ConnectionClosed, InvalidHandshake, InvalidSt
 
 from .base import (Client, ClientError, ConnectError, ConnectionLost, FallbackError,
                    ProtocolViolation, ServerError, Target, clock_ns)
+from .phases import ConnectStamps, HostResolver
 from .wire import METER
 
 _loads = orjson.loads
@@ -42,15 +44,34 @@ def server_error(msg: dict[str, Any]) -> ServerError:
     return ServerError(msg.get("status", "error"), error.get("message", str(msg)), msg)
 
 
-async def _handshake(target: Target) -> ClientConnection:
+async def _tcp(ip: str, port: int) -> socket.socket:
+    """A connected TCP socket, timed apart from the upgrade that follows."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _handshake(target: Target, hosts: HostResolver,
+                     stamps: ConnectStamps) -> ClientConnection:
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else None
     try:
+        ip = await hosts.address(stamps)
+        sock = await _tcp(ip, target.port)
+        stamps.tcp = clock_ns()
         # compression=None: permessage-deflate costs ~80x throughput (ANCHORS.md).
         # proxy=None: an environment proxy would silently change what is measured.
         # max_size=None: payload size is the scenario's choice, not a client limit.
-        return await connect(f"ws://{target.host}:{target.port}/", compression=None,
-                             proxy=None, max_size=None, ping_interval=None,
-                             additional_headers=headers)
+        ws = await connect(f"ws://{target.host}:{target.port}/", sock=sock, compression=None,
+                           proxy=None, max_size=None, ping_interval=None,
+                           additional_headers=headers)
+        stamps.handshake = clock_ns()
+        return ws
     except InvalidStatus as exc:
         status = exc.response.status_code
         body = exc.response.body.decode("utf-8", "replace").strip()
@@ -81,6 +102,7 @@ class WsConnection:
         self.ws = ws
         self.sock = ws.transport.get_extra_info("socket")
         self.local_port: int = self.sock.getsockname()[1]   # matches the lab's packet log
+        self.stamps: ConnectStamps | None = None            # how opening it went
         METER.track(self.sock)
         self.inboxes: dict[bytes, asyncio.Queue] = {}
         self.ids = itertools.count(1)
@@ -89,14 +111,17 @@ class WsConnection:
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, target: Target) -> WsConnection:
-        ws = await _handshake(target)
+    async def open(cls, target: Target, hosts: HostResolver | None = None) -> WsConnection:
+        stamps = ConnectStamps(clock_ns())
+        ws = await _handshake(target, hosts or HostResolver(target), stamps)
         try:
             _check_negotiated(ws)
         except FallbackError:
             await ws.close()
             raise
-        return cls(ws)
+        conn = cls(ws)
+        conn.stamps = stamps
+        return conn
 
     @property
     def usable(self) -> bool:
@@ -154,7 +179,7 @@ class Exchange:
     """
 
     __slots__ = ("conn", "frame", "rid", "inbox", "payload_up", "payload_down",
-                 "t_first_ns", "finished")
+                 "t_first_ns", "t_sent_ns", "finished")
 
     def __init__(self, conn: WsConnection, kind: bytes, body: Any) -> None:
         self.conn = conn
@@ -164,6 +189,7 @@ class Exchange:
         self.payload_up = len(self.frame)
         self.payload_down = 0
         self.t_first_ns = 0
+        self.t_sent_ns = 0
         self.finished = False
 
     async def __aenter__(self) -> Exchange:
@@ -174,6 +200,7 @@ class Exchange:
         self.inbox = conn.inboxes[self.rid] = asyncio.Queue()
         try:
             await conn.ws.send(self.frame, text=True)
+            self.t_sent_ns = clock_ns()
         except ConnectionClosed as exc:
             conn.inboxes.pop(self.rid, None)
             raise ConnectionLost(f"WebSocket connection closed: {exc}") from exc
@@ -220,6 +247,7 @@ class WsClientBase(Client):
         super().__init__(target, reuse=reuse)
         self._conn: WsConnection | None = None
         self._opening = asyncio.Lock()
+        self._hosts = HostResolver(target)
 
     async def _acquire(self) -> tuple[WsConnection, int | None]:
         """(connection, connect_ns if this call opened it)."""
@@ -236,7 +264,7 @@ class WsClientBase(Client):
 
     async def _open(self) -> tuple[WsConnection, int]:
         t = clock_ns()
-        conn = await WsConnection.open(self.target)
+        conn = await WsConnection.open(self.target, self._hosts)
         return conn, clock_ns() - t
 
     async def _release(self, conn: WsConnection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ProtocolViolation, StreamResult, StreamToken, clock_ns
+from .phases import curl_style
 from .ws_common import WsClientBase
 
 
@@ -29,10 +30,13 @@ class WsStreamClient(WsClientBase):
                                         f"{msg['type']!r}")
         finally:
             await self._release(conn)
+        opened = conn.stamps if connect_ns is not None else None
         return StreamResult(tokens, t_start, ex.t_first_ns, recv_ns, ex.payload_up,
                             ex.payload_down, msg.get("server_time_us"), msg.get("usage"),
                             connect_ns is not None, connect_ns,
-                            extra={"local_port": conn.local_port})
+                            extra={"local_port": conn.local_port,
+                                   "phases": curl_style(t_start, opened, ex.t_sent_ns,
+                                                        ex.t_first_ns, recv_ns)})
 
 
 CLIENT = WsStreamClient

@@ -41,7 +41,7 @@ class RichProgress(ProgressSink):
     def start(self, point: PlanPoint, total: int | None) -> Any:
         load = f"c={point.concurrency}" if point.load_kind == "closed" else f"{point.rate:g}/s"
         rep = f" #{point.repeat + 1}" if point.repeat else ""
-        conn = f" conn={point.connection.connections}" if point.connection else ""
+        conn = f" conn={point.connection.label}" if point.connection else ""
         link = f" [{point.link.name}]" if point.link else ""
         return self.bar.add_task(f"{point.protocol} {load}{conn}{rep}{link}", total=total,
                                  note="")

@@ -119,8 +119,12 @@ class _Watchdog:
 
 
 def _target(d: dict[str, Any]) -> Target:
-    keys = ("host", "port", "tls", "ca", "server_name", "api_key", "base_path")
-    return Target(**{k: d[k] for k in keys if k in d})
+    keys = ("host", "port", "tls", "ca", "server_name", "api_key", "base_path",
+            "tls_version", "dns_cache")
+    fields = {k: d[k] for k in keys if k in d}
+    if d.get("dns"):
+        fields["dns"] = tuple(d["dns"])          # JSON gave a list
+    return Target(**fields)
 
 
 class LoadRunner:

@@ -36,13 +36,25 @@ FORMULAS = {
     "payload": "serialized request/response message bytes (no transport framing)",
     "late_start": "open loop: request started > 1 ms after its intended time",
     "ttfb": "start -> first response byte (headers / first frame), as the harness sees it",
+    "phase_*_cold|warm": "the request lifecycle, curl -w style, for requests that opened "
+                         "a connection (cold) or reused one (warm): dns = name lookup; tcp = "
+                         "TCP connect; tls = TLS handshake (QUIC: the whole QUIC handshake; "
+                         "WebSocket: the upgrade); send = until the request was written; "
+                         "wait = request written -> first response byte; transfer = first "
+                         "-> last byte; total = start -> last byte",
     "curl_*": "libcurl's own phase times for the same request (connect, appconnect = TLS "
               "or QUIC done, starttransfer = first byte, total), from its start",
 }
 
+# Request lifecycle phases (durations), for requests that opened a connection ("cold")
+# and those that reused one ("warm"), from the client's curl -w style stamps.
+PHASES = ("dns", "tcp", "tls", "send", "wait", "transfer", "total")
+PHASE_HISTOGRAMS = tuple(f"phase_{p}_{w}" for w in ("cold", "warm") for p in PHASES)
+
 HISTOGRAMS = ("latency", "service_time", "overhead", "decode", "server_time", "connect",
               "ttft", "ttst", "itl", "tpot", "e2e", "owd", "ttfb",
-              "curl_connect", "curl_appconnect", "curl_starttransfer", "curl_total")
+              "curl_connect", "curl_appconnect", "curl_starttransfer",
+              "curl_total") + PHASE_HISTOGRAMS
 LATE_NS = 1_000_000
 
 
@@ -112,8 +124,27 @@ class Recorder:
                             "tokens": [(t.index, t.emit_ns, t.recv_ns) for t in r.tokens],
                             "error": None})
 
+    def _phases(self, stamps: dict[str, int | None], cold: bool) -> None:
+        """Durations from cumulative us stamps since the request start (curl -w names:
+        namelookup, connect, appconnect, pretransfer, starttransfer, total)."""
+        def at(name: str) -> int:
+            return stamps.get(name) or 0
+        dns, tcp_done = at("namelookup"), at("connect")
+        tls_done = at("appconnect") or tcp_done
+        sent = at("pretransfer") or tls_done
+        first, total = at("starttransfer"), at("total")
+        which = "cold" if cold else "warm"
+        for name, us in (("dns", dns), ("tcp", tcp_done - dns if tcp_done else 0),
+                         ("tls", tls_done - tcp_done), ("send", sent - tls_done),
+                         ("wait", first - sent), ("transfer", total - first),
+                         ("total", total)):
+            self.hist[f"phase_{name}_{which}"].record_ns(max(0, us) * 1000)
+
     def _common(self, r: Any, intended_ns: int, end_ns: int) -> None:
         self.hist["ttfb"].record_ns(r.t_first_byte_ns - r.t_start_ns)
+        stamps = r.extra.get("phases") or r.extra.get("curl_phases")
+        if stamps:
+            self._phases(stamps, r.new_connection)
         phases = r.extra.get("curl_phases")
         if phases:
             for name in ("starttransfer", "total"):

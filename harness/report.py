@@ -7,7 +7,8 @@ from typing import Any
 
 from .attribution import per_cell, protocol_or_library
 from .hol_report import HolPoint, render_hol_section
-from .recorder import FORMULAS
+from .recorder import FORMULAS, PHASES
+from .roundtrips import accounting
 from .tables import fmt, load_label, table as _table
 
 
@@ -149,6 +150,35 @@ def hol_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
     return render_hol_section(points, out_dir / "figures", out_dir)
 
 
+def lifecycle_table(rows: list[dict[str, Any]]) -> str | None:
+    """Phase by phase (p50 ms), for requests that opened a connection and those that
+    reused one: where a request's time goes before and after its first byte."""
+    lines = []
+    for r in rows:
+        for which, phases in (r.get("phases_ms") or {}).items():
+            lines.append([r["cell"], load_label(r), which, fmt(phases["total"]["n"])]
+                         + [fmt(phases.get(p, {}).get("p50")) for p in PHASES])
+    if not lines:
+        return None
+    return _table(["protocol", "load", "connection", "n", *(f"{p} ms" for p in PHASES)],
+                  lines)
+
+
+def round_trip_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Measured round trips before the first byte next to the textbook count."""
+    out = []
+    for r in rows:
+        for a in accounting(r, tls=bool(r.get("tls")), tls_version=r.get("tls_version") or "1.3"):
+            flag = "agrees" if a["agrees"] else "**disagrees by more than a quarter RTT**"
+            dns = (f"; DNS {a['dns_round_trips']:.2f} RTT on top" if a["dns_round_trips"]
+                   else "")
+            out.append(f"- {a['cell']} {load_label(r)}, {a['which']}: measured "
+                       f"{a['measured']:.2f} round trips to the first byte at RTT "
+                       f"{a['rtt_ms']:g} ms, textbook {a['textbook']} ({a['how']}): "
+                       f"{flag}{dns}.")
+    return out
+
+
 def lab_line(summary: dict[str, Any]) -> str | None:
     lab = summary.get("network_lab")
     if not lab:
@@ -197,6 +227,14 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
             parts += [hol_section(stream_rows, out_dir), ""]
     if unary_rows:
         parts += ["## Where the time goes", "", time_table(unary_rows), ""]
+    lifecycle = lifecycle_table(rows)
+    if lifecycle:
+        parts += ["## The request lifecycle, phase by phase", "",
+                  "Medians per phase (curl -w style; definitions below): cold requests "
+                  "opened a connection, warm ones reused one.", "", lifecycle, ""]
+        trips = round_trip_lines(rows)
+        if trips:
+            parts += ["### Round trips before the first byte", "", *trips, ""]
     wire_note = rows[0].get("wire_source", "") if rows else ""
     parts += ["## What the protocol costs on the wire", "",
               f"Per request, averaged over all load points; wire = IP packets incl. "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cells import parse_cell
-from .recorder import FORMULAS, Recorder
+from .recorder import FORMULAS, PHASES, Recorder
 
 SCHEMA_VERSION = 1
 
@@ -46,13 +46,17 @@ class PointKey:
     rate: float | None
     network: str = "loopback"
     connections: str | None = None      # the swept connection count, when swept
+    tls_version: str | None = None      # the swept TLS version, when swept
+    dns_cache: bool | None = None       # with a DNS step: the resolver cache on or off
 
     @property
     def label(self) -> str:
         load = f"c{self.concurrency}" if self.mode == "closed" else f"r{self.rate:g}"
         conn = f"-conn{self.connections}" if self.connections is not None else ""
+        tls = f"-tls{self.tls_version}" if self.tls_version is not None else ""
+        dns = {None: "", True: "-dnscache", False: "-nodnscache"}[self.dns_cache]
         net = "" if self.network == "loopback" else f"-{self.network}"
-        return f"{self.protocol}-{load}{conn}{net}"
+        return f"{self.protocol}-{load}{conn}{tls}{dns}{net}"
 
     @property
     def file_label(self) -> str:
@@ -76,6 +80,8 @@ class PointResult:
     server_impl: str = ""
     client_engine: str = ""
     link: dict[str, Any] | None = None                        # the emulated link's settings
+    tls: bool | None = None                                   # did this cell run over TLS
+    tls_version_used: str | None = None
     hol_repeats: list[dict[str, Any]] = field(default_factory=list)   # head-of-line analysis
     emulator: dict[str, float] = field(default_factory=dict)  # the link emulator's own lateness
     files: dict[str, list[str]] = field(default_factory=dict)   # packet logs, traces (relative)
@@ -116,6 +122,17 @@ class PointResult:
 
     def _wire_per_request(self, key: str, n: int) -> float | None:
         return round(self.wire[key] / n, 1) if n and key in self.wire else None
+
+    @staticmethod
+    def _phases(s: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]] | None:
+        """{cold|warm: {phase: {p50, p99, n}}} in ms, when the client stamped phases."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for which in ("cold", "warm"):
+            got = {p: s[f"phase_{p}_{which}"] for p in PHASES if s.get(f"phase_{p}_{which}")}
+            if got:
+                out[which] = {p: {"p50": round(v["p50"], 4), "p99": round(v["p99"], 4),
+                                  "n": v["n"]} for p, v in got.items()}
+        return out or None
 
     def client_bound(self) -> str:
         """Why the client side, not the server, may have limited this point ('' if not)."""
@@ -195,8 +212,11 @@ class PointResult:
             "tokens_per_request": round(rec.tokens / n, 3) if n and rec.tokens else None,
             "client_bound": self.client_bound(),
             "connections_policy": self.key.connections,
+            "tls": self.tls, "tls_version": self.tls_version_used,
+            "dns_cache": self.key.dns_cache,
             "link": self.link, "emulator": self.emulator or None,
             "hol": self.hol_repeats or None, "files": self.files or None,
+            "phases_ms": self._phases(s),
             "distributions_ms": {k: v for k, v in s.items() if v},
         }
 

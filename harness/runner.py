@@ -105,7 +105,8 @@ class Runner:
 
     # ------------------------------------------------------------ targets
 
-    def _target(self, cell: Cell) -> tuple[dict[str, Any], ServerProcess | None, str]:
+    def _target(self, cell: Cell, tls_version: str | None = None
+                ) -> tuple[dict[str, Any], ServerProcess | None, str]:
         """(Target fields for workers, the server process if ours, server impl name)."""
         ext = self.s.target
         if ext is not None:
@@ -123,12 +124,28 @@ class Runner:
         if self.topology is not None:
             where = {"host": SERVER_IP, "wrap": self.topology.wrap("server")}
             fields.update(host=SERVER_IP, server_name="wirebench.test")   # in the cert
-        srv = self.servers.start(cell.server_kind, extra=["--h2c-port", "0"] if h2c else None,
-                                 **where)
+        extra = ["--h2c-port", "0"] if h2c else []
+        if self.s.uses_tls(cell.label) and kind != "h3":     # QUIC is TLS 1.3 only
+            version = tls_version or self.s.tls_version[0]
+            extra += ["--tls-version", version]
+            fields["tls_version"] = version
+        srv = self.servers.start(cell.server_kind, extra=extra or None, **where)
         fields["port"] = srv.info["h2c_port"] if h2c else srv.port
         if h2c:
             fields["tls"] = False
+        if self.s.dns is not None:
+            fields.update(self._dns_fields(where), host="wirebench.test",
+                          server_name="wirebench.test")
         return fields, srv, server_impl(cell)
+
+    def _dns_fields(self, where: dict[str, Any]) -> dict[str, Any]:
+        """The DNS step: a DNS server next to the app server answering for its name."""
+        host = where.get("host", "127.0.0.1")
+        dns = self.s.dns
+        srv = self.servers.start("dns", extra=["--name", "wirebench.test", "--address", host,
+                                               "--ttl", str(dns.ttl_s),
+                                               "--delay-ms", f"{dns.delay_ms:g}"], **where)
+        return {"dns": [host, srv.port]}
 
     def _setup_network(self) -> None:
         """Namespaces and a link where allowed: a plain veth so wire bytes can be counted,
@@ -265,9 +282,9 @@ class Runner:
 
     def _key(self, point: PlanPoint) -> PointKey:
         network = point.link.name if point.link is not None else self.network
-        conn = str(point.connection.connections) if point.connection is not None else None
+        conn = str(point.connection.label) if point.connection is not None else None
         return PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
-                        network, conn)
+                        network, conn, point.tls_version, point.dns_cache)
 
     def _set_link(self, link: LinkSpec | None) -> None:
         """(Re)configure the emulated link. Configuring restarts its drop-list counts,
@@ -279,11 +296,16 @@ class Runner:
     def run_point(self, point: PlanPoint) -> None:
         cell = parse_cell(point.protocol)
         self._set_link(point.link)
-        target, srv, impl = self._target(cell)
+        target, srv, impl = self._target(cell, point.tls_version)
+        if point.dns_cache is not None:
+            target["dns_cache"] = point.dns_cache
         key = self._key(point)
         result = self.points.setdefault(key.label, PointResult(key))
         result.wire_source = self.wire_source
         result.server_impl, result.client_engine = impl, client_engine(cell)
+        result.tls = self.s.uses_tls(cell.label)
+        result.tls_version_used = ("1.3" if cell.kind == "h3" else target.get("tls_version")
+                                   if result.tls else None)
         if point.link is not None:
             result.link = point.link.describe()
         jobs = self._jobs(point, target)

@@ -105,21 +105,30 @@ class Warmup:
 
 @dataclass(frozen=True)
 class Connection:
-    policy: Literal["reuse", "new"]
+    policy: Literal["reuse", "new"] | tuple     # a tuple of both: a sweep (cold vs warm)
     # "auto": one multiplexed connection, or one per user where the protocol cannot
     # multiplex; "per_stream": one per user always; a tuple of these is a sweep.
     connections: int | Literal["auto", "per_stream"] | tuple | None   # None with policy "new"
     streams_per_connection: int | None
 
     def sweep(self) -> list["Connection"]:
-        """One Connection per swept connection count (itself when nothing is swept)."""
-        if isinstance(self.connections, tuple):
-            return [dataclasses.replace(self, connections=c) for c in self.connections]
-        return [self]
+        """One Connection per swept policy x connection count (itself if nothing is swept)."""
+        out = []
+        for policy in self.policy if isinstance(self.policy, tuple) else (self.policy,):
+            if policy == "new":
+                out.append(dataclasses.replace(self, policy="new", connections=None))
+                continue
+            counts = self.connections if isinstance(self.connections, tuple) else (self.connections,)
+            out += [dataclasses.replace(self, policy="reuse", connections=c) for c in counts]
+        return out
 
     @property
     def swept(self) -> bool:
-        return isinstance(self.connections, tuple)
+        return isinstance(self.connections, tuple) or isinstance(self.policy, tuple)
+
+    @property
+    def label(self) -> str:
+        return "new" if self.policy == "new" else str(self.connections)
 
     def connections_for(self, protocol_id: str, users: int) -> int:
         """Connections one worker opens for `users` concurrent requests of a protocol."""
@@ -157,6 +166,14 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class Dns:
+    """A real DNS step: a DNS server beside the app server, clients resolve through it."""
+    cache: tuple[bool, ...]          # the client's resolver cache, on/off (a sweep)
+    delay_ms: float                  # the server's delay before each answer
+    ttl_s: int
+
+
+@dataclass(frozen=True)
 class Outputs:
     hgrm: bool
     requests_csv: bool
@@ -180,6 +197,8 @@ class Scenario:
     outputs: Outputs
     target: Target | None
     network: Network | None = None
+    tls_version: tuple[str, ...] = ("1.3",)     # one or more (a sweep)
+    dns: Dns | None = None
     # Every workload: `workload` is the first; a scenario may give one embed and one
     # stream workload, and each protocol runs the one of its kind.
     workloads: tuple[Workload, ...] = ()
@@ -221,6 +240,8 @@ class PlanPoint:
     rate: float | None
     connection: Connection | None = None     # the swept connection count's policy, if swept
     link: LinkSpec | None = None             # the emulated link, when network: is set
+    tls_version: str | None = None           # when the scenario sweeps it
+    dns_cache: bool | None = None            # with dns: the resolver cache on or off
 
 
 def _plain(value: Any) -> Any:
@@ -384,6 +405,16 @@ _LOAD = Section(Load, (
 ), post=_one_of_requests_or_duration)
 
 
+def _policies(v: Any, path: str) -> str | tuple[str, ...]:
+    """"reuse", "new", or a list of both (a sweep: warm vs cold connections)."""
+    if not isinstance(v, list):
+        return choice("reuse", "new")(v, path)
+    values = tuple(choice("reuse", "new")(x, where) for x, where in items(v, path, ""))
+    if not values or len(set(values)) != len(values):
+        raise Invalid(path, f'expected "reuse", "new" or [new, reuse], got {show(v)}')
+    return values
+
+
 def _connection_count(v: Any, path: str) -> int | str:
     if isinstance(v, str) and v in ("auto", "per_stream"):
         return v
@@ -411,7 +442,7 @@ def _not_both_connection_counts(values: dict, path: str) -> None:
 
 
 _CONNECTION = Section(Connection, (
-    Field("policy", choice("reuse", "new"), "reuse"),
+    Field("policy", _policies, "reuse"),
     Field("connections", _connections, "auto", _REUSE),
     Field("streams_per_connection", optional(integer(1)), None, _REUSE),
 ), post=_not_both_connection_counts)
@@ -421,6 +452,37 @@ _TARGET = Section(Target, (
     Field("model", string()),
     Field("api_key_env", optional(string(r"[A-Za-z_][A-Za-z0-9_]*",
                                             "an environment variable name")), None),
+))
+
+
+def _tls_versions(v: Any, path: str) -> tuple[str, ...]:
+    """ "1.3", "1.2" or a list of them (a sweep). YAML reads 1.3 as a number: take it."""
+    values = v if isinstance(v, list) else [v]
+    out = []
+    for x, where in items(values, path, ""):
+        text = f"{x:g}" if isinstance(x, float) and not isinstance(x, bool) else x
+        if text not in ("1.2", "1.3"):
+            raise Invalid(where, f'expected "1.2" or "1.3" (or a list of them), got {show(x)}')
+        if text in out:
+            raise Invalid(where, f"duplicate TLS version {show(x)}")
+        out.append(text)
+    if not out:
+        raise Invalid(path, "expected a TLS version or a list of them, got []")
+    return tuple(out)
+
+
+def _bools(v: Any, path: str) -> tuple[bool, ...]:
+    values = v if isinstance(v, list) else [v]
+    out = tuple(boolean(x, where) for x, where in items(values, path, ""))
+    if not out or len(set(out)) != len(out):
+        raise Invalid(path, f"expected true, false or [true, false], got {show(v)}")
+    return out
+
+
+_DNS = Section(Dns, (
+    Field("cache", _bools, True),
+    Field("delay_ms", number(0), 0),
+    Field("ttl_s", integer(1, 86400), 300),
 ))
 
 
@@ -496,6 +558,9 @@ def _check_target(values: dict) -> None:
     if values["network"] is not None:
         raise Invalid("network", "the network lab runs the built-in servers behind an "
                                  "emulated link; remove target or network")
+    if values["dns"] is not None:
+        raise Invalid("dns", "the DNS step serves the built-in servers' name; an external "
+                             "target is resolved by the system; remove target or dns")
     if not values["tls"] and urlsplit(target.base_url).scheme == "https":
         raise Invalid("target.base_url", "an https URL needs TLS, but tls is false")
 
@@ -526,6 +591,8 @@ _SCENARIO = Section(Scenario, (
                                          Field("requests_csv", boolean, False))), {}),
     Field("target", optional(_TARGET), None),
     Field("network", optional(network_section), None),
+    Field("tls_version", _tls_versions, "1.3"),
+    Field("dns", optional(_DNS), None),
 ), post=_cross_checks)
 
 
@@ -655,9 +722,25 @@ def expand_plan(scenario: Scenario) -> list[PlanPoint]:
         for link in links:
             for pid in order:
                 for conn in _connection_choices(scenario.connection, pid, load):
-                    plan += [PlanPoint(repeat, pid, load.mode, concurrency, rate, conn, link)
-                             for concurrency, rate in load.points()]
+                    for tls in _tls_choices(scenario, pid):
+                        for cache in _dns_choices(scenario):
+                            plan += [PlanPoint(repeat, pid, load.mode, concurrency, rate,
+                                               conn, link, tls, cache)
+                                     for concurrency, rate in load.points()]
     return plan
+
+
+def _tls_choices(scenario: Scenario, pid: str) -> list[str | None]:
+    """The swept TLS versions, for protocols that run over TLS here (QUIC is 1.3 only)."""
+    if len(scenario.tls_version) == 1:
+        return [None]
+    if not scenario.uses_tls(pid) or parse_cell(pid).kind == "h3":
+        return [None]
+    return list(scenario.tls_version)
+
+
+def _dns_choices(scenario: Scenario) -> list[bool | None]:
+    return list(scenario.dns.cache) if scenario.dns is not None else [None]
 
 
 def _connection_choices(conn: Connection, pid: str, load: Load) -> list[Connection | None]:
@@ -670,6 +753,7 @@ def _connection_choices(conn: Connection, pid: str, load: Load) -> list[Connecti
     if _multiplexed(pid):
         return choices
     users = max(load.concurrency or (1,))
-    own = [c for c in choices if c.connections in ("auto", "per_stream")
-           or c.connections >= users]
-    return own[:1] or choices[:1]
+    new = [c for c in choices if c.policy == "new"]
+    own = [c for c in choices if c.policy == "reuse" and (
+        c.connections in ("auto", "per_stream") or c.connections >= users)]
+    return new + own[:1] or choices[:1]

@@ -190,7 +190,9 @@ def _refuse_unknown(raw: dict, path: str, keys: list[str]) -> None:
 def _read(f: Field, raw: dict, path: str, siblings: dict[str, Any]) -> Any:
     where = join(path, f.key)
     for key, wanted in f.only:
-        if siblings[key] != wanted:
+        given = siblings[key]
+        # A swept sibling (a tuple of values) enables the field if it includes the value.
+        if given != wanted and not (isinstance(given, tuple) and wanted in given):
             if f.key in raw:
                 raise Invalid(where, f"only allowed when {join(path, key)} is "
                                       f'"{wanted}" (it is "{siblings[key]}")')

@@ -25,6 +25,10 @@ def load_label(r: dict[str, Any]) -> str:
     load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
     if r.get("connections_policy"):
         load += f" conn={r['connections_policy']}"
+    if r.get("tls_version"):
+        load += f" tls{r['tls_version']}"
+    if r.get("dns_cache") is not None:
+        load += " dns-cache" if r["dns_cache"] else " no-dns-cache"
     if r.get("link"):
         load += f" [{r['network']}]"
     return load

@@ -130,3 +130,13 @@ def test_hol_scenario_file_parses():
     names = {l.name for l in s.network.links}
     assert "loss down.loss=2%" in names and "one-drop" in names
     assert all(l.rtt_ms == 40 for l in s.network.links)
+
+
+def test_policy_sweep_runs_cold_and_warm():
+    s = parse_scenario(stream(connection={"policy": ["new", "reuse"], "connections": 1}))
+    h2 = [p.connection for p in expand_plan(s) if p.protocol == "sse-h2"]
+    h1 = [p.connection for p in expand_plan(s) if p.protocol == "sse-h1"]
+    assert [c.label for c in h2] == ["new", "1"]
+    # HTTP/1.1 at one connection for 8 users would queue: only the cold points run.
+    assert [c.label for c in h1] == ["new"]
+    assert h2[0].connections_for("sse-h2", 8) == 8 and h2[1].connections_for("sse-h2", 8) == 1
