@@ -164,6 +164,31 @@ def lifecycle_table(rows: list[dict[str, Any]]) -> str | None:
                   lines)
 
 
+def cold_warm_table(rows: list[dict[str, Any]]) -> str | None:
+    """The seed's table, measured: first request (a new connection) vs later ones (a
+    reused connection) vs payload size, per protocol, from a scenario that sweeps
+    connection.policy over new and reuse."""
+    cold = {(r["cell"], r["network"]): r for r in rows if r.get("connections_policy") == "new"}
+    lines = []
+    for r in rows:
+        if r.get("connections_policy") in (None, "new"):
+            continue
+        c = cold.get((r["cell"], r["network"]))
+        if c is None:
+            continue
+        ratio = (c["latency_p50_ms"] / r["latency_p50_ms"]
+                 if c["latency_p50_ms"] and r["latency_p50_ms"] else None)
+        lines.append([r["cell"], r["network"], fmt(c["latency_p50_ms"]),
+                      fmt(r["latency_p50_ms"]), fmt(ratio, 1) + "x" if ratio else "-",
+                      fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
+                      fmt(c["wire_up_bytes"], 0), fmt(r["wire_up_bytes"], 0)])
+    if not lines:
+        return None
+    return _table(["protocol", "link", "first request (cold) p50 ms",
+                   "subsequent (warm) p50 ms", "cold / warm", "payload up B", "payload down B",
+                   "wire up B cold", "wire up B warm"], lines)
+
+
 def round_trip_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Measured round trips before the first byte next to the textbook count."""
     out = []
@@ -227,6 +252,12 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
             parts += [hol_section(stream_rows, out_dir), ""]
     if unary_rows:
         parts += ["## Where the time goes", "", time_table(unary_rows), ""]
+    seed_table = cold_warm_table(rows)
+    if seed_table:
+        parts += ["## First request vs subsequent ones", "",
+                  "The seed's cold/warm/payload table, measured: *cold* opens a new "
+                  "connection for every request (DNS when the scenario has a DNS step, TCP, "
+                  "TLS or QUIC, WebSocket upgrade), *warm* reuses one.", "", seed_table, ""]
     lifecycle = lifecycle_table(rows)
     if lifecycle:
         parts += ["## The request lifecycle, phase by phase", "",
