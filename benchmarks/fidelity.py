@@ -27,7 +27,9 @@ With 2 or more CPUs the server is pinned to one CPU and every client (native or
 harness) to another (`--no-pin` turns this off), as ANCHORS.md measured.
 
 `--engines python,curl` measures each harness client engine the harness has against
-the same native runs.
+the same native runs. `--variant before=/path/to/other/checkout` (repeatable) also runs
+every engine from another tree's harness, interleaved in the same pairs: a before/after
+of a client change under the same machine conditions.
 
 Installs nothing: it needs `wrk` and `h2load` on PATH (Debian/Ubuntu:
 `apt-get install -y wrk nghttp2-client`; macOS: `brew install wrk nghttp2`).
@@ -381,16 +383,18 @@ def engine_field(engine: str) -> dict[str, str]:
     return {}
 
 
-def harness_label(engine: str) -> str:
-    return "harness" if engine == "python" else f"harness+{engine}"
+def harness_label(engine: str, variant: str = "") -> str:
+    label = "harness" if engine == "python" else f"harness+{engine}"
+    return f"{label}[{variant}]" if variant else label
 
 
 class Harness:
     """One `python -m harness.worker` per measurement, driven as harness.runner does."""
 
-    def __init__(self, pin: Pinning, root: Path = ROOT) -> None:
+    def __init__(self, pin: Pinning, root: Path = ROOT, variant: str = "") -> None:
         self.pin = pin
         self.root = root            # the tree whose harness.worker runs
+        self.variant = variant      # its label ("" for this tree)
 
     def run(self, protocol: str, target: dict[str, Any], size: str, conc: int,
             duration_s: float, server: ServerProcess, engine: str = "python") -> Run:
@@ -438,7 +442,7 @@ class Harness:
         dec = rec.hist["decode"].summary_ms() or {}
         srv_t = rec.hist["server_time"].summary_ms() or {}
         n = rec.n
-        return Run(harness_label(engine), n / wall if wall else 0.0,
+        return Run(harness_label(engine, self.variant), n / wall if wall else 0.0,
                    lat.get("p50", float("nan")), n, wall, rec.error_count,
                    cpu / n * 1e6 if n else None, cpu / wall if wall else None,
                    **win.fields(n, wall),
@@ -472,6 +476,7 @@ class Point:
     size: str
     concurrency: int
     engine: str = "python"          # the harness's client engine
+    variant: str = ""               # the tree the harness ran from ("": this one)
     client: str = ""                # the harness's protocol id (rest-h1, rest-h2)
     native: list[Run] = field(default_factory=list)
     harness: list[Run] = field(default_factory=list)
@@ -547,6 +552,9 @@ class Point:
         s = self.summary()
         s["harness_client"] = (self.client if self.engine == "python"
                                else f"{self.client}+{self.engine}")
+        if self.variant:
+            s["harness_client"] += f" [{self.variant}]"
+        s["variant"] = self.variant
         s["diagnosis"] = self.diagnosis(s)
         return s
 
@@ -694,6 +702,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", default="python",
                    help="harness client engines to compare, comma list (default python; "
                         "curl where the harness has it)")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
+                   help="also run every engine from the harness in DIR (another checkout), "
+                        "labelled LABEL, in the same interleaved pairs (repeatable)")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and clients to CPUs")
     a = p.parse_args(argv)
     a.duration = a.duration or (2 if a.quick else 5)
@@ -703,6 +714,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.engines = [x for x in a.engines.split(",") if x]
     for e in a.engines:
         engine_field(e)             # fails early, in words, if the harness lacks it
+    variants = []
+    for v in a.variant:
+        label, sep, directory = v.partition("=")
+        root = Path(directory).resolve()
+        if not sep or not label or not (root / "harness" / "worker.py").is_file():
+            p.error(f"--variant wants LABEL=DIR with DIR a wirebench tree, not {v!r}")
+        variants.append((label, root))
+    a.variant = variants
     for x in a.protocols:
         if x not in PROTOCOLS:
             p.error(f"unknown protocol {x!r}")
@@ -724,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {"rps_ratio_min": TARGET_RPS_RATIO, "p50_ratio_max": TARGET_P50_RATIO},
             "request_bytes": {s: len(request_body(s)) for s in SIZES},
             "engines": args.engines,
+            "variants": {label: str(root) for label, root in args.variant},
             "h2_mode": "h2c (cleartext HTTP/2, prior knowledge) for h2load and rest-h2",
             "python": platform.python_version()}
     points: list[Point] = []
@@ -733,7 +753,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.sizes:
             bodies[s] = work / f"{s}.json"
             bodies[s].write_bytes(request_body(s))
-        native, harness = Native(work, pin), Harness(pin)
+        native = Native(work, pin)
+        harnesses = {"": Harness(pin)}
+        harnesses.update((label, Harness(pin, root, label)) for label, root in args.variant)
+        runs = [(e, v) for v in harnesses for e in args.engines]     # harness runs per pair
         for proto in args.protocols:
             client_id, kind, tool = PROTOCOLS[proto]
             extra = ["--h2c-port", "0"] if kind == "h2" else None
@@ -749,11 +772,12 @@ def main(argv: list[str] | None = None) -> int:
                 for size in args.sizes:
                     for conc in args.concurrency:
                         shared: list[Run] = []        # one native run per repeat, for all
-                        group = {e: Point(proto, size, conc, e, client_id, native=shared)
-                                 for e in args.engines}
+                        group = {(e, v): Point(proto, size, conc, e, v, client_id,
+                                               native=shared)
+                                 for e, v in runs}
                         points += group.values()
                         for rep in range(args.repeats):
-                            order = ["native", *args.engines]
+                            order: list = ["native", *runs]
                             if rep % 2:
                                 order.reverse()
                             for who in order:
@@ -762,11 +786,13 @@ def main(argv: list[str] | None = None) -> int:
                                                    server)
                                     shared.append(r)
                                 else:
-                                    r = harness.run(client_id, target, size, conc,
-                                                    args.duration, server, engine=who)
+                                    engine, variant = who
+                                    r = harnesses[variant].run(client_id, target, size, conc,
+                                                               args.duration, server,
+                                                               engine=engine)
                                     group[who].harness.append(r)
                                 print(f"  {proto:8} {size:5} c={conc:<3} rep {rep + 1} "
-                                      f"{r.tool:8} {r.rps:9,.0f} req/s  p50 "
+                                      f"{r.tool:12} {r.rps:9,.0f} req/s  p50 "
                                       f"{r.p50_ms:7.3f} ms  errors {r.errors}",
                                       file=sys.stderr, flush=True)
     summaries = [p.full_summary() for p in points]

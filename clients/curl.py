@@ -24,7 +24,10 @@ times libcurl closes idle connections), and cleared when libcurl opens a new soc
 with the same number (CURLOPT_SOCKOPTFUNCTION).
 
 Per request: a pooled easy handle (creating one costs far more than resetting a few
-options), one exchange object, and the header lines the response carries.
+options), one exchange object, and the header lines the response carries. The unary
+path, `fetch()`, gives libcurl the handle's own `list.append` methods as header and
+write callbacks (C calls: no Python frame per header line or body piece) and wakes its
+caller once, when the transfer ended; `request()` streams through Python callbacks.
 
 Receive times: one clock_ns() per transfer per socket_action, taken at that transfer's
 first header/body callback in the call and reused for the rest of its callbacks in it
@@ -35,7 +38,11 @@ read its response (on loopback, sendto() often returns only after the server, wo
 the same core, has answered), and a stamp taken before the call would then precede the
 request itself (seen: 20 us "latencies" against 120 us of server time). The stamp is
 therefore a few microseconds after the bytes arrived (libcurl's recv, TLS decryption,
-framing), where the Python transports stamp right after the loop's recv.
+framing), where the Python transports stamp right after the loop's recv. fetch() has no
+Python callback to stamp in: its first-byte and end times are one clock_ns() taken right
+after the socket_action in which its first header line (its end) arrived, the same
+"after libcurl read it" point, later by the rest of that call (for a small response at
+concurrency 1, headers, body and end come in one call and share the stamp).
 
 Timings: `exchange.curl_phases` holds libcurl's own phase times in microseconds, each
 measured by libcurl from the start of the transfer (when the handle was added, curl's
@@ -126,14 +133,48 @@ _PHASES = (("namelookup", pycurl.NAMELOOKUP_TIME_T), ("connect", pycurl.CONNECT_
            ("appconnect", pycurl.APPCONNECT_TIME_T), ("pretransfer", pycurl.PRETRANSFER_TIME_T),
            ("starttransfer", pycurl.STARTTRANSFER_TIME_T), ("total", pycurl.TOTAL_TIME_T))
 
+_PHASE_NAMES = tuple(name for name, _ in _PHASES)
+# Exactly one TLS version, as the scenario's tls_version asks (QUIC is always 1.3).
+_TLS_VERSIONS = {"1.2": pycurl.SSLVERSION_TLSv1_2 | pycurl.SSLVERSION_MAX_TLSv1_2,
+                 "1.3": pycurl.SSLVERSION_TLSv1_3 | pycurl.SSLVERSION_MAX_TLSv1_3}
+_PHASE_INFOS = tuple(info for _, info in _PHASES)
+
 _POLL_REMOVE = pycurl.POLL_REMOVE
 _CSELECT_IN = pycurl.CSELECT_IN
 _CSELECT_OUT = pycurl.CSELECT_OUT
 _SOCKET_TIMEOUT = pycurl.SOCKET_TIMEOUT
 _INFO_HTTP_VERSION = pycurl.INFO_HTTP_VERSION
 _NUM_CONNECTS = pycurl.NUM_CONNECTS
+_LOCAL_PORT = pycurl.LOCAL_PORT
+_POSTFIELDS = pycurl.POSTFIELDS
 
 RECEIVE_BUFFER = 512 * 1024     # fewer, larger write callbacks for big bodies (HTTP/1.1)
+
+
+def _final_block(lines: list[bytes], ex: "_CurlExchange") -> tuple[int, int, int]:
+    """(status line index, blank line index, status) of the final header block among
+    the header lines libcurl handed over: 1xx blocks skipped, trailers after it ignored.
+    The blank line's index is -1 if there is no complete final block (ex.error says why
+    if a status line was bad)."""
+    start = 0
+    try:
+        end = lines.index(b"\r\n")            # the usual case: one block
+    except ValueError:
+        end = -1
+    while True:
+        if end < 0:                             # bare-LF line ends, or no blank line
+            end = next((i for i in range(start, len(lines))
+                        if lines[i] == b"\r\n" or lines[i] == b"\n"), -1)
+            if end < 0:
+                return start, -1, 0
+        try:
+            status = int(lines[start].split(None, 2)[1])
+        except (IndexError, ValueError):
+            ex.error = ProtocolViolation(f"bad status line {lines[start][:80]!r}")
+            return start, -1, 0
+        if status >= 200:
+            return start, end, status
+        start, end = end + 1, -1                # 1xx: the real block follows
 
 
 class _CurlSocket:
@@ -197,7 +238,7 @@ class _Easy:
     """
 
     __slots__ = ("curl", "setopt", "getinfo", "owner", "ex", "path", "method", "hdrs",
-                 "seq", "t")
+                 "seq", "t", "whole", "lines", "parts")
 
     def __init__(self, owner: "CurlTransport") -> None:
         self.curl = curl = pycurl.Curl()
@@ -210,6 +251,20 @@ class _Easy:
         self.hdrs: Headers | None = None
         self.seq = -1           # the socket_action whose receive time `t` is
         self.t = 0
+        # fetch() transfers hand libcurl these lists' own append methods as header and
+        # write callbacks: C calls, no Python frame per header line or body piece.
+        self.whole: bool | None = None          # which callbacks are set
+        self.lines: list[bytes] = []
+        self.parts: list[bytes] = []
+
+    def set_mode(self, whole: bool) -> None:
+        if whole:
+            self.setopt(pycurl.HEADERFUNCTION, self.lines.append)
+            self.setopt(pycurl.WRITEFUNCTION, self.parts.append)
+        else:
+            self.setopt(pycurl.HEADERFUNCTION, self.on_header)
+            self.setopt(pycurl.WRITEFUNCTION, self.on_body)
+        self.whole = whole
 
     def on_header(self, line: bytes) -> int | None:
         ex = self.ex
@@ -235,7 +290,7 @@ class _Easy:
                 return None
             ex.status = status
             ex.header_end = True
-            self.owner.ready.append(self)               # published after socket_action
+            self.owner.headed.append(self)              # published after socket_action
         else:
             lines.append(line)
         return None
@@ -256,32 +311,52 @@ class _Easy:
 
 
 class _CurlExchange(QueuedExchange):
-    curl_phases: dict[str, int] | None
+    """One transfer. request(): `ready` resolves when the response headers arrived and
+    the body streams through `chunks`; fetch() (`whole`): `ready` resolves once, when
+    the transfer ended, with the body in `raw`."""
+
+    # Defaults as class attributes: a request's exchange sets only what it changes.
+    waiter: asyncio.Future | None = None
+    status = 0
+    t_first = 0
+    t_end = 0                                   # when the end of the transfer arrived
+    header_end = False
+    retried = False
+    response: HttpResponse | None = None        # type: ignore[assignment]
+    complete = False
+    error: ClientError | None = None
+    curl_phases: dict[str, int] | None = None
+    raw = b""
 
     def __init__(self, transport: "CurlTransport", easy: _Easy,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, whole: bool) -> None:
         self.transport = transport
         self.easy: _Easy | None = easy          # None once the transfer left the multi
         self.loop = loop
-        self.headers_ready: asyncio.Future = loop.create_future()
-        self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
-        self.waiter: asyncio.Future | None = None
-        self.status = 0
-        self.lines: list[bytes] = []             # raw header lines, status line first
-        self.t_first = 0
-        self.header_end = False
-        self.retried = False
-        self.response: HttpResponse | None = None   # type: ignore[assignment]
-        self.complete = False
-        self.error: ClientError | None = None
-        self.curl_phases = None
+        self.ready: asyncio.Future = loop.create_future()
+        self.whole = whole
+        if whole:
+            self.lines = easy.lines             # filled by libcurl through list.append
+        else:
+            self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+            self.lines: list[bytes] = []         # raw header lines, status line first
 
     def fail(self, exc: ClientError) -> None:
         if self.error is None:
             self.error = exc
-        if not self.headers_ready.done():
-            self.headers_ready.set_exception(self.error)
-        self._wake()
+        if not self.ready.done():
+            self.ready.set_exception(self.error)
+        if not self.whole:
+            self._wake()
+
+    def finish(self, t: int) -> None:
+        self.t_end = t
+        if self.whole:
+            self.complete = True
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            super().finish(t)
 
     async def aclose(self) -> None:
         easy = self.easy
@@ -348,8 +423,10 @@ class CurlTransport(HttpTransport):
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._timer_now = False
         self._added = 0
-        self.ready: list[_Easy] = []             # header blocks completed in this action
+        self.headed: list[_Easy] = []            # header blocks completed in this action
         self.seq = 0                              # socket_action calls so far
+        self._unstamped: list[_Easy] = []         # fetch() transfers with no header yet
+        self.t_seq, self.t_action = -1, 0         # a time taken after socket_action `seq`
 
     # ------------------------------------------------------------------ setup
 
@@ -375,8 +452,6 @@ class CurlTransport(HttpTransport):
         e = _Easy(self)
         e.setopt(pycurl.NOSIGNAL, 1)
         e.setopt(pycurl.HTTP_VERSION, self._http_version)
-        e.setopt(pycurl.WRITEFUNCTION, e.on_body)
-        e.setopt(pycurl.HEADERFUNCTION, e.on_header)
         e.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
         if self._connect_to:
             e.setopt(pycurl.CONNECT_TO, self._connect_to)
@@ -384,6 +459,8 @@ class CurlTransport(HttpTransport):
             if self.target.ca is not None:
                 e.setopt(pycurl.CAINFO, str(self.target.ca))
             e.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
+            if self.target.tls_version is not None and self._http_version != pycurl.CURL_HTTP_VERSION_3ONLY:
+                e.setopt(pycurl.SSLVERSION, _TLS_VERSIONS[self.target.tls_version])
         if self._multiplex and self.reuse:
             e.setopt(pycurl.PIPEWAIT, 1)        # wait for the one connection, never open a 2nd
         if not self.reuse:
@@ -398,10 +475,34 @@ class CurlTransport(HttpTransport):
 
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange:
+        ex = self._start(method, path, headers, body, False)
+        try:
+            await ex.ready
+        except BaseException:
+            await ex.aclose()
+            raise
+        return ex
+
+    async def fetch(self, method: bytes, path: bytes, headers: Headers,
+                    body: bytes) -> tuple[HttpResponse, bytes, int, dict[str, int] | None]:
+        ex = self._start(method, path, headers, body, True)
+        try:
+            await ex.ready
+        except BaseException:
+            await ex.aclose()
+            raise
+        return ex.response, ex.raw, ex.t_end, ex.curl_phases
+
+    def _start(self, method: bytes, path: bytes, headers: Headers, body: bytes,
+               whole: bool) -> _CurlExchange:
         if self._multi is None:
             self._open()
         easy = self._pool.pop() if self._pool else self._new_easy()
-        ex = _CurlExchange(self, easy, self._loop)     # type: ignore[arg-type]
+        if easy.whole is not whole:
+            easy.set_mode(whole)
+        if whole:                       # easy.lines and .parts are empty (_complete, abandon)
+            self._unstamped.append(easy)
+        ex = _CurlExchange(self, easy, self._loop, whole)     # type: ignore[arg-type]
         easy.ex = ex
         if path != easy.path:
             easy.setopt(pycurl.URL, self._prefix + path)
@@ -409,7 +510,7 @@ class CurlTransport(HttpTransport):
         if method == b"POST":
             if easy.method != b"POST":
                 self._set_method(easy, method)
-            easy.setopt(pycurl.POSTFIELDS, body)
+            easy.setopt(_POSTFIELDS, body)
         elif method == b"GET" and not body:
             if easy.method != b"GET":
                 self._set_method(easy, method)
@@ -427,17 +528,14 @@ class CurlTransport(HttpTransport):
         except pycurl.error as exc:
             self._adding = False
             easy.ex = None
+            if whole:
+                self._unstamped.remove(easy)
             self._pool.append(easy)
             raise ConnectError(f"libcurl refused the transfer: {exc}") from None
         self._added += 1
         self._active.add(easy)
         if sync:
             self._kick()
-        try:
-            await ex.headers_ready
-        except BaseException:
-            await ex.aclose()
-            raise
         return ex
 
     @staticmethod
@@ -467,31 +565,37 @@ class CurlTransport(HttpTransport):
         ex = easy.ex
         if ex is None:
             return True
-        got = easy.getinfo(_INFO_HTTP_VERSION)
-        if got != self._want:
+        if not self._check_version(easy, ex):
             ex.easy = None
             self.abandon(easy)
-            ex.fail(FallbackError(
-                f"asked for HTTP/{self.version}, server answered HTTP/"
-                f"{_VERSION_NAMES.get(got, got)} ({self._prefix.decode()})"))
             return False
         connect_ns = None
         new = easy.getinfo(_NUM_CONNECTS) > 0
         if new:
             connect_ns = 1000 * easy.getinfo(pycurl.APPCONNECT_TIME_T if self.tls
                                              else pycurl.CONNECT_TIME_T)
-        headers = []
-        for line in ex.lines[1:]:
-            name, sep, value = line.partition(b":")
-            if sep:
-                headers.append((name.strip().lower(), value.strip()))
-        ex.response = HttpResponse(ex.status, headers, ex.t_first, new, connect_ns)
-        ex.headers_ready.set_result(None)
+        ex.response = HttpResponse(ex.status, None, ex.t_first, new, connect_ns,
+                                   easy.getinfo(_LOCAL_PORT), ex.lines[1:])
+        ex.ready.set_result(None)
         return True
+
+    def _check_version(self, easy: _Easy, ex: _CurlExchange) -> bool:
+        got = easy.getinfo(_INFO_HTTP_VERSION)
+        if got == self._want:
+            return True
+        ex.fail(FallbackError(
+            f"asked for HTTP/{self.version}, server answered HTTP/"
+            f"{_VERSION_NAMES.get(got, got)} ({self._prefix.decode()})"))
+        return False
 
     def abandon(self, easy: _Easy) -> None:
         """The caller left before the transfer completed: stop it, keep the handle."""
         easy.ex = None
+        if easy.whole:
+            if easy in self._unstamped:
+                self._unstamped.remove(easy)
+            easy.lines.clear()
+            easy.parts.clear()
         if easy in self._active:
             self._active.discard(easy)
             self._added -= 1
@@ -527,11 +631,22 @@ class CurlTransport(HttpTransport):
             self._fail_all(ConnectionLost(f"libcurl multi error: {exc}"))
             return
         stopped = False
-        if self.ready:
-            ready, self.ready = self.ready, []
-            for easy in ready:
+        if self.headed:
+            headed, self.headed = self.headed, []
+            for easy in headed:
                 stopped |= not self._publish(easy)
         done = stopped or running < self._added
+        if self._unstamped:
+            # fetch() transfers whose first header line came in this action: one stamp,
+            # taken after libcurl read (and handed over) everything it got in it.
+            unstamped = self._unstamped
+            waiting = [easy for easy in unstamped if not easy.lines]
+            if len(waiting) != len(unstamped):
+                self.t_seq, self.t_action = self.seq, clock_ns()
+                for easy in unstamped:
+                    if easy.lines:
+                        easy.ex.t_first = self.t_action    # type: ignore[union-attr]
+                self._unstamped = waiting
         if done:
             self._drain()
         # libcurl closes idle connections only when a transfer starts (timer actions)
@@ -550,7 +665,12 @@ class CurlTransport(HttpTransport):
 
     def _done(self, easy: _Easy, code: int | None, message: str) -> None:
         # The end's receive time: that of the data it came with, or now if it came alone.
-        t = easy.t if easy.seq == self.seq else clock_ns()
+        if easy.whole:
+            if self.t_seq != self.seq:
+                self.t_seq, self.t_action = self.seq, clock_ns()
+            t = self.t_action
+        else:
+            t = easy.t if easy.seq == self.seq else clock_ns()
         self._multi.remove_handle(easy.curl)     # type: ignore[union-attr]
         self._active.discard(easy)
         self._added -= 1
@@ -569,14 +689,39 @@ class CurlTransport(HttpTransport):
         easy.ex = None
         if ex is not None:
             ex.easy = None
-            ex.curl_phases = {name: easy.getinfo(info) for name, info in _PHASES}
+            ex.curl_phases = dict(zip(_PHASE_NAMES, map(easy.getinfo, _PHASE_INFOS)))
+            if ex.whole:
+                self._complete(easy, ex, code)
             if code is None and ex.response is not None:
                 ex.finish(t)
             elif code is None:
-                ex.fail(ProtocolViolation("transfer ended without a complete header block"))
+                ex.fail(ex.error or ProtocolViolation(
+                    "transfer ended without a complete header block"))
             else:
                 ex.fail(ex.error or self._error(code, message, ex))
+        elif easy.whole:
+            easy.lines.clear()
+            easy.parts.clear()
         self._pool.append(easy)
+
+    def _complete(self, easy: _Easy, ex: _CurlExchange, code: int | None) -> None:
+        """A fetch() transfer ended: its header lines and body, as libcurl appended them."""
+        if ex.t_first == 0 and easy in self._unstamped:
+            self._unstamped.remove(easy)         # ended before any header line
+        lines, parts = easy.lines, easy.parts
+        start, end, status = _final_block(lines, ex)
+        if end >= 0 and self._check_version(easy, ex):
+            new = easy.getinfo(_NUM_CONNECTS) > 0
+            connect_ns = None
+            if new:
+                connect_ns = 1000 * easy.getinfo(pycurl.APPCONNECT_TIME_T if self.tls
+                                                 else pycurl.CONNECT_TIME_T)
+            ex.status = status
+            ex.response = HttpResponse(status, None, ex.t_first, new, connect_ns, None,
+                                       lines[start + 1:end])
+            ex.raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        lines.clear()
+        parts.clear()
 
     def _error(self, code: int, message: str, ex: _CurlExchange) -> ClientError:
         where = f"{self._prefix.decode()} via {self.target.host}:{self.target.port}"

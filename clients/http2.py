@@ -7,6 +7,16 @@ one connection as multiplexed streams; without, each request gets its own connec
 Receive windows are opened to 16 MiB (stream and connection), as curl and browsers do:
 with h2's default 64 KiB a 150 KB embedding response would wait on WINDOW_UPDATE round
 trips that no real client pays.
+
+Client CPU: at concurrency 1 every microsecond of it is in series with the server, and
+h2 is pure Python. What this module avoids, each measured per request: outbound header
+validation of our own constant headers; h2's inbound validation, which walks every
+header byte in Python (~2,500 bytecodes), replaced by `header_block_error` (the same
+rules, a few C-level searches); re-encoding the same request headers with HPACK
+(`_CachingEncoder`); h2 rebuilding our already-bytes header tuples; hpack's DEBUG
+logging calls; hyperframe's hexlified repr of every DATA frame; acknowledging the empty
+DATA frame that only ends a stream. `fetch()` (the unary path) wakes its caller once,
+at END_STREAM.
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import binascii
 import collections
+import re
 import ssl
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import h2.config
 import h2.connection
@@ -23,10 +34,13 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
+import hpack.hpack
 import hyperframe.frame
 
+from .phases import ConnectStamps, HostResolver
 from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
-from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport, socket_port
 from .wire import METER
 
 RECEIVE_WINDOW = 16 * 1024 * 1024
@@ -46,6 +60,140 @@ def _raw_data_repr(data: bytes | None) -> str:
 hyperframe.frame._raw_data_repr = _raw_data_repr
 
 
+class _NoLog:
+    """hpack logs every integer and header it encodes or decodes at DEBUG (~30 calls
+    through logging's level checks per request/response pair, formatting arguments
+    built each time); nobody debugs hpack from a load generator."""
+
+    @staticmethod
+    def debug(*args: Any, **kwargs: Any) -> None:
+        return None
+
+
+hpack.hpack.log = _NoLog()      # type: ignore[assignment]
+
+
+class _BytesHeaders(list):
+    """A request's header list, every name and value already bytes (this module's)."""
+
+    __slots__ = ()
+
+
+_h2_utf8_encode_headers = h2.stream.utf8_encode_headers
+
+
+def _utf8_encode_headers(headers: Any) -> Any:
+    # h2 rebuilds every header tuple of every request it sends, converting str to bytes
+    # (~340 bytecodes a request); ours are bytes already. Any other list: h2's own.
+    if headers.__class__ is _BytesHeaders:
+        return headers
+    return _h2_utf8_encode_headers(headers)
+
+
+h2.stream.utf8_encode_headers = _utf8_encode_headers
+
+
+class _CachingEncoder:
+    """hpack's Encoder, remembering its last header block.
+
+    A client sends the same request headers request after request; once the dynamic
+    table holds them they encode to the same indexed bytes without touching the table.
+    Re-encoding costs ~1,000 bytecodes per request; this costs a list comparison. The
+    cached block is reused only for equal headers and an untouched table (the same
+    entries, size, limit and no pending size update), and only if producing it did not
+    change the table: then encoding again would give the same bytes and change nothing.
+    """
+
+    def __init__(self, encoder: hpack.Encoder) -> None:
+        self._encoder = encoder
+        self._last: tuple[Any, tuple, bytes] | None = None
+
+    @property
+    def header_table_size(self) -> int:
+        return self._encoder.header_table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._encoder.header_table_size = value
+        self._last = None
+
+    def _state(self) -> tuple:
+        # The newest entry itself (held, so compared by identity): any insertion
+        # replaces it; with the count, size limit and pending-resize flag, equal states
+        # mean an untouched table.
+        table = self._encoder.header_table
+        entries = table.dynamic_entries
+        return (entries[0] if entries else None, len(entries), table.maxsize, table.resized)
+
+    @staticmethod
+    def _same(a: tuple, b: tuple) -> bool:
+        return a[0] is b[0] and a[1:] == b[1:]
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        last = self._last
+        state = self._state()
+        if last is not None and self._same(last[1], state) and last[0] == headers:
+            return last[2]
+        encoded = self._encoder.encode(headers, huffman)
+        after = self._state()
+        self._last = (list(headers), after, encoded) if self._same(after, state) else None
+        return encoded
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+
+# Response header checks (RFC 9113 section 8.2 and 8.3), done here in a few C-level
+# searches instead of by h2, whose inbound validation walks every header byte in Python
+# (~2,500 bytecodes per response). Names are joined with LF (itself illegal in a name).
+_BAD_NAMES = re.compile(rb"[\x00-\x09\x0b-\x20A-Z\x7f-\xff]|[^\n]:|(?:^|\n)(?:\n|$)")
+_BAD_VALUES = re.compile(rb"[\x00\r]|(?:^|\n)[ \t]|[ \t](?:\n|$)")
+_CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                                 b"transfer-encoding", b"upgrade"})
+
+
+def header_block_error(headers: Headers, trailers: bool = False) -> str | None:
+    """What is wrong with a received response header block (or trailers), or None.
+
+    The checks h2's validate_headers makes for a client: names non-empty, lowercase,
+    no illegal characters, no colon but a pseudo-header's leading one; values free of
+    NUL, CR and LF and of surrounding whitespace; no connection-specific fields, TE
+    only "trailers"; exactly one ':status' (three digits), first, and no other
+    pseudo-header (none at all in trailers).
+    """
+    if not headers:
+        return None if trailers else "response without ':status'"
+    names, values = zip(*headers)
+    joined = b"\n".join(names)
+    if _BAD_NAMES.search(joined) or joined.count(b"\n") != len(names) - 1:
+        return f"illegal header name {_culprit(names, _BAD_NAMES)!r}"
+    block = b"\n".join(values)
+    if _BAD_VALUES.search(block) or block.count(b"\n") != len(names) - 1:
+        return f"illegal header value {_culprit(values, _BAD_VALUES)!r}"
+    if not _CONNECTION_HEADERS.isdisjoint(names):
+        return f"connection-specific header field {sorted(_CONNECTION_HEADERS & set(names))}"
+    if b"te" in names and dict(headers)[b"te"].lower() != b"trailers":
+        return "TE header other than 'trailers'"
+    if trailers:
+        if joined.startswith(b":") or b"\n:" in joined:
+            return "pseudo-header field in trailers"
+        return None
+    status = headers[0][1]
+    if names[0] != b":status" or len(status) != 3 or not status.isdigit():
+        return "response without a valid ':status' first"
+    if b"\n:" in joined:
+        return "pseudo-header field other than one ':status'"
+    return None
+
+
+def _culprit(fields: tuple[bytes, ...], pattern: re.Pattern) -> bytes:
+    """The first field the pattern finds fault with, alone (the error path only)."""
+    for field in fields:
+        if pattern.search(field) or b"\n" in field:
+            return field[:80]
+    return b"?"
+
+
 class _H2Stream(HttpExchange):
     def __init__(self, conn: "_H2Protocol", stream_id: int, new: bool,
                  connect_ns: int | None) -> None:
@@ -59,14 +207,9 @@ class _H2Stream(HttpExchange):
         self.whole = False             # read_body: wake the reader once, at the end
 
     def set_headers(self, headers: Headers, t: int) -> None:
-        status = 0
-        rest = []
-        for k, v in headers:
-            if k == b":status":
-                status = int(v)
-            else:
-                rest.append((k, v))
-        self.response = HttpResponse(status, rest, t, self.new, self.connect_ns)
+        # header_block_error made sure ':status' (three digits) comes first, alone.
+        self.response = HttpResponse(int(headers[0][1]), headers[1:], t, self.new,
+                                     self.connect_ns, self.conn.local_port)
         if not self.headers_ready.done():
             self.headers_ready.set_result(None)
 
@@ -126,14 +269,18 @@ class _H2Protocol(asyncio.Protocol):
         self.owner = transport_owner
         self.loop = asyncio.get_running_loop()
         # Outbound validation re-checks our own constant headers on every request
-        # (~25 us each); the server's headers are still validated.
+        # (~25 us each). The server's headers are validated, by header_block_error
+        # (h2's inbound validation walks every header byte in Python).
         config = h2.config.H2Configuration(client_side=True, header_encoding=None,
                                            validate_outbound_headers=False,
-                                           normalize_outbound_headers=False)
+                                           normalize_outbound_headers=False,
+                                           validate_inbound_headers=False)
         self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.encoder = _CachingEncoder(self.h2.encoder)     # type: ignore[assignment]
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _H2Stream] = {}
         self.closed = False
+        self.local_port: int | None = None
         self.got_settings = False      # the server's SETTINGS: proof it speaks HTTP/2
         self.window_waiters: list[asyncio.Future] = []
         self.stream_slot_waiters: list[asyncio.Future] = []
@@ -141,6 +288,7 @@ class _H2Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.sock = transport.get_extra_info("socket")
+        self.local_port = socket_port(transport)
         METER.track(self.sock)
         self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
@@ -166,15 +314,24 @@ class _H2Protocol(asyncio.Protocol):
             self.transport.close()
             return
         for ev in events:
+            if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                error = header_block_error(ev.headers,
+                                           isinstance(ev, h2.events.TrailersReceived))
+                if error is not None:
+                    self._fail_all(ProtocolViolation(f"HTTP/2 protocol error: {error} "
+                                                     f"(stream {ev.stream_id})"))
+                    self.transport.close()
+                    return
             self._dispatch(ev, t)
         self.flush()
 
     def _dispatch(self, ev: h2.events.Event, t: int) -> None:
         if isinstance(ev, h2.events.DataReceived):
-            stream = self.streams.get(ev.stream_id)
-            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            if stream is not None:
-                stream.push(ev.data, t)
+            if ev.flow_controlled_length:   # not the empty DATA that only ends a stream
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                stream = self.streams.get(ev.stream_id)
+                if stream is not None:
+                    stream.push(ev.data, t)
         elif isinstance(ev, h2.events.ResponseReceived):
             stream = self.streams.get(ev.stream_id)
             if stream is not None:
@@ -279,11 +436,12 @@ class Http2Transport(HttpTransport):
 
     def __init__(self, target: Target, *, reuse: bool, max_connections: int | None = None) -> None:
         super().__init__(target, reuse=reuse, max_connections=max_connections)
+        self._hosts = HostResolver(target)
         self.tls = target.tls is not False
         self._ssl: ssl.SSLContext | None = None
         if self.tls:
             from servers.tls import client_context
-            self._ssl = client_context(target.ca, ["h2"])
+            self._ssl = client_context(target.ca, ["h2"], target.tls_version)
         self.shared: _H2Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self.conns: set[_H2Protocol] = set()
@@ -293,9 +451,10 @@ class Http2Transport(HttpTransport):
     async def _connect(self) -> tuple[_H2Protocol, int]:
         t0 = clock_ns()
         loop = asyncio.get_running_loop()
+        address = await self._hosts.address(ConnectStamps(t0))   # the lab's DNS step
         try:
             _, conn = await loop.create_connection(
-                lambda: _H2Protocol(self), self.target.host, self.target.port, ssl=self._ssl,
+                lambda: _H2Protocol(self), address, self.target.port, ssl=self._ssl,
                 server_hostname=self.target.server_name if self._ssl else None)
         except (OSError, ssl.SSLError) as exc:
             raise ConnectError(f"HTTP/2 connect to {self.target.host}:{self.target.port} "
@@ -325,9 +484,9 @@ class Http2Transport(HttpTransport):
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange:
         conn, new, took = await self._connection()
-        all_headers = [(b":method", method), (b":scheme", self._scheme),
-                       (b":authority", self._authority), (b":path", path), *headers,
-                       (b"content-length", b"%d" % len(body))]
+        all_headers = _BytesHeaders([(b":method", method), (b":scheme", self._scheme),
+                                     (b":authority", self._authority), (b":path", path),
+                                     *headers, (b"content-length", b"%d" % len(body))])
         stream = await conn.open_stream(all_headers, body, new, took)
         try:
             await stream.headers_ready
@@ -335,6 +494,26 @@ class Http2Transport(HttpTransport):
             await stream.aclose()
             raise
         return stream
+
+    async def fetch(self, method: bytes, path: bytes, headers: Headers,
+                    body: bytes) -> tuple[HttpResponse, bytes, int, None]:
+        conn = self.shared
+        if self.reuse and conn is not None and not conn.closed:
+            new, took = False, None
+        else:
+            conn, new, took = await self._connection()
+        all_headers = _BytesHeaders([(b":method", method), (b":scheme", self._scheme),
+                                     (b":authority", self._authority), (b":path", path),
+                                     *headers, (b"content-length", b"%d" % len(body))])
+        stream = await conn.open_stream(all_headers, body, new, took)
+        try:
+            raw, t_end = await stream.read_body()     # one wakeup, at END_STREAM
+        finally:
+            ready = stream.headers_ready            # nobody awaits it here
+            if ready.done() and not ready.cancelled():
+                ready.exception()                   # so a failure is not "never retrieved"
+            conn.finish_stream(stream)
+        return stream.response, raw, t_end, None
 
     def stream_done(self, conn: _H2Protocol) -> None:
         if not self.reuse:

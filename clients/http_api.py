@@ -3,6 +3,11 @@
 The HTTP version lives in a transport (clients.http1, clients.http2, clients.http3)
 that implements `HttpTransport`; the clients here own the OpenAI semantics, so the
 three REST and three SSE cells differ only in the transport they are given.
+
+REST uses `HttpTransport.fetch` (the whole response, its caller woken once); SSE uses
+`request` and streams `body_chunks`. Streams report the client's local port of the
+connection that carried them in `StreamResult.extra["local_port"]` (the network lab
+matches it against its packet log).
 """
 
 from __future__ import annotations
@@ -10,34 +15,71 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, ClassVar
 
 import orjson
 
 from .base import (Client, ProtocolViolation, StreamResult, Target, UnaryResult, auth_header,
                    clock_ns)
-from .openai_codec import ChunkReader, embedding_vectors, error_from_body, parse_server_timing
+from .openai_codec import ChunkReader, decode_embeddings, error_from_body, parse_server_timing
 from .sse import SSEDecoder
 
 Headers = list[tuple[bytes, bytes]]
 
 
-@dataclass
 class HttpResponse:
-    """A response whose headers have arrived; the body is read from `exchange`."""
+    """A response whose headers have arrived; the body is read from `exchange`.
 
-    status: int
-    headers: Headers
-    t_first_byte_ns: int
-    new_connection: bool
-    connect_ns: int | None
+    `headers` holds (lowercase name, value) pairs. A transport that has the header
+    block as raw lines (libcurl hands them over so) passes `lines` instead: they are
+    split into pairs only if someone asks for `headers`; `header()` scans them as they
+    are (the unary path reads one header: Server-Timing).
+    """
+
+    __slots__ = ("status", "_headers", "t_first_byte_ns", "new_connection", "connect_ns",
+                 "local_port", "_lines", "_block")
+
+    def __init__(self, status: int, headers: Headers | None, t_first_byte_ns: int,
+                 new_connection: bool, connect_ns: int | None,
+                 local_port: int | None = None, lines: list[bytes] | None = None) -> None:
+        self.status = status
+        self._headers = headers
+        self.t_first_byte_ns = t_first_byte_ns
+        self.new_connection = new_connection
+        self.connect_ns = connect_ns
+        self.local_port = local_port    # the client's port of the connection that carried it
+        self._lines = lines             # "Name: value\r\n" lines, no status line
+        self._block: dict[bytes, bytes] | None = None    # header()'s index of `headers`
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            headers = []
+            for line in self._lines or ():
+                name, sep, value = line.partition(b":")
+                if sep:
+                    headers.append((name.strip().lower(), value.strip()))
+            self._headers = headers
+        return self._headers
 
     def header(self, name: bytes) -> bytes | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
+        """The first value of a header, by its lowercase name."""
+        if self._headers is not None:
+            index = self._block
+            if index is None:           # name -> first value, built once, in C
+                index = self._block = dict(reversed(self._headers))
+            return index.get(name)      # type: ignore[union-attr]
+        prefix = name + b":"
+        n = len(prefix)
+        for line in self._lines or ():
+            if line[:n].lower() == prefix:
+                return line[n:].strip()
         return None
+
+    def __repr__(self) -> str:
+        return (f"HttpResponse(status={self.status}, headers={self.headers!r}, "
+                f"t_first_byte_ns={self.t_first_byte_ns}, new_connection={self.new_connection}, "
+                f"connect_ns={self.connect_ns}, local_port={self.local_port})")
 
 
 class HttpExchange(abc.ABC):
@@ -64,6 +106,26 @@ class HttpExchange(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Finish with this exchange (abandon the stream if the body is unread)."""
+
+    def local_port(self) -> int | None:
+        """The client's local port of the connection that carried this exchange (the
+        network lab matches it against its packet log); None if unknown. Read it while
+        the exchange is open: a connection closed since has no port any more."""
+        port = self.response.local_port
+        if port is None:        # a transport that does not fill it in: ask its socket
+            conn = getattr(self, "conn", None) or getattr(self, "_conn", None)
+            port = socket_port(getattr(conn, "transport", None)
+                               or getattr(conn, "_transport", None))
+        return port
+
+
+def socket_port(transport: Any) -> int | None:
+    """The local port of an asyncio transport's socket, or None."""
+    try:
+        name = transport.get_extra_info("sockname")
+    except (AttributeError, OSError):
+        return None
+    return name[1] if isinstance(name, tuple) and len(name) >= 2 else None
 
 
 class QueuedExchange(HttpExchange):
@@ -123,6 +185,21 @@ class HttpTransport(abc.ABC):
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange: ...
 
+    async def fetch(self, method: bytes, path: bytes, headers: Headers,
+                    body: bytes) -> tuple[HttpResponse, bytes, int, dict[str, int] | None]:
+        """A whole exchange: the response, its body, when the body's end arrived, and the
+        engine's own phase times in microseconds (libcurl's; None elsewhere).
+
+        The unary path. Transports override it to wake the caller once, when the body is
+        complete, instead of once for the headers and again for the body.
+        """
+        exchange = await self.request(method, path, headers, body)
+        try:
+            raw, t_received = await exchange.read_body()
+        finally:
+            await exchange.aclose()
+        return exchange.response, raw, t_received, getattr(exchange, "curl_phases", None)
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 
@@ -140,6 +217,7 @@ class _HttpClient(Client):
                                               max_connections=max_connections)
         self._headers = _POST_JSON + auth_header(target)
         self._base = target.base_path.encode()
+        self._embeddings = self._base + b"/embeddings"
 
     async def _post(self, path: bytes, request: dict[str, Any]) -> tuple[HttpExchange, bytes, int]:
         body = orjson.dumps(request)
@@ -164,25 +242,20 @@ class RestClient(_HttpClient):
     streaming = False
 
     async def embed(self, request: dict[str, Any]) -> UnaryResult:
-        exchange, body, t_start = await self._post(self._base + b"/embeddings", request)
-        try:
-            raw, t_received = await exchange.read_body()
-        finally:
-            await exchange.aclose()
-        resp = exchange.response
+        body = orjson.dumps(request)
+        t_start = clock_ns()
+        resp, raw, t_received, phases = await self.transport.fetch(
+            b"POST", self._embeddings, self._headers, body)
         if resp.status != 200:
             raise error_from_body(resp.status, raw)
-        try:
-            vectors = embedding_vectors(orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
-            raise ProtocolViolation(f"embeddings response is not JSON: {exc}") from None
+        vectors = decode_embeddings(raw)
         t_decoded = clock_ns()
-        timing = resp.header(b"server-timing")
         result = UnaryResult(vectors, t_start, resp.t_first_byte_ns, t_received, t_decoded,
                              len(body), len(raw),
-                             parse_server_timing(timing.decode() if timing else None),
+                             parse_server_timing(resp.header(b"server-timing")),
                              resp.new_connection, resp.connect_ns)
-        _engine_phases(exchange, result.extra)
+        if phases is not None:          # libcurl's own phase times, in microseconds
+            result.extra["curl_phases"] = phases
         return result
 
 
@@ -197,6 +270,7 @@ class SseClient(_HttpClient):
         exchange, body, t_start = await self._post(self._base + b"/chat/completions", request)
         resp = exchange.response
         try:
+            local_port = exchange.local_port()      # while the connection is surely open
             if resp.status != 200:
                 raw, _ = await exchange.read_body()
                 raise error_from_body(resp.status, raw)
@@ -211,6 +285,7 @@ class SseClient(_HttpClient):
         result = StreamResult(reader.tokens, t_start, resp.t_first_byte_ns, t_end, len(body),
                               size, reader.server_time_us, reader.usage, resp.new_connection,
                               resp.connect_ns)
+        result.extra["local_port"] = local_port
         _engine_phases(exchange, result.extra)
         return result
 

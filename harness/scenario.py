@@ -565,12 +565,22 @@ def _check_target(values: dict) -> None:
         raise Invalid("target.base_url", "an https URL needs TLS, but tls is false")
 
 
+def _check_dns(values: dict) -> None:
+    if values["dns"] is None:
+        return
+    curl = [p for p in values["protocols"] if parse_cell(p).client == "curl"]
+    if curl:
+        raise Invalid("dns", f"libcurl resolves names itself, so the DNS step covers the "
+                             f"python clients only; remove {', '.join(curl)} or dns")
+
+
 def _cross_checks(values: dict, path: str) -> None:
     values["workloads"] = values["workload"]
     values["workload"] = values["workloads"][0]
     _resolve_protocols(values)
     _check_threshold_metrics(values)
     _check_target(values)
+    _check_dns(values)
 
 
 _SCENARIO = Section(Scenario, (

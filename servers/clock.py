@@ -16,7 +16,6 @@ import ctypes.util
 import heapq
 import itertools
 import os
-import struct
 import time
 import weakref
 

@@ -59,9 +59,14 @@ def _write_new_set(directory: Path) -> None:
     tmp.rmdir()
 
 
-def client_context(ca: Path | None, alpn: list[str] | None = None) -> ssl.SSLContext:
-    """A verifying client context for the local CA, optionally offering ALPN ids."""
+def client_context(ca: Path | None, alpn: list[str] | None = None,
+                   version: str | None = None) -> ssl.SSLContext:
+    """A verifying client context for the local CA, optionally offering ALPN ids and
+    exactly one TLS version ("1.2" / "1.3"; None: whatever both sides support)."""
     ctx = ssl.create_default_context(cafile=str(ca) if ca else None)  # None: system CAs
     if alpn:
         ctx.set_alpn_protocols(alpn)
+    if version is not None:
+        pinned = ssl.TLSVersion.TLSv1_3 if version == "1.3" else ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = ctx.maximum_version = pinned
     return ctx
