@@ -404,7 +404,11 @@ def loss_sweep_figure(sweep: list[HolPoint], path: Path) -> Path | None:
 def drop_timeline_figure(drops: list[HolPoint], path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
-    drops = [p for p in drops if p.timeline][:6]
+    # At most six panels: the multiplexed HTTP/2 and HTTP/3 connections first (the
+    # comparison the figure exists for), then other multiplexed ones, then baselines.
+    order = {"sse-h2": 0, "sse-h3": 1}
+    drops = sorted((p for p in drops if p.timeline),
+                   key=lambda p: (not p.multiplexed, order.get(p.protocol, 2)))[:6]
     if not drops:
         return None
     fig = Figure(figsize=(3.6 * len(drops), 6.5))
