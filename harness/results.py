@@ -84,6 +84,7 @@ class PointResult:
     tls_version_used: str | None = None
     hol_repeats: list[dict[str, Any]] = field(default_factory=list)   # head-of-line analysis
     emulator: dict[str, float] = field(default_factory=dict)  # the link emulator's own lateness
+    wire_counters: dict[str, int] = field(default_factory=dict)   # device counters (check)
     files: dict[str, list[str]] = field(default_factory=dict)   # packet logs, traces (relative)
     # Rows are rebuilt for every point after every load point (save(), the progress
     # line, the final table) and summaries are not free, so they are cached per
@@ -108,6 +109,11 @@ class PointResult:
         for k, v in (("up", up), ("down", down), ("up_packets", up_packets),
                      ("down_packets", down_packets)):
             self.wire[k] = self.wire.get(k, 0) + v
+
+    def add_counter_check(self, up: int, down: int) -> None:
+        """The device counters' bytes for a point whose wire bytes come from the log."""
+        c = self.wire_counters
+        c["up"], c["down"] = c.get("up", 0) + up, c.get("down", 0) + down
 
     def add_emulator(self, stats: dict[str, Any] | None) -> None:
         """How late the emulator released packets during this point (repeats summed)."""
@@ -215,6 +221,7 @@ class PointResult:
             "tls": self.tls, "tls_version": self.tls_version_used,
             "dns_cache": self.key.dns_cache,
             "link": self.link, "emulator": self.emulator or None,
+            "wire_counters_bytes": self.wire_counters or None,
             "hol": self.hol_repeats or None, "files": self.files or None,
             "phases_ms": self._phases(s),
             "distributions_ms": {k: v for k, v in s.items() if v},

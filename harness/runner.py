@@ -316,25 +316,28 @@ class Runner:
         try:
             self._events(procs, "warm")
             cpu0 = processes_cpu_s(srv.pids) if srv else None
-            wire0 = self.topology.counters() if self.topology else None
             if point.link is not None:
                 self._set_link(point.link)
                 self.topology.emulator_stats(reset=True)   # lateness of this point only
                 self.topology.log_start()
                 logging = True
+            wire0 = self.topology.counters() if self.topology else None   # with the log
             for p in procs:                      # all workers start together
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             results = self._events(procs, "result", lambda d: self.progress.update(task, d))
             cpu1 = processes_cpu_s(srv.pids) if srv else None
+            wire = self.topology.counters() - wire0 if wire0 is not None else None
             if logging:      # the log is the ground truth for this point's wire bytes
                 logging = False
                 # Read before log_stop: forwarding pauses while the log is written.
                 result.add_emulator(self.topology.emulator_stats())
                 packets = self._save_packet_log(key, point.repeat, result)
-            if packets is None and wire0 is not None:
-                wire = self.topology.counters() - wire0
-                result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
+            if wire is not None:
+                if packets is None:
+                    result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
+                else:            # kept beside the log's figures, as a cross-check
+                    result.add_counter_check(*wire.ip_bytes())
         finally:
             if logging:      # keep what the link saw even when the point failed
                 self._save_packet_log(key, point.repeat, result)
