@@ -26,11 +26,27 @@ from urllib.parse import urlsplit
 import yaml
 
 from .cells import make_cell, parse_cell
-from .protocols import PROTOCOLS, STREAMING, UNARY
 from .linkspec import LinkSpec
+from .protocols import PROTOCOLS, STREAMING, UNARY
 from .scenario_network import Network, network_section
-from .schema import (REQUIRED, Field, Invalid, Section, boolean, choice, integer,
-                     items, join, number, optional, points, show, string, url)
+from .schema import (
+    REQUIRED,
+    Field,
+    Invalid,
+    Section,
+    boolean,
+    choice,
+    integer,
+    items,
+    join,
+    number,
+    optional,
+    points,
+    show,
+    string,
+    sweep,
+    url,
+)
 
 __all__ = [
     "ScenarioError", "Workload", "Load", "Warmup", "Connection", "Target", "Threshold",
@@ -405,34 +421,12 @@ _LOAD = Section(Load, (
 ), post=_one_of_requests_or_duration)
 
 
-def _policies(v: Any, path: str) -> str | tuple[str, ...]:
-    """"reuse", "new", or a list of both (a sweep: warm vs cold connections)."""
-    if not isinstance(v, list):
-        return choice("reuse", "new")(v, path)
-    values = tuple(choice("reuse", "new")(x, where) for x, where in items(v, path, ""))
-    if not values or len(set(values)) != len(values):
-        raise Invalid(path, f'expected "reuse", "new" or [new, reuse], got {show(v)}')
-    return values
-
-
 def _connection_count(v: Any, path: str) -> int | str:
     if isinstance(v, str) and v in ("auto", "per_stream"):
         return v
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise Invalid(path, f'expected "auto", "per_stream" or an integer >= 1, got {show(v)}')
     return v
-
-
-def _connections(v: Any, path: str) -> int | str | tuple:
-    """One connection count, or a list of them: a sweep."""
-    if not isinstance(v, list):
-        return _connection_count(v, path)
-    values = tuple(_connection_count(x, where) for x, where in items(v, path, ""))
-    if not values:
-        raise Invalid(path, "an empty list sweeps nothing; give a value or values")
-    if len(set(values)) != len(values):
-        raise Invalid(path, f"duplicate values in {show(v)}")
-    return values
 
 
 def _not_both_connection_counts(values: dict, path: str) -> None:
@@ -442,8 +436,8 @@ def _not_both_connection_counts(values: dict, path: str) -> None:
 
 
 _CONNECTION = Section(Connection, (
-    Field("policy", _policies, "reuse"),
-    Field("connections", _connections, "auto", _REUSE),
+    Field("policy", sweep(choice("reuse", "new"), scalar=True), "reuse"),
+    Field("connections", sweep(_connection_count, scalar=True), "auto", _REUSE),
     Field("streams_per_connection", optional(integer(1)), None, _REUSE),
 ), post=_not_both_connection_counts)
 
@@ -455,32 +449,16 @@ _TARGET = Section(Target, (
 ))
 
 
-def _tls_versions(v: Any, path: str) -> tuple[str, ...]:
-    """ "1.3", "1.2" or a list of them (a sweep). YAML reads 1.3 as a number: take it."""
-    values = v if isinstance(v, list) else [v]
-    out = []
-    for x, where in items(values, path, ""):
-        text = f"{x:g}" if isinstance(x, float) and not isinstance(x, bool) else x
-        if text not in ("1.2", "1.3"):
-            raise Invalid(where, f'expected "1.2" or "1.3" (or a list of them), got {show(x)}')
-        if text in out:
-            raise Invalid(where, f"duplicate TLS version {show(x)}")
-        out.append(text)
-    if not out:
-        raise Invalid(path, "expected a TLS version or a list of them, got []")
-    return tuple(out)
-
-
-def _bools(v: Any, path: str) -> tuple[bool, ...]:
-    values = v if isinstance(v, list) else [v]
-    out = tuple(boolean(x, where) for x, where in items(values, path, ""))
-    if not out or len(set(out)) != len(out):
-        raise Invalid(path, f"expected true, false or [true, false], got {show(v)}")
-    return out
+def _tls_version(v: Any, path: str) -> str:
+    """ "1.3" or "1.2". YAML reads an unquoted 1.3 as a number: take that too."""
+    text = f"{v:g}" if isinstance(v, float) else v
+    if text not in ("1.2", "1.3"):
+        raise Invalid(path, f'expected "1.2" or "1.3" (or a list of them), got {show(v)}')
+    return text
 
 
 _DNS = Section(Dns, (
-    Field("cache", _bools, True),
+    Field("cache", sweep(boolean), True),
     Field("delay_ms", number(0), 0),
     Field("ttl_s", integer(1, 86400), 300),
 ))
@@ -601,7 +579,7 @@ _SCENARIO = Section(Scenario, (
                                          Field("requests_csv", boolean, False))), {}),
     Field("target", optional(_TARGET), None),
     Field("network", optional(network_section), None),
-    Field("tls_version", _tls_versions, "1.3"),
+    Field("tls_version", sweep(_tls_version), "1.3"),
     Field("dns", optional(_DNS), None),
 ), post=_cross_checks)
 

@@ -24,9 +24,29 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .linkspec import Bernoulli, Blackhole, DirectionSpec, DropRule, GilbertElliott, LinkSpec
-from .schema import (Field, Invalid, Section, boolean, choice, integer, items, join, number,
-                     optional, show, string)
+from .linkspec import (
+    Bernoulli,
+    Blackhole,
+    DirectionSpec,
+    DropRule,
+    GilbertElliott,
+    LinkSpec,
+)
+from .schema import (
+    Field,
+    Invalid,
+    Section,
+    boolean,
+    choice,
+    integer,
+    items,
+    join,
+    number,
+    optional,
+    show,
+    string,
+    sweep,
+)
 
 BACKENDS = ("auto", "tun", "netem")
 CONGESTION_CONTROLS = ("reno", "cubic", "bbr")
@@ -70,17 +90,6 @@ def _fraction(v: Any, path: str) -> float:
     return value
 
 
-def _sweep(item):
-    """One value or a non-empty list of them (a sweep); always a tuple, order kept."""
-    def check(v: Any, path: str) -> tuple:
-        if isinstance(v, list):
-            if not v:
-                raise Invalid(path, "an empty list sweeps nothing; give a value or values")
-            return tuple(item(x, where) for x, where in items(v, path, ""))
-        return (item(v, path),)
-    return check
-
-
 def _loss(v: Any, path: str) -> tuple:
     """A Bernoulli probability (or a sweep of them), or a Gilbert-Elliott mapping."""
     if isinstance(v, dict):
@@ -91,7 +100,7 @@ def _loss(v: Any, path: str) -> tuple:
             return tuple(Bernoulli(p) for p in _BERNOULLI(v, path).p)
         raise Invalid(join(path, "model"), f'expected "bernoulli" or "gilbert_elliott", '
                                             f"got {show(model)}")
-    return tuple(Bernoulli(p) for p in _sweep(_fraction)(v, path))
+    return tuple(Bernoulli(p) for p in sweep(_fraction)(v, path))
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ class _BernoulliRaw:
 
 _BERNOULLI = Section(_BernoulliRaw, (
     Field("model", choice("bernoulli"), "bernoulli"),
-    Field("p", _sweep(_fraction)),
+    Field("p", sweep(_fraction)),
 ))
 
 _GE = Section(GilbertElliott, (
@@ -155,11 +164,11 @@ class _DirectionRaw:
 
 
 _DIRECTION = Section(_DirectionRaw, (
-    Field("delay_ms", optional(_sweep(number(0))), None),
-    Field("jitter_ms", optional(_sweep(number(0))), None),
+    Field("delay_ms", optional(sweep(number(0))), None),
+    Field("jitter_ms", optional(sweep(number(0))), None),
     Field("reorder", optional(boolean), None),
-    Field("rate_mbit", optional(_sweep(number(0, lo_open=True))), None),
-    Field("queue_packets", optional(_sweep(integer(1, 1_000_000))), None),
+    Field("rate_mbit", optional(sweep(number(0, lo_open=True))), None),
+    Field("queue_packets", optional(sweep(integer(1, 1_000_000))), None),
     Field("loss", optional(_loss), None),
     Field("drops", optional(_list_of(_DROP)), None),
     Field("blackholes", optional(_list_of(_BLACKHOLE)), None),
@@ -186,7 +195,7 @@ def _no_rtt_and_delay(values: dict, path: str) -> None:
 
 _LINK = Section(_LinkRaw, (
     Field("name", string(r"[A-Za-z0-9_.-]+", "a name made of letters, digits, _ . -"), "link"),
-    Field("rtt_ms", optional(_sweep(number(0))), None),
+    Field("rtt_ms", optional(sweep(number(0))), None),
     Field("both", optional(_DIRECTION), None),
     Field("up", optional(_DIRECTION), None),
     Field("down", optional(_DIRECTION), None),

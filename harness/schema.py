@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+
 class Invalid(Exception):
     """Raised by checkers; parse_scenario adds the source and re-raises ScenarioError."""
 
@@ -203,3 +204,22 @@ def _read(f: Field, raw: dict, path: str, siblings: dict[str, Any]) -> Any:
         when = " and ".join(f'{join(path, k)} is "{v}"' for k, v in f.only)
         raise Invalid(where, f"required when {when}" if when else "required field missing")
     return f.check(f.default, where)
+
+
+def sweep(item: Checker, scalar: bool = False) -> Checker:
+    """One value or a non-empty list of distinct values (a sweep), order kept. The
+    result is a tuple; with scalar=True a bare value stays bare (a single setting)."""
+    def check(v: Any, path: str) -> Any:
+        if not isinstance(v, list):
+            value = item(v, path)
+            return value if scalar else (value,)
+        if not v:
+            raise Invalid(path, "an empty list sweeps nothing; give a value or values")
+        seen: dict[Any, str] = {}
+        for raw, where in items(v, path, ""):
+            value = item(raw, where)
+            if value in seen:
+                raise Invalid(where, f"duplicate of {seen[value]} ({show(raw)})")
+            seen[value] = where
+        return tuple(seen)
+    return check
