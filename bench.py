@@ -75,7 +75,10 @@ def dry_run(scenario) -> int:
         load = f"concurrency {p.concurrency}" if p.load_kind == "closed" else f"rate {p.rate:g}/s"
         conn = f"  connections {p.connection.label}" if p.connection else ""
         link = f"  link {p.link.name}" if p.link else ""
-        print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}{conn}{link}")
+        tls = f"  tls {p.tls_version}" if p.tls_version else ""
+        dns = f"  dns cache {'on' if p.dns_cache else 'off'}" if p.dns_cache is not None else ""
+        resume = f"  resumption {p.resumption}" if p.resumption else ""
+        print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}{conn}{tls}{dns}{resume}{link}")
     return EXIT_OK
 
 

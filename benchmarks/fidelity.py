@@ -373,19 +373,52 @@ def _util(c0: float | None, c1: float | None, wall: float) -> float | None:
 
 # ---------------------------------------------------------------- the harness
 
-def engine_field(engine: str) -> dict[str, str]:
-    """LoadJob's `engine` argument, where this version of the harness has one."""
-    if any(f.name == "engine" for f in dataclasses.fields(LoadJob)):
-        return {"engine": engine}
-    if engine != "python":
+CLIENT_PATHS = ("auto", "async", "blocking")
+
+
+def split_engine(spec: str) -> tuple[str, str | None]:
+    """'curl' -> ('curl', None); 'python:async' -> ('python', 'async'): an engine, and
+    the client path forced for it (LoadJob.client_path; None: the harness's default)."""
+    engine, _, path = spec.partition(":")
+    return engine, path or None
+
+
+def engine_field(spec: str) -> dict[str, str]:
+    """LoadJob's `engine` (and `client_path`) arguments, where this version of the
+    harness has them."""
+    engine, path = split_engine(spec)
+    names = {f.name for f in dataclasses.fields(LoadJob)}
+    out = {}
+    if "engine" in names:
+        out["engine"] = engine
+    elif engine != "python":
         raise SystemExit(f"fidelity: this harness has no client engine {engine!r} "
                          "(LoadJob has no `engine` field)")
-    return {}
+    if path is not None:
+        if path not in CLIENT_PATHS:
+            raise SystemExit(f"fidelity: client path must be one of {', '.join(CLIENT_PATHS)}, "
+                             f"not {path!r}")
+        if "client_path" in names:
+            out["client_path"] = path
+        elif path != "async":           # a harness without the choice runs asyncio only
+            raise SystemExit(f"fidelity: this harness has no client path {path!r} "
+                             "(LoadJob has no `client_path` field)")
+    return out
 
 
 def harness_label(engine: str, variant: str = "") -> str:
+    engine, path = split_engine(engine)
     label = "harness" if engine == "python" else f"harness+{engine}"
+    if path:
+        label += f":{path}"
     return f"{label}[{variant}]" if variant else label
+
+
+def cell_label(client: str, spec: str) -> str:
+    """rest-h1, rest-h1+curl, 'rest-h2+curl (async)' for a forced client path."""
+    engine, path = split_engine(spec)
+    label = client if engine == "python" else f"{client}+{engine}"
+    return f"{label} ({path})" if path else label
 
 
 class Harness:
@@ -450,7 +483,9 @@ class Harness:
                           "decode_p50_ms": dec.get("p50"), "decode_mean_ms": dec.get("mean"),
                           "server_reported_p50_ms": srv_t.get("p50"),
                           "response_bytes_per_req": rec.payload_down / n if n else None,
-                          "connections": job.connections, "errors": dict(rec.errors)})
+                          "connections": job.connections, "errors": dict(rec.errors),
+                          # which client path the worker ran (harness.loadgen)
+                          "client_path": result.get("client_path", "asyncio")})
 
     @staticmethod
     def _until(proc: subprocess.Popen, event: str, err: Any) -> dict[str, Any]:
@@ -550,8 +585,9 @@ class Point:
 
     def full_summary(self) -> dict[str, Any]:
         s = self.summary()
-        s["harness_client"] = (self.client if self.engine == "python"
-                               else f"{self.client}+{self.engine}")
+        s["harness_client"] = cell_label(self.client, self.engine)
+        s["client_path"] = ", ".join(sorted({r.extra.get("client_path", "asyncio")
+                                             for r in self.harness}))
         if self.variant:
             s["harness_client"] += f" [{self.variant}]"
         s["variant"] = self.variant
@@ -592,15 +628,16 @@ def table(summaries: list[dict[str, Any]]) -> str:
 
 def diagnostics(summaries: list[dict[str, Any]]) -> str:
     """Where the time went: client and server CPU per request, core business."""
-    rows = ["| protocol | size | conc | harness | harness decode p50 ms | client CPU us/req "
-            "harness / native | harness core busy: ours / all processes | server CPU us/req "
-            "native / harness | server core busy native / harness | diagnosis |",
-            "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    rows = ["| protocol | size | conc | harness | client path | harness decode p50 ms | "
+            "client CPU us/req harness / native | harness core busy: ours / all processes | "
+            "server CPU us/req native / harness | server core busy native / harness | "
+            "diagnosis |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
     for s in summaries:
         sat = " (saturated)" if s["harness_saturated"] else ""
         rows.append(
             f"| {s['protocol']} | {s['size']} | {s['concurrency']} | {s['harness_client']} | "
-            f"{_f(s['harness_decode_p50_ms'], '.3f')} | "
+            f"{s.get('client_path', '-')} | {_f(s['harness_decode_p50_ms'], '.3f')} | "
             f"{_f(s['harness_client_cpu_us_per_req'], ',.0f')} / "
             f"{_f(s['native_client_cpu_us_per_req'], ',.0f')} | "
             f"{_pct_s(s['harness_client_util'])}{sat} / "
@@ -701,7 +738,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,16", help="comma list (default 1,16)")
     p.add_argument("--engines", default="python",
                    help="harness client engines to compare, comma list (default python; "
-                        "curl where the harness has it)")
+                        "curl where the harness has it); ENGINE:PATH forces a client path "
+                        "(auto, async, blocking; harness.loadgen), e.g. python:async for "
+                        "the asyncio path beside the default")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "
                         "labelled LABEL, in the same interleaved pairs (repeatable)")

@@ -63,6 +63,42 @@ class ConnectionLost(ClientError):
     kind = "connection_lost"
 
 
+# Failures of the path (clients/connect.py classifies them): each its own kind, so a
+# result counts wrong CAs apart from expired certificates, refusals and silent peers.
+# Subclasses of ConnectError: code that catches any failed setup still does.
+
+class Refused(ConnectError):
+    """Nothing listens there: the peer answered the TCP SYN with a reset (or ICMP)."""
+    kind = "refused"
+
+
+class PhaseTimeout(ConnectError):
+    """One connection step (TCP connect, TLS/QUIC handshake, upgrade) got no answer in
+    time: a blackholed link, or a listener that never accepts."""
+    kind = "phase_timeout"
+
+
+class TlsError(ConnectError):
+    """The TLS handshake failed for another reason than the certificate checks below
+    (alert, protocol version, no shared cipher...)."""
+    kind = "tls"
+
+
+class TlsUntrusted(TlsError):
+    """The server's certificate chains to no CA the client trusts."""
+    kind = "tls_untrusted"
+
+
+class TlsExpired(TlsError):
+    """The server's certificate is outside its validity period (expired or not yet valid)."""
+    kind = "tls_expired"
+
+
+class TlsNameMismatch(TlsError):
+    """The server's certificate does not name the host the client asked for (SNI)."""
+    kind = "tls_name_mismatch"
+
+
 # ---------------------------------------------------------------- target and results
 
 @dataclass(frozen=True)
@@ -78,6 +114,11 @@ class Target:
     tls_version: str | None = None  # "1.2" / "1.3": offer exactly this version; None: any
     dns: tuple[str, int] | None = None   # resolve `host` through this DNS server (the
     dns_cache: bool = True               # lab's DNS step), with or without a cache
+    resumption: str | None = None   # new connections resume the last TLS session:
+                                    # "session"; QUIC also sends the request as 0-RTT
+                                    # early data: "0rtt". None: full handshakes
+    connect_timeout_s: float = 10.0 # bounds each connection step (TCP connect, TLS
+                                    # handshake, upgrade): past it, PhaseTimeout
 
     @property
     def authority(self) -> str:

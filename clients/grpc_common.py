@@ -15,7 +15,8 @@ import grpc.aio
 
 from protos import inference_pb2 as pb
 
-from .base import ClientError, ConnectError, ConnectionLost, ServerError, Target, clock_ns
+from .base import (ClientError, ConnectError, ConnectionLost, PhaseTimeout, Refused, ServerError,
+                   Target, clock_ns)
 from .phases import ConnectStamps, HostResolver
 
 EMBED = "/wirebench.v1.Inference/Embed"
@@ -44,18 +45,41 @@ def open_channel(target: Target, address: str | None = None) -> grpc.aio.Channel
 
 
 async def connect(channel: grpc.aio.Channel, target: Target) -> None:
-    """Wait until the channel is READY; fail at the first TRANSIENT_FAILURE.
+    """Wait until the channel is READY; fail at the first TRANSIENT_FAILURE, with what
+    grpc-core says went wrong (refused: Refused), or PhaseTimeout past
+    target.connect_timeout_s (a silent peer keeps the channel CONNECTING).
 
     channel_ready() would retry with backoff forever against a port nobody serves.
     """
-    state = channel.get_state(try_to_connect=True)
-    while state is not grpc.ChannelConnectivity.READY:
-        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-                     grpc.ChannelConnectivity.SHUTDOWN):
-            raise ConnectError(f"gRPC connection to {target.host}:{target.port} failed "
-                               f"(channel {state.name})")
-        await channel.wait_for_state_change(state)
-        state = channel.get_state(try_to_connect=True)
+    where = f"{target.host}:{target.port}"
+    try:
+        async with asyncio.timeout(target.connect_timeout_s):
+            state = channel.get_state(try_to_connect=True)
+            while state is not grpc.ChannelConnectivity.READY:
+                if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                             grpc.ChannelConnectivity.SHUTDOWN):
+                    raise await _failure(channel, where, state)
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=True)
+    except TimeoutError:
+        raise PhaseTimeout(f"gRPC connection to {where} timed out after "
+                           f"{target.connect_timeout_s:g} s (channel still connecting: "
+                           "no answer to TCP or HTTP/2 setup)") from None
+
+
+async def _failure(channel: grpc.aio.Channel, where: str,
+                   state: grpc.ChannelConnectivity) -> ConnectError:
+    """The channel's state carries no reason; a fail-fast call on it does (error path
+    only): grpc-core's last connect error, e.g. '...: Connection refused'."""
+    detail = ""
+    try:
+        await channel.unary_unary(STATS)(b"", timeout=1.0)
+    except grpc.aio.AioRpcError as exc:
+        detail = exc.details() or ""
+    except Exception:   # noqa: BLE001 (only a better message is lost)
+        pass
+    message = f"gRPC connection to {where} failed (channel {state.name}): {detail or '?'}"
+    return (Refused if "connection refused" in detail.lower() else ConnectError)(message)
 
 
 class Connections:
@@ -210,6 +234,8 @@ def map_error(exc: grpc.aio.AioRpcError, responded: bool) -> ClientError:
     connection; every other status is the server's answer."""
     if exc.code() is grpc.StatusCode.UNAVAILABLE:
         cls = ConnectionLost if responded else ConnectError
+        if not responded and "connection refused" in (exc.details() or "").lower():
+            cls = Refused
         return cls(f"gRPC UNAVAILABLE: {exc.details()}")
     return ServerError(exc.code().name, exc.details() or "", exc)
 

@@ -20,10 +20,12 @@ import ssl
 import httptools
 
 from .phases import ConnectStamps, HostResolver
-from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
+from .base import ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
+from .connect import open_connection
 from .http_api import (Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange,
                        socket_port)
 from .wire import METER
+from servers.tls import resumption_outcome
 
 
 class _H1Protocol(asyncio.Protocol):
@@ -38,6 +40,7 @@ class _H1Protocol(asyncio.Protocol):
         self._recv_ns = 0
         self._headers: Headers = []
         self._interim = False               # inside a 1xx response: not the exchange's
+        self.stamps: ConnectStamps | None = None    # how opening it went (phases)
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -174,7 +177,8 @@ class Http1Transport(HttpTransport):
         self._ssl: ssl.SSLContext | None = None
         if target.tls:
             from servers.tls import client_context  # noqa: PLC0415 (TLS is optional here)
-            self._ssl = client_context(target.ca, ["http/1.1"], target.tls_version)
+            self._ssl = client_context(target.ca, ["http/1.1"], target.tls_version,
+                                       resume=target.resumption is not None)
         host = target.server_name if target.port in (80, 443) else target.authority
         self._host_line = b"host: " + host.encode() + b"\r\n"
         # The request head up to content-length, for the last (method, path, headers):
@@ -184,15 +188,16 @@ class Http1Transport(HttpTransport):
 
     async def _connect(self) -> tuple[_H1Protocol, int]:
         t0 = clock_ns()
-        loop = asyncio.get_running_loop()
-        address = await self._hosts.address(ConnectStamps(t0))   # the lab's DNS step
-        try:
-            _, conn = await loop.create_connection(
-                _H1Protocol, address, self.target.port, ssl=self._ssl,
-                server_hostname=self.target.server_name if self._ssl else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectError(f"HTTP/1.1 connect to {self.target.host}:{self.target.port} "
-                               f"failed: {exc}") from exc
+        stamps = ConnectStamps(t0)
+        address = await self._hosts.address(stamps)   # the lab's DNS step
+        target = self.target
+        # TCP, then TLS over it: each step stamped, each failure its own error class.
+        conn = await open_connection(_H1Protocol, address, target.port, ctx=self._ssl,
+                                     server_name=target.server_name, stamps=stamps,
+                                     timeout_s=target.connect_timeout_s, label="HTTP/1.1",
+                                     host=target.host)
+        conn.stamps = stamps
+        stamps.resumed = resumption_outcome(self._ssl, conn.transport)   # if asked for
         if self._ssl is not None:
             alpn = conn.transport.get_extra_info("ssl_object").selected_alpn_protocol()
             if alpn not in (None, "http/1.1"):
@@ -244,11 +249,16 @@ class Http1Transport(HttpTransport):
         exchange = _H1Exchange(self, conn, new, connect_ns)
         conn.exchange = exchange
         self._send(conn, method, path, headers, body)
+        t_sent = clock_ns()
         try:
             await exchange.headers_ready
         except BaseException:
             await exchange.aclose()
             raise
+        response = exchange.response
+        response.t_sent_ns = t_sent
+        if new:
+            response.opened = conn.stamps
         return exchange
 
     async def fetch(self, method: bytes, path: bytes, headers: Headers,
@@ -261,18 +271,23 @@ class Http1Transport(HttpTransport):
         exchange = _H1Exchange(self, conn, new, connect_ns, True)
         conn.exchange = exchange
         self._send(conn, method, path, headers, body)
+        t_sent = clock_ns()                     # curl's pretransfer: request written
         try:
             await exchange.headers_ready        # whole: resolves at the end of the body
         except BaseException:
             exchange.release()
             raise
+        response = exchange.response
+        response.t_sent_ns = t_sent
+        if new:
+            response.opened = conn.stamps
         conn.exchange = None
         if self.reuse and exchange.keep_alive and not conn.closed and not self.waiting:
             self.idle.append(conn)              # release()'s usual outcome, inline
         else:
             self.release(conn, reusable=exchange.keep_alive)
         parts = exchange.parts
-        return (exchange.response, parts[0] if len(parts) == 1 else b"".join(parts),
+        return (response, parts[0] if len(parts) == 1 else b"".join(parts),
                 exchange.t_end, None)
 
     def release(self, conn: _H1Protocol, *, reusable: bool) -> None:

@@ -39,9 +39,11 @@ import hpack.hpack
 import hyperframe.frame
 
 from .phases import ConnectStamps, HostResolver
-from .base import ConnectError, ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
+from .base import ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
+from .connect import open_connection
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport, socket_port
 from .wire import METER
+from servers.tls import resumption_outcome
 
 RECEIVE_WINDOW = 16 * 1024 * 1024
 
@@ -282,6 +284,7 @@ class _H2Protocol(asyncio.Protocol):
         self.closed = False
         self.local_port: int | None = None
         self.got_settings = False      # the server's SETTINGS: proof it speaks HTTP/2
+        self.stamps: ConnectStamps | None = None    # how opening it went (phases)
         self.window_waiters: list[asyncio.Future] = []
         self.stream_slot_waiters: list[asyncio.Future] = []
 
@@ -441,7 +444,8 @@ class Http2Transport(HttpTransport):
         self._ssl: ssl.SSLContext | None = None
         if self.tls:
             from servers.tls import client_context
-            self._ssl = client_context(target.ca, ["h2"], target.tls_version)
+            self._ssl = client_context(target.ca, ["h2"], target.tls_version,
+                                       resume=target.resumption is not None)
         self.shared: _H2Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self.conns: set[_H2Protocol] = set()
@@ -450,15 +454,17 @@ class Http2Transport(HttpTransport):
 
     async def _connect(self) -> tuple[_H2Protocol, int]:
         t0 = clock_ns()
-        loop = asyncio.get_running_loop()
-        address = await self._hosts.address(ConnectStamps(t0))   # the lab's DNS step
-        try:
-            _, conn = await loop.create_connection(
-                lambda: _H2Protocol(self), address, self.target.port, ssl=self._ssl,
-                server_hostname=self.target.server_name if self._ssl else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectError(f"HTTP/2 connect to {self.target.host}:{self.target.port} "
-                               f"failed: {exc}") from exc
+        stamps = ConnectStamps(t0)
+        address = await self._hosts.address(stamps)   # the lab's DNS step
+        target = self.target
+        # TCP, then TLS over it: each step stamped, each failure its own error class.
+        # connection_made (which sends the preface) runs after the handshake.
+        conn = await open_connection(lambda: _H2Protocol(self), address, target.port,
+                                     ctx=self._ssl, server_name=target.server_name,
+                                     stamps=stamps, timeout_s=target.connect_timeout_s,
+                                     label="HTTP/2", host=target.host)
+        conn.stamps = stamps
+        stamps.resumed = resumption_outcome(self._ssl, conn.transport)   # if asked for
         if self._ssl is not None:
             alpn = conn.transport.get_extra_info("ssl_object").selected_alpn_protocol()
             if alpn != "h2":
@@ -488,11 +494,16 @@ class Http2Transport(HttpTransport):
                                      (b":authority", self._authority), (b":path", path),
                                      *headers, (b"content-length", b"%d" % len(body))])
         stream = await conn.open_stream(all_headers, body, new, took)
+        t_sent = clock_ns()
         try:
             await stream.headers_ready
         except BaseException:
             await stream.aclose()
             raise
+        response = stream.response
+        response.t_sent_ns = t_sent
+        if new:
+            response.opened = conn.stamps
         return stream
 
     async def fetch(self, method: bytes, path: bytes, headers: Headers,
@@ -506,6 +517,7 @@ class Http2Transport(HttpTransport):
                                      (b":authority", self._authority), (b":path", path),
                                      *headers, (b"content-length", b"%d" % len(body))])
         stream = await conn.open_stream(all_headers, body, new, took)
+        t_sent = clock_ns()                         # curl's pretransfer: request written
         try:
             raw, t_end = await stream.read_body()     # one wakeup, at END_STREAM
         finally:
@@ -513,7 +525,11 @@ class Http2Transport(HttpTransport):
             if ready.done() and not ready.cancelled():
                 ready.exception()                   # so a failure is not "never retrieved"
             conn.finish_stream(stream)
-        return stream.response, raw, t_end, None
+        response = stream.response
+        response.t_sent_ns = t_sent
+        if new:
+            response.opened = conn.stamps
+        return response, raw, t_end, None
 
     def stream_done(self, conn: _H2Protocol) -> None:
         if not self.reuse:

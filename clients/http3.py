@@ -20,6 +20,14 @@ as connect_ns) and reopened if it closes; reuse=False opens one per request and 
 when the exchange is closed (it then drains for 3 PTO in the background; `close()` waits
 for that).
 
+Resumption (Target.resumption): every connection keeps the newest session ticket the
+server sent, and the next new connection offers it. "session": a resumed 1-RTT
+handshake, the request sent once it is done; "0rtt": the request is sent at once, in
+0-RTT packets, and the handshake runs beside it (the ALPN is still checked before the
+response is taken). Whether the server resumed and accepted the early data is
+aioquic's HandshakeCompleted (session_resumed, early_data_accepted), reported per
+connection in `ConnectStamps.resumed`.
+
 Cancelling: an exchange closed before its response ended cancels the request as RFC 9114
 section 4.1.1 asks, STOP_SENDING + RESET_STREAM with H3_REQUEST_CANCELLED. hypercorn
 0.18 ignores both events, but aioquic on its side then refuses the app's next write,
@@ -30,6 +38,7 @@ connection first resets its open streams in a datagram of their own.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from typing import AsyncIterator
 
@@ -37,6 +46,7 @@ from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.tls import SessionTicket
 from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
@@ -53,6 +63,8 @@ from .base import (
     Target,
     clock_ns,
 )
+from .base import PhaseTimeout, Refused
+from .connect import tls_class
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
 from .phases import ConnectStamps, HostResolver
 from .wire import METER
@@ -121,8 +133,8 @@ class _Connection(asyncio.DatagramProtocol):
     """
 
     def __init__(self, config: QuicConfiguration, loop: asyncio.AbstractEventLoop,
-                 where: str) -> None:
-        self._quic = QuicConnection(configuration=config)
+                 where: str, on_ticket=None) -> None:
+        self._quic = QuicConnection(configuration=config, session_ticket_handler=on_ticket)
         self._h3 = H3Connection(self._quic)
         self._loop = loop
         self._where = where
@@ -133,6 +145,8 @@ class _Connection(asyncio.DatagramProtocol):
         self._streams: dict[int, _Stream] = {}
         self._recv_ns = 0
         self.alpn: str | None = None
+        self.session_resumed = False    # from HandshakeCompleted
+        self.early_data_accepted = False
         self.open = True                # accepts new requests
         self.handshake: asyncio.Future = loop.create_future()
         self.closed: asyncio.Future = loop.create_future()
@@ -201,7 +215,7 @@ class _Connection(asyncio.DatagramProtocol):
         if not isinstance(exc, ConnectionRefusedError):
             return
         if not self.handshake.done():
-            self.handshake.set_exception(ConnectError(
+            self.handshake.set_exception(Refused(
                 f"QUIC handshake to {self._where} failed: port unreachable (nothing "
                 "listens on that UDP port)"))
         self._fail(ConnectionLost(f"HTTP/3 connection to {self._where} lost: port "
@@ -255,12 +269,17 @@ class _Connection(asyncio.DatagramProtocol):
                                           f"(error {event.error_code:#x})"))
         elif isinstance(event, HandshakeCompleted):
             self.alpn = event.alpn_protocol
+            self.session_resumed = event.session_resumed
+            self.early_data_accepted = event.early_data_accepted
             if not self.handshake.done():
                 self.handshake.set_result(None)
         elif isinstance(event, ConnectionTerminated):
             reason = event.reason_phrase or f"error {event.error_code:#x}"
             if not self.handshake.done():
-                self.handshake.set_exception(ConnectError(
+                # 0x100-0x1ff: a TLS alert (RFC 9001 4.8), raised by our own certificate
+                # checks too: classified as the TCP clients' TLS failures are.
+                cls = tls_class(reason) if 0x100 <= event.error_code < 0x200 else ConnectError
+                self.handshake.set_exception(cls(
                     f"QUIC handshake to {self._where} failed: {reason}"))
             self._fail(ConnectionLost(f"HTTP/3 connection to {self._where} closed: {reason}"))
             self._transport.close()
@@ -333,7 +352,7 @@ class Http3Transport(HttpTransport):
     def __init__(self, target: Target, *, reuse: bool, max_connections: int | None = None,
                  handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S) -> None:
         super().__init__(target, reuse=reuse, max_connections=max_connections)
-        self.handshake_timeout_s = handshake_timeout_s
+        self.handshake_timeout_s = min(handshake_timeout_s, target.connect_timeout_s)
         self._config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN,
                                          server_name=target.server_name)
         if target.ca is not None:
@@ -344,12 +363,17 @@ class Http3Transport(HttpTransport):
         self._connect_lock = asyncio.Lock()
         self._live: set[_Connection] = set()    # every connection whose socket is open
         self._hosts = HostResolver(target)
+        self._resumption = target.resumption        # None, "session" or "0rtt"
+        self._ticket: SessionTicket | None = None   # the newest the server sent
+
+    def _on_ticket(self, ticket: SessionTicket) -> None:
+        self._ticket = ticket
 
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange:
-        conn, connect_ns = self._shared, None
+        conn, connect_ns, early = self._shared, None, False
         if not self.reuse:
-            conn, connect_ns = await self._connect()
+            conn, connect_ns, early = await self._connect()
         elif conn is None or not conn.open:
             conn, connect_ns = await self._open_shared()
         block = [(b":method", method), *self._pseudo, (b":path", path), *headers,
@@ -357,12 +381,22 @@ class Http3Transport(HttpTransport):
         stream_id = -1
         try:
             stream_id, stream = conn.send_request(block, body)
+            t_sent = clock_ns()
+            if early:               # sent as 0-RTT data: the handshake completes meanwhile
+                await self._handshake(conn)
             await stream.wait_headers()
         except BaseException:
             self._abandon(conn, stream_id)
             raise
         response = HttpResponse(stream.status, stream.headers, stream.t_headers,
                                 connect_ns is not None, connect_ns)
+        response.t_sent_ns = t_sent
+        if connect_ns is not None:
+            stamps = response.opened = conn.stamps
+            if early and not conn.early_data_accepted:
+                # Refused early data is resent in 1-RTT packets once the handshake is
+                # done: the request really went then.
+                response.t_sent_ns = max(t_sent, stamps.handshake or t_sent)
         return _Exchange(conn, stream_id, stream, response, not self.reuse)
 
     def _abandon(self, conn: _Connection, stream_id: int) -> None:
@@ -376,29 +410,53 @@ class Http3Transport(HttpTransport):
             conn = self._shared
             if conn is not None and conn.open:
                 return conn, None
-            conn, connect_ns = await self._connect()
+            conn, connect_ns, _ = await self._connect(early_ok=False)
             self._shared = conn
             return conn, connect_ns
 
-    async def _connect(self) -> tuple[_Connection, int]:
-        """A new connection with its handshake done and ALPN h3 checked, and its duration."""
+    async def _connect(self, early_ok: bool = True) -> tuple[_Connection, int, bool]:
+        """A new connection, its setup time, and whether the request may go at once as
+        0-RTT data (then the handshake is still running: `_handshake` finishes it);
+        otherwise its handshake is done and ALPN h3 checked."""
         t0 = clock_ns()
         stamps = ConnectStamps(t0)
         loop = asyncio.get_running_loop()
         address = await self._hosts.address(stamps)
+        config, ticket = self._config, None
+        if self._resumption is not None:
+            ticket = self._ticket
+            if ticket is not None and ticket.is_valid:
+                config = copy.copy(self._config)    # the shared one stays ticketless
+                config.session_ticket = ticket
+            else:
+                ticket = None
         try:
             _, conn = await loop.create_datagram_endpoint(
-                lambda: _Connection(self._config, loop, self._where),
+                lambda: _Connection(config, loop, self._where,
+                                    self._on_ticket if self._resumption else None),
                 remote_addr=(address, self.target.port))
         except OSError as exc:
             raise ConnectError(f"cannot open a UDP socket to {self._where}: {exc}") from None
         self._live.add(conn)
         conn.closed.add_done_callback(lambda _: self._live.discard(conn))
+        conn.stamps = stamps
+        # aioquic offers early data with any ticket whose server allowed it.
+        early = (early_ok and self._resumption == "0rtt" and ticket is not None
+                 and ticket.max_early_data_size is not None)
+        if early:
+            return conn, clock_ns() - t0, True
+        await self._handshake(conn)
+        return conn, stamps.handshake - t0, False
+
+    async def _handshake(self, conn: _Connection) -> None:
+        """Wait (bounded) for the handshake of a connection being opened, check ALPN h3,
+        and stamp it (0-RTT accepted: no handshake stamp, the request did not wait)."""
+        stamps = conn.stamps
         try:
             await asyncio.wait_for(conn.handshake, self.handshake_timeout_s)
         except asyncio.TimeoutError:
             conn.abort()
-            raise ConnectError(f"QUIC handshake to {self._where} timed out after "
+            raise PhaseTimeout(f"QUIC handshake to {self._where} timed out after "
                                f"{self.handshake_timeout_s:g} s") from None
         except BaseException:
             conn.abort()
@@ -406,9 +464,11 @@ class Http3Transport(HttpTransport):
         if conn.alpn != "h3":
             conn.close()
             raise FallbackError(f"{self._where} negotiated ALPN {conn.alpn!r}, not 'h3'")
-        stamps.handshake = clock_ns()       # QUIC: no TCP; TLS 1.3 inside the handshake
-        conn.stamps = stamps
-        return conn, stamps.handshake - t0
+        if self._resumption is not None:
+            stamps.resumed = ("0rtt" if conn.early_data_accepted and self._resumption == "0rtt"
+                              else "session" if conn.session_resumed else "full")
+        if stamps.resumed != "0rtt":
+            stamps.handshake = clock_ns()   # QUIC: no TCP; TLS 1.3 inside the handshake
 
     async def close(self) -> None:
         """Close every connection and wait until each socket is closed."""

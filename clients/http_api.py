@@ -22,6 +22,7 @@ import orjson
 from .base import (Client, ProtocolViolation, StreamResult, Target, UnaryResult, auth_header,
                    clock_ns)
 from .openai_codec import ChunkReader, decode_embeddings, error_from_body, parse_server_timing
+from .phases import ConnectStamps, curl_style
 from .sse import SSEDecoder
 
 Headers = list[tuple[bytes, bytes]]
@@ -37,7 +38,7 @@ class HttpResponse:
     """
 
     __slots__ = ("status", "_headers", "t_first_byte_ns", "new_connection", "connect_ns",
-                 "local_port", "_lines", "_block")
+                 "local_port", "_lines", "_block", "t_sent_ns", "opened")
 
     def __init__(self, status: int, headers: Headers | None, t_first_byte_ns: int,
                  new_connection: bool, connect_ns: int | None,
@@ -50,6 +51,10 @@ class HttpResponse:
         self.local_port = local_port    # the client's port of the connection that carried it
         self._lines = lines             # "Name: value\r\n" lines, no status line
         self._block: dict[bytes, bytes] | None = None    # header()'s index of `headers`
+        # Lifecycle stamps a transport that takes them fills in (clients.phases): when
+        # the request was written (0: unknown), how its new connection was opened.
+        self.t_sent_ns = 0
+        self.opened: ConnectStamps | None = None
 
     @property
     def headers(self) -> Headers:
@@ -250,12 +255,18 @@ class RestClient(_HttpClient):
             raise error_from_body(resp.status, raw)
         vectors = decode_embeddings(raw)
         t_decoded = clock_ns()
+        t_sent = resp.t_sent_ns         # a transport that stamps the lifecycle (ours)
         result = UnaryResult(vectors, t_start, resp.t_first_byte_ns, t_received, t_decoded,
                              len(body), len(raw),
                              parse_server_timing(resp.header(b"server-timing")),
-                             resp.new_connection, resp.connect_ns)
+                             resp.new_connection, resp.connect_ns,
+                             {"phases": curl_style(t_start, resp.opened, t_sent,
+                                                   resp.t_first_byte_ns, t_received)}
+                             if t_sent else {})
         if phases is not None:          # libcurl's own phase times, in microseconds
             result.extra["curl_phases"] = phases
+        if resp.opened is not None and resp.opened.resumed is not None:
+            result.extra["resumed"] = resp.opened.resumed   # how its handshake went
         return result
 
 
@@ -286,6 +297,11 @@ class SseClient(_HttpClient):
                               size, reader.server_time_us, reader.usage, resp.new_connection,
                               resp.connect_ns)
         result.extra["local_port"] = local_port
+        if resp.opened is not None and resp.opened.resumed is not None:
+            result.extra["resumed"] = resp.opened.resumed   # how its handshake went
+        if resp.t_sent_ns:
+            result.extra["phases"] = curl_style(t_start, resp.opened, resp.t_sent_ns,
+                                                resp.t_first_byte_ns, t_end)
         _engine_phases(exchange, result.extra)
         return result
 

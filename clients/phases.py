@@ -25,11 +25,23 @@ class ConnectStamps:
     dns: int | None = None          # name resolved (None: no lookup, an address was given)
     tcp: int | None = None          # TCP connected (None: no TCP, e.g. QUIC)
     handshake: int | None = None    # TLS / QUIC handshake or WebSocket upgrade done
+                                    # (QUIC 0-RTT: None, the request did not wait for it)
+    # With Target.resumption: "full" (no session offered, or the server declined it),
+    # "session" (the handshake resumed), "0rtt" (resumed, the request rode as accepted
+    # early data). None: resumption not asked for.
+    resumed: str | None = None
 
 
 def curl_style(t_start: int, opened: ConnectStamps | None, t_sent: int, t_first: int,
                t_end: int) -> dict[str, int]:
     """Cumulative us from t_start, as curl's time_* values (appconnect 0 without TLS)."""
+    if opened is None and t_sent:   # warm: once per request on the hot path, kept cheap
+        # (stamps taken after t_start, so never negative)
+        return {"namelookup": 0, "connect": 0, "appconnect": 0,
+                "pretransfer": (t_sent - t_start) // 1000,
+                "starttransfer": (t_first - t_start) // 1000,
+                "total": (t_end - t_start) // 1000}
+
     def us(t: int | None) -> int:
         return max(0, (t - t_start) // 1000) if t else 0
     out = {"namelookup": 0, "connect": 0, "appconnect": 0}

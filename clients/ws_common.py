@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from typing import Any
 
 import orjson
@@ -21,6 +20,8 @@ from websockets.exceptions import (ConnectionClosed, InvalidHandshake, InvalidSt
 
 from .base import (Client, ClientError, ConnectError, ConnectionLost, FallbackError,
                    ProtocolViolation, ServerError, Target, clock_ns)
+from .base import PhaseTimeout
+from .connect import tcp_connect
 from .phases import ConnectStamps, HostResolver
 from .wire import METER
 
@@ -44,32 +45,28 @@ def server_error(msg: dict[str, Any]) -> ServerError:
     return ServerError(msg.get("status", "error"), error.get("message", str(msg)), msg)
 
 
-async def _tcp(ip: str, port: int) -> socket.socket:
-    """A connected TCP socket, timed apart from the upgrade that follows."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        await asyncio.get_running_loop().sock_connect(sock, (ip, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def _handshake(target: Target, hosts: HostResolver,
                      stamps: ConnectStamps) -> ClientConnection:
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else None
     try:
         ip = await hosts.address(stamps)
-        sock = await _tcp(ip, target.port)
+        where = f"{target.host}:{target.port}" + (f" ({ip})" if ip != target.host else "")
+        # Refused / silent peer: their own error classes (clients.connect).
+        sock = await tcp_connect(ip, target.port, where, target.connect_timeout_s,
+                                 "WebSocket")
         stamps.tcp = clock_ns()
         # compression=None: permessage-deflate costs ~80x throughput (ANCHORS.md).
         # proxy=None: an environment proxy would silently change what is measured.
         # max_size=None: payload size is the scenario's choice, not a client limit.
-        ws = await connect(f"ws://{target.host}:{target.port}/", sock=sock, compression=None,
-                           proxy=None, max_size=None, ping_interval=None,
-                           additional_headers=headers)
+        try:
+            ws = await connect(f"ws://{target.host}:{target.port}/", sock=sock,
+                               compression=None, proxy=None, max_size=None,
+                               ping_interval=None, additional_headers=headers,
+                               open_timeout=target.connect_timeout_s)
+        except TimeoutError:
+            raise PhaseTimeout(f"WebSocket to {where}: upgrade timed out after "
+                               f"{target.connect_timeout_s:g} s (TCP connected, no HTTP "
+                               "101 answer)") from None
         stamps.handshake = clock_ns()
         return ws
     except InvalidStatus as exc:

@@ -43,7 +43,9 @@ class RichProgress(ProgressSink):
         rep = f" #{point.repeat + 1}" if point.repeat else ""
         conn = f" conn={point.connection.label}" if point.connection else ""
         link = f" [{point.link.name}]" if point.link else ""
-        return self.bar.add_task(f"{point.protocol} {load}{conn}{rep}{link}", total=total,
+        dns = {None: "", True: " dns-cache", False: " no-dns-cache"}[point.dns_cache]
+        dns += f" resume={point.resumption}" if point.resumption else ""
+        return self.bar.add_task(f"{point.protocol} {load}{conn}{dns}{rep}{link}", total=total,
                                  note="")
 
     def update(self, task: Any, done: int) -> None:

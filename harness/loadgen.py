@@ -5,6 +5,15 @@ ended. Open loop: arrivals on a schedule (poisson, constant or gamma inter-arriv
 times) regardless of responses; latency counts from the *intended* start, so a stalled
 server or client cannot hide its queueing (coordinated omission, as wrk2 corrects it),
 and requests that start more than 1 ms late are counted.
+
+Client path: a closed loop where this worker has exactly one user on one keep-alive
+connection, asking for unary requests, runs through a blocking client
+(clients.sync_rest: one socket for the python engine's rest-h1, libcurl's easy
+interface for the curl engine's rest-h1 / rest-h2) in one thread, with no event loop
+per request: at concurrency 1 all client CPU is in series with the server's. Same
+request, same stamps, same UnaryResult and Recorder, so every metric keeps its
+definition. `LoadJob.client_path` = "auto" (that rule), "async" (never) or "blocking"
+(required; an error where there is none); what ran is in the result's `client_path`.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from clients.base import Client, ClientError, Target, clock_ns
 from clients.wire import METER
 from servers.clock import sleep_until_ns
 
+from .pipeline import Pipeline
+from .protocols import STREAM_OF
 from .recorder import Recorder
 from .workload import embed_requests, stream_request
 
@@ -55,6 +66,7 @@ class LoadJob:
     stagger_ms: float = 0.0          # closed loop: user u starts u x stagger after "go"
     trace: bool = False              # keep every stream's per-token trace (network lab)
     worker: int = 0                  # this worker's index, for connection labels
+    client_path: str = "auto"        # auto | async | blocking (module docstring)
 
 
 class _Workload:
@@ -62,7 +74,10 @@ class _Workload:
         w = _Attrs(job.workload)
         self.streaming = w.type == "stream"
         model = job.target.get("model")
-        if self.streaming:
+        self.pipeline = Pipeline(job.workload, job.seed, model) if w.type == "pipeline" else None
+        if self.pipeline is not None:
+            self.next_request = lambda: None
+        elif self.streaming:
             req = stream_request(w, job.seed, **({"model": model} if model else {}))
             self.next_request = lambda: req
         else:
@@ -120,7 +135,7 @@ class _Watchdog:
 
 def _target(d: dict[str, Any]) -> Target:
     keys = ("host", "port", "tls", "ca", "server_name", "api_key", "base_path",
-            "tls_version", "dns_cache")
+            "tls_version", "dns_cache", "resumption")
     fields = {k: d[k] for k in keys if k in d}
     if d.get("dns"):
         fields["dns"] = tuple(d["dns"])          # JSON gave a list
@@ -136,9 +151,80 @@ class LoadRunner:
         self.clients: list[Client] = [open_client(job.protocol, target, reuse=job.reuse,
                                                   engine=job.engine, **options)
                                       for _ in range(max(1, job.connections))]
+        # A pipeline streams its answer through the family's streaming client, one
+        # beside each unary client (the same server, its own connection).
+        self.stream_clients: dict[int, Client] = {}
+        if self.workload.pipeline is not None:
+            family = STREAM_OF[job.protocol]
+            self.stream_clients = {id(c): open_client(family, target, reuse=job.reuse,
+                                                      engine=job.engine, **options)
+                                   for c in self.clients}
         self.rec = Recorder()
         self.done = 0
         self._watchdog = _Watchdog(job.timeout_s)
+        self.blocking = self._blocking_client(target)
+        self._made = self.clients       # a caller that swaps in its own clients (tests)
+        self._stop = False              # gets the asyncio path with them
+
+    @property
+    def client_path(self) -> str:
+        """What runs the requests: 'asyncio' or 'blocking: <transport>'."""
+        return self.blocking.path_name if self._use_blocking() else "asyncio"
+
+    def _use_blocking(self) -> bool:
+        return self.blocking is not None and self.clients is self._made
+
+    def _blocking_client(self, target: Target) -> Any:
+        job = self.job
+        if job.client_path not in ("auto", "async", "blocking"):
+            raise ValueError(f"client_path must be auto, async or blocking, "
+                             f"not {job.client_path!r}")
+        if job.client_path == "async":
+            return None
+        client = None
+        if (job.mode == "closed" and job.concurrency == 1 and max(1, job.connections) == 1
+                and not self.workload.streaming and not job.trace
+                and getattr(self.workload, "pipeline", None) is None):
+            from clients.sync_rest import blocking_client
+            client = blocking_client(job.protocol, job.engine, target, reuse=job.reuse,
+                                     timeout_s=job.timeout_s)
+        if client is None and job.client_path == "blocking":
+            raise ValueError(f"no blocking client path for {job.protocol} (engine "
+                             f"{job.engine}, {job.mode} loop, concurrency {job.concurrency}, "
+                             f"{max(1, job.connections)} connection(s), reuse={job.reuse})")
+        return client
+
+    async def _closed_blocking(self, rec: Recorder, requests: int | None,
+                               duration_s: float | None) -> None:
+        """The closed loop of one user through the blocking client, in a thread (the
+        event loop stays free for the worker's progress reports)."""
+        self._stop = False
+        fut = asyncio.get_running_loop().run_in_executor(
+            None, self._blocking_loop, rec, requests, duration_s)
+        try:
+            await fut
+        except BaseException:
+            self._stop = True           # cancelled: the thread ends after this request
+            raise
+
+    def _blocking_loop(self, rec: Recorder, requests: int | None,
+                       duration_s: float | None) -> None:
+        remaining = itertools.count() if requests is None else iter(range(requests))
+        deadline = clock_ns() + int(duration_s * 1e9) if duration_s else None
+        embed = self.blocking.embed_sync
+        next_request = self.workload.next_request
+        unary, error = rec.unary, rec.error
+        for _ in remaining:
+            if self._stop or (deadline is not None and clock_ns() >= deadline):
+                return
+            start = clock_ns()
+            try:
+                unary(embed(next_request()), None)      # closed loop: no intended time
+            except ClientError as exc:
+                error(exc.kind, str(exc), None, start, clock_ns())
+            except Exception as exc:    # a bug in a client must not end the run silently
+                error("internal", f"{type(exc).__name__}: {exc}", None, start, clock_ns())
+            self.done += 1
 
     async def _one(self, client: Client, rec: Recorder, intended_ns: int | None,
                    task: asyncio.Task | None = None) -> None:
@@ -159,6 +245,9 @@ class LoadRunner:
                 rec.stream(result, intended_ns)
                 if rec.traces is not None:
                     rec.trace(result, self._connection_label(client))
+            elif self.workload.pipeline is not None:
+                rec.pipeline(await self.workload.pipeline.run(
+                    client, self.stream_clients[id(client)]), intended_ns)
             else:
                 rec.unary(await client.embed(request), intended_ns)
         except ClientError as exc:
@@ -239,7 +328,9 @@ class LoadRunner:
     async def warmup(self) -> Recorder:
         """Warmup requests (excluded from results); also opens the connections."""
         rec = Recorder()
-        if self.job.warmup:
+        if self.job.warmup and self._use_blocking():
+            await self._closed_blocking(rec, self.job.warmup, None)
+        elif self.job.warmup:
             users = min(self.job.warmup, max(self.job.concurrency, len(self.clients)))
             await self._closed(rec, users, self.job.warmup, None)
         self.done = 0
@@ -253,7 +344,9 @@ class LoadRunner:
             self.rec.traces = []
         wire0 = METER.snapshot()
         cpu0, t0 = time.process_time(), clock_ns()
-        if job.mode == "closed":
+        if self._use_blocking():
+            await self._closed_blocking(self.rec, job.requests, job.duration_s)
+        elif job.mode == "closed":
             await self._closed(self.rec, job.concurrency, job.requests, job.duration_s)
         else:
             await self._open(self.rec, job.requests, job.duration_s)
@@ -262,9 +355,13 @@ class LoadRunner:
         wire1 = METER.snapshot()
         return {"wall_s": wall_ns / 1e9, "client_cpu_s": cpu,
                 "socket_wire": {k: wire1[k] - wire0[k] for k in wire1},
-                "t0_ns": t0, "recorder": self.rec.to_json()}
+                "t0_ns": t0, "client_path": self.client_path,
+                "recorder": self.rec.to_json()}
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+        if self.blocking is not None:
+            self.blocking.close()
+        await asyncio.gather(*(c.close() for c in [*self.clients, *self.stream_clients.values()]),
+                             return_exceptions=True)
 
 

@@ -29,6 +29,9 @@ PROTOCOLS: dict[str, ProtocolSpec] = {p.id: p for p in (
 
 SERVER_KINDS = ("h1", "h2", "h3", "grpc", "ws", "granian-h1", "granian-h2")
 UNARY = tuple(p for p, s in PROTOCOLS.items() if not s.streaming)
+# Each unary protocol's streaming sibling on the same server (a pipeline's answer).
+STREAM_OF = {"rest-h1": "sse-h1", "rest-h2": "sse-h2", "rest-h3": "sse-h3",
+             "grpc": "grpc-stream", "ws": "ws-stream"}
 STREAMING = tuple(p for p, s in PROTOCOLS.items() if s.streaming)
 
 

@@ -31,7 +31,16 @@ FORMULAS = {
     "ttst": "start -> second token received",
     "itl": "gap between successive received chunks (pooled)",
     "tpot": "(e2e - ttft) / (tokens - 1)",
-    "e2e": "start -> end of stream received",
+    "e2e": "start -> end of stream received (pipeline: of the whole user request)",
+    "pipeline_ms": "pipeline user requests: mean ms per request by bucket along the critical "
+                   "path (in each stage, the lane that ended last): dns; tcp_handshake; "
+                   "tls_handshake (TLS, QUIC or WebSocket upgrade); round_trips = send + "
+                   "wait for the first byte (streams: the last) - model; transfer = first -> "
+                   "last byte; model = the server's own time; client = decoding and time "
+                   "between calls; teardown = response end -> the client call returned "
+                   "(closing a connection); unattributed = calls without phase stamps. "
+                   "They sum to "
+                   "the mean e2e",
     "owd": "token receive time - server emit stamp (same host clock)",
     "payload": "serialized request/response message bytes (no transport framing)",
     "late_start": "open loop: request started > 1 ms after its intended time",
@@ -41,7 +50,11 @@ FORMULAS = {
                          "TCP connect; tls = TLS handshake (QUIC: the whole QUIC handshake; "
                          "WebSocket: the upgrade); send = until the request was written; "
                          "wait = request written -> first response byte; transfer = first "
-                         "-> last byte; total = start -> last byte",
+                         "-> last byte; total = start -> last byte. QUIC 0-RTT: tls = 0 (the "
+                         "request went in the first flight, not after the handshake)",
+    "handshakes": "with resumption asked for: new connections by how their handshake went, "
+                  "as the TLS stack reported it (full; session = resumed; 0rtt = resumed "
+                  "and the request accepted as early data)",
     "curl_*": "libcurl's own phase times for the same request (connect, appconnect = TLS "
               "or QUIC done, starttransfer = first byte, total), from its start",
 }
@@ -50,6 +63,8 @@ FORMULAS = {
 # and those that reused one ("warm"), from the client's curl -w style stamps.
 PHASES = ("dns", "tcp", "tls", "send", "wait", "transfer", "total")
 PHASE_HISTOGRAMS = tuple(f"phase_{p}_{w}" for w in ("cold", "warm") for p in PHASES)
+_PHASE_COLD = PHASE_HISTOGRAMS[:len(PHASES)]
+_PHASE_WARM = PHASE_HISTOGRAMS[len(PHASES):]
 
 HISTOGRAMS = ("latency", "service_time", "overhead", "decode", "server_time", "connect",
               "ttft", "ttst", "itl", "tpot", "e2e", "owd", "ttfb",
@@ -70,6 +85,12 @@ class Recorder:
     tokens: int = 0
     chunks: int = 0
     late_starts: int = 0
+    # With resumption asked for: new connections by how their handshake went
+    # ("full", "session", "0rtt"; clients put it in extra["resumed"]).
+    handshakes: Counter = field(default_factory=Counter)
+    calls: int = 0                        # pipeline: calls made by the user requests
+    pipeline_ns: dict[str, int] = field(default_factory=dict)   # bucket -> summed ns
+    stages_ns: dict[str, int] = field(default_factory=dict)     # stage -> summed wall ns
     rows: list[tuple] | None = None       # per-request rows when asked
     traces: list[dict] | None = None      # per-stream token traces when asked (hol.StreamTrace)
 
@@ -116,6 +137,34 @@ class Recorder:
             self.tokens += len(toks)
         self._common(r, intended_ns, r.t_end_ns)
 
+    def pipeline(self, r: Any, intended_ns: int | None) -> None:
+        """One pipeline user request (harness.pipeline.PipelineResult): its end-to-end
+        time is the latency; its calls' phases, bytes and connections are recorded as
+        the calls' own; its time by bucket and by stage is summed (means are additive,
+        percentiles are not)."""
+        self.n += 1
+        intended_ns = r.t_start_ns if intended_ns is None else intended_ns
+        self.hist["latency"].record_ns(r.t_end_ns - intended_ns)
+        self.hist["service_time"].record_ns(r.e2e_ns)
+        self.hist["e2e"].record_ns(r.e2e_ns)
+        for bucket, ns in r.components_ns.items():
+            self.pipeline_ns[bucket] = self.pipeline_ns.get(bucket, 0) + ns
+        for stage, ns in r.stages_ns.items():
+            self.stages_ns[stage] = self.stages_ns.get(stage, 0) + ns
+        for call in r.calls:
+            stamps = call.extra.get("phases") or call.extra.get("curl_phases")
+            if stamps:
+                self._phases(stamps, call.new_connection)
+            self._bytes_and_connection(call)
+        self.calls += len(r.calls)
+        if r.t_start_ns - intended_ns > LATE_NS:
+            self.late_starts += 1
+        if self.rows is not None:
+            self.rows.append((intended_ns, r.t_start_ns, r.t_end_ns,
+                              sum(c.payload_up for c in r.calls),
+                              sum(c.payload_down for c in r.calls), None,
+                              sum(int(c.new_connection) for c in r.calls), ""))
+
     def trace(self, r: StreamResult, connection: str) -> None:
         """Keep one stream's tokens as the head-of-line analysis reads them."""
         self.traces.append({"connection": connection,
@@ -126,19 +175,22 @@ class Recorder:
 
     def _phases(self, stamps: dict[str, int | None], cold: bool) -> None:
         """Durations from cumulative us stamps since the request start (curl -w names:
-        namelookup, connect, appconnect, pretransfer, starttransfer, total)."""
-        def at(name: str) -> int:
-            return stamps.get(name) or 0
-        dns, tcp_done = at("namelookup"), at("connect")
-        tls_done = at("appconnect") or tcp_done
-        sent = at("pretransfer") or tls_done
-        first, total = at("starttransfer"), at("total")
-        which = "cold" if cold else "warm"
-        for name, us in (("dns", dns), ("tcp", tcp_done - dns if tcp_done else 0),
-                         ("tls", tls_done - tcp_done), ("send", sent - tls_done),
-                         ("wait", first - sent), ("transfer", total - first),
-                         ("total", total)):
-            self.hist[f"phase_{name}_{which}"].record_ns(max(0, us) * 1000)
+        namelookup, connect, appconnect, pretransfer, starttransfer, total). Runs for
+        every request, warm ones at concurrency 1 included: no closures or f-strings."""
+        get = stamps.get
+        dns, tcp_done = get("namelookup") or 0, get("connect") or 0
+        tls_done = get("appconnect") or tcp_done
+        sent = get("pretransfer") or tls_done
+        first, total = get("starttransfer") or 0, get("total") or 0
+        hist = self.hist
+        n = _PHASE_COLD if cold else _PHASE_WARM     # dns tcp tls send wait transfer total
+        hist[n[0]].record_ns(dns * 1000)
+        hist[n[1]].record_ns(max(0, tcp_done - dns) * 1000 if tcp_done else 0)
+        hist[n[2]].record_ns(max(0, tls_done - tcp_done) * 1000)
+        hist[n[3]].record_ns(max(0, sent - tls_done) * 1000)
+        hist[n[4]].record_ns(max(0, first - sent) * 1000)
+        hist[n[5]].record_ns(max(0, total - first) * 1000)
+        hist[n[6]].record_ns(total * 1000)
 
     def _common(self, r: Any, intended_ns: int, end_ns: int) -> None:
         self.hist["ttfb"].record_ns(r.t_first_byte_ns - r.t_start_ns)
@@ -153,17 +205,24 @@ class Recorder:
                 self.hist["curl_connect"].record_ns(phases["connect"] * 1000)
                 if phases["appconnect"]:
                     self.hist["curl_appconnect"].record_ns(phases["appconnect"] * 1000)
+        self._bytes_and_connection(r)
+        if r.t_start_ns - intended_ns > LATE_NS:
+            self.late_starts += 1
+        if self.rows is not None:
+            self.rows.append((intended_ns, r.t_start_ns, end_ns, r.payload_up, r.payload_down,
+                              r.server_time_us, int(r.new_connection), ""))
+
+    def _bytes_and_connection(self, r: Any) -> None:
+        """A request's payload bytes, and the connection it opened, if it opened one."""
         self.payload_up += r.payload_up
         self.payload_down += r.payload_down
         if r.new_connection:
             self.new_connections += 1
             if r.connect_ns is not None:
                 self.hist["connect"].record_ns(r.connect_ns)
-        if r.t_start_ns - intended_ns > LATE_NS:
-            self.late_starts += 1
-        if self.rows is not None:
-            self.rows.append((intended_ns, r.t_start_ns, end_ns, r.payload_up, r.payload_down,
-                              r.server_time_us, int(r.new_connection), ""))
+            resumed = r.extra.get("resumed")
+            if resumed is not None:
+                self.handshakes[resumed] += 1
 
     def error(self, kind: str, message: str, intended_ns: int | None, start_ns: int,
               end_ns: int) -> None:
@@ -183,7 +242,9 @@ class Recorder:
                 "payload_up": self.payload_up, "payload_down": self.payload_down,
                 "new_connections": self.new_connections, "tokens": self.tokens,
                 "chunks": self.chunks, "late_starts": self.late_starts,
-                "rows": self.rows, "traces": self.traces}
+                "handshakes": dict(self.handshakes),
+                "calls": self.calls, "pipeline_ns": self.pipeline_ns,
+                "stages_ns": self.stages_ns, "rows": self.rows, "traces": self.traces}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Recorder":
@@ -195,6 +256,10 @@ class Recorder:
         for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
                   "late_starts"):
             setattr(rec, k, data[k])
+        rec.calls = data.get("calls", 0)
+        rec.pipeline_ns = dict(data.get("pipeline_ns") or {})
+        rec.stages_ns = dict(data.get("stages_ns") or {})
+        rec.handshakes = Counter(data.get("handshakes") or {})
         rec.rows = data.get("rows")
         rec.traces = data.get("traces")
         return rec
@@ -203,11 +268,16 @@ class Recorder:
         for k, h in other.hist.items():
             self.hist[k].merge(h)
         self.errors.update(other.errors)
+        self.handshakes.update(other.handshakes)
         for k, v in other.error_samples.items():
             self.error_samples.setdefault(k, v)
         for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
-                  "late_starts"):
+                  "late_starts", "calls"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
+        for mine, theirs in ((self.pipeline_ns, other.pipeline_ns),
+                             (self.stages_ns, other.stages_ns)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
         if other.rows is not None:
             self.rows = (self.rows or []) + other.rows
         if other.traces is not None:

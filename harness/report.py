@@ -7,6 +7,7 @@ from typing import Any
 
 from .attribution import per_cell, protocol_or_library
 from .hol_report import HolPoint, render_hol_section
+from .pipeline_report import render_pipeline_section
 from .recorder import FORMULAS, PHASES
 from .roundtrips import accounting
 from .tables import fmt, load_label, table as _table
@@ -168,40 +169,77 @@ def cold_warm_table(rows: list[dict[str, Any]]) -> str | None:
     """The seed's table, measured: first request (a new connection) vs later ones (a
     reused connection) vs payload size, per protocol, from a scenario that sweeps
     connection.policy over new and reuse."""
-    cold = {(r["cell"], r["network"]): r for r in rows if r.get("connections_policy") == "new"}
+    def key(r: dict[str, Any]) -> tuple:        # one cold row per warm one: same TLS too
+        return r["cell"], r["network"], r.get("tls_version")
+    new = [r for r in rows if r.get("connections_policy") == "new"]
+    cold = {key(r): r for r in new if not r.get("resumption")}
+    resumed: dict[tuple, list[dict[str, Any]]] = {}     # cold with a resumed session
+    for r in new:
+        if r.get("resumption"):
+            resumed.setdefault(key(r), []).append(r)
     lines = []
     for r in rows:
         if r.get("connections_policy") in (None, "new"):
             continue
-        c = cold.get((r["cell"], r["network"]))
+        c = cold.get(key(r))
         if c is None:
             continue
         ratio = (c["latency_p50_ms"] / r["latency_p50_ms"]
                  if c["latency_p50_ms"] and r["latency_p50_ms"] else None)
-        lines.append([r["cell"], r["network"], fmt(c["latency_p50_ms"]),
-                      fmt(r["latency_p50_ms"]), fmt(ratio, 1) + "x" if ratio else "-",
-                      fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
-                      fmt(c["wire_up_bytes"], 0), fmt(r["wire_up_bytes"], 0)])
+        line = [r["cell"], r["network"] + (f" tls{r['tls_version']}" if r.get("tls_version")
+                                           else ""), fmt(c["latency_p50_ms"])]
+        if resumed:
+            line.append("; ".join(f"{fmt(x['latency_p50_ms'])} ({x['resumption']})"
+                                  for x in resumed.get(key(r), ())) or "-")
+        lines.append(line + [fmt(r["latency_p50_ms"]), fmt(ratio, 1) + "x" if ratio else "-",
+                             fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
+                             fmt(c["wire_up_bytes"], 0), fmt(r["wire_up_bytes"], 0)])
     if not lines:
         return None
     return _table(["protocol", "link", "first request (cold) p50 ms",
+                   *(["cold, session resumed p50 ms"] if resumed else []),
                    "subsequent (warm) p50 ms", "cold / warm", "payload up B", "payload down B",
                    "wire up B cold", "wire up B warm"], lines)
 
 
 def round_trip_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Measured round trips before the first byte next to the textbook count."""
-    out = []
+    """Measured round trips before the first byte next to the textbook count: a table,
+    then a line for each row flagged (off by more than a quarter RTT, or resumption
+    asked for but not every handshake resumed)."""
+    lines, notes = [], []
     for r in rows:
-        for a in accounting(r, tls=bool(r.get("tls")), tls_version=r.get("tls_version") or "1.3"):
-            flag = "agrees" if a["agrees"] else "**disagrees by more than a quarter RTT**"
-            dns = (f"; DNS {a['dns_round_trips']:.2f} RTT on top" if a["dns_round_trips"]
-                   else "")
-            out.append(f"- {a['cell']} {load_label(r)}, {a['which']}: measured "
-                       f"{a['measured']:.2f} round trips to the first byte at RTT "
-                       f"{a['rtt_ms']:g} ms, textbook {a['textbook']} ({a['how']}): "
-                       f"{flag}{dns}.")
-    return out
+        for a in accounting(r, tls=bool(r.get("tls")), tls_version=r.get("tls_version") or "1.3",
+                            resumption=r.get("resumption")):
+            off = abs(a["measured"] - a["textbook"]) > 0.25
+            verdict = ("agrees" if a["agrees"] else
+                       "**off by more than 1/4 RTT**" if off else "**resumption missed**")
+            handshakes = r.get("handshakes") or {}
+            resumed = (f"{handshakes.get(a['resumption'], 0)} of {sum(handshakes.values())}"
+                       if a["resumption"] else "")
+            lines.append([a["cell"], load_label(r), a["which"], a["how"], resumed,
+                          str(a["textbook"]), f"{a['measured']:.2f}",
+                          fmt(a["dns_round_trips"]) if a["dns_round_trips"] else "-",
+                          f"{a['rtt_ms']:g}", verdict])
+            if a["shortfall"]:
+                notes.append(f"- {a['cell']} {load_label(r)}: resumption ({a['resumption']}) "
+                             f"was asked for, but {a['shortfall']}: the textbook count "
+                             f"assumes every one resumed.")
+            if off:
+                emu = r.get("emulator") or {}
+                late = emu.get("late_over_500us", 0)
+                busy = (f" The link emulator released {late} of {emu.get('packets', 0)} "
+                        f"packets over 0.5 ms late (up to {emu.get('late_max_us', 0) / 1000:.1f}"
+                        f" ms): the host was busy, and that, not the protocol, may be the "
+                        f"difference." if late > 0.01 * max(1, emu.get("packets", 0)) else "")
+                notes.append(f"- {a['cell']} {load_label(r)}, {a['which']}: measured "
+                             f"{a['measured']:.2f} round trips, textbook {a['textbook']} "
+                             f"({a['how']}): they differ by more than a quarter RTT.{busy}")
+    if not lines:
+        return []
+    table = _table(["protocol", "load", "connection", "textbook path", "resumed",
+                    "textbook RTTs", "measured RTTs", "DNS RTTs (apart)", "RTT ms",
+                    "verdict"], lines)
+    return [table, "", *notes] if notes else [table]
 
 
 def lab_line(summary: dict[str, Any]) -> str | None:
@@ -242,7 +280,8 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
         parts += [lab, ""]
     parts += ["## Latency and throughput", "", latency_table(rows), ""]
     stream_rows = [r for r in rows if r["workload"] == "stream"]
-    unary_rows = [r for r in rows if r["workload"] != "stream"]
+    unary_rows = [r for r in rows if r["workload"] == "embed"]
+    parts += render_pipeline_section(rows)
     if stream_rows:
         parts += ["## Streams", "", stream_table(stream_rows), ""]
         section = ttft_vs_http(stream_rows, _workload(s, "stream"))

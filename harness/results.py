@@ -48,6 +48,7 @@ class PointKey:
     connections: str | None = None      # the swept connection count, when swept
     tls_version: str | None = None      # the swept TLS version, when swept
     dns_cache: bool | None = None       # with a DNS step: the resolver cache on or off
+    resumption: str | None = None       # "session" / "0rtt": new connections resumed
 
     @property
     def label(self) -> str:
@@ -55,8 +56,9 @@ class PointKey:
         conn = f"-conn{self.connections}" if self.connections is not None else ""
         tls = f"-tls{self.tls_version}" if self.tls_version is not None else ""
         dns = {None: "", True: "-dnscache", False: "-nodnscache"}[self.dns_cache]
+        resume = f"-resume{self.resumption}" if self.resumption is not None else ""
         net = "" if self.network == "loopback" else f"-{self.network}"
-        return f"{self.protocol}-{load}{conn}{tls}{dns}{net}"
+        return f"{self.protocol}-{load}{conn}{tls}{dns}{resume}{net}"
 
     @property
     def file_label(self) -> str:
@@ -140,6 +142,17 @@ class PointResult:
                                   "n": v["n"]} for p, v in got.items()}
         return out or None
 
+    def _pipeline(self) -> dict[str, Any]:
+        """Pipeline rows: calls per user request, and mean ms per user request by bucket
+        (along the critical path; they add up to the mean e2e) and by stage."""
+        rec, n = self.rec, self.rec.n
+        if not rec.pipeline_ns or not n:
+            return {}
+        return {"calls_per_request": round(rec.calls / n, 2),
+                "pipeline_ms": {k: round(v / n / 1e6, 3) for k, v in rec.pipeline_ns.items()},
+                "pipeline_stages_ms": {k: round(v / n / 1e6, 3)
+                                       for k, v in rec.stages_ns.items()}}
+
     def client_bound(self) -> str:
         """Why the client side, not the server, may have limited this point ('' if not)."""
         reasons = []
@@ -220,10 +233,15 @@ class PointResult:
             "connections_policy": self.key.connections,
             "tls": self.tls, "tls_version": self.tls_version_used,
             "dns_cache": self.key.dns_cache,
+            "resumption": self.key.resumption,
+            # How the new connections' handshakes went when resumption was asked for:
+            # {"full": n, "session": n, "0rtt": n} (checked, per connection).
+            "handshakes": dict(rec.handshakes) or None,
             "link": self.link, "emulator": self.emulator or None,
             "wire_counters_bytes": self.wire_counters or None,
             "hol": self.hol_repeats or None, "files": self.files or None,
             "phases_ms": self._phases(s),
+            **self._pipeline(),
             "distributions_ms": {k: v for k, v in s.items() if v},
         }
 

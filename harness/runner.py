@@ -284,7 +284,7 @@ class Runner:
         network = point.link.name if point.link is not None else self.network
         conn = str(point.connection.label) if point.connection is not None else None
         return PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
-                        network, conn, point.tls_version, point.dns_cache)
+                        network, conn, point.tls_version, point.dns_cache, point.resumption)
 
     def _set_link(self, link: LinkSpec | None) -> None:
         """(Re)configure the emulated link. Configuring restarts its drop-list counts,
@@ -299,6 +299,8 @@ class Runner:
         target, srv, impl = self._target(cell, point.tls_version)
         if point.dns_cache is not None:
             target["dns_cache"] = point.dns_cache
+        if point.resumption is not None:
+            target["resumption"] = point.resumption   # the clients resume new connections
         key = self._key(point)
         result = self.points.setdefault(key.label, PointResult(key))
         result.wire_source = self.wire_source

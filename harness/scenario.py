@@ -27,7 +27,7 @@ import yaml
 
 from .cells import make_cell, parse_cell
 from .linkspec import LinkSpec
-from .protocols import PROTOCOLS, STREAMING, UNARY
+from .protocols import PROTOCOLS, STREAM_OF, STREAMING, UNARY
 from .scenario_network import Network, network_section
 from .schema import (
     REQUIRED,
@@ -49,7 +49,7 @@ from .schema import (
 )
 
 __all__ = [
-    "ScenarioError", "Workload", "Load", "Warmup", "Connection", "Target", "Threshold",
+    "ScenarioError", "Workload", "Stage", "Load", "Warmup", "Connection", "Target", "Threshold",
     "Outputs", "Scenario", "PlanPoint", "load_scenario", "parse_scenario", "quick",
     "with_protocols", "expand_plan", "PROTOCOL_GROUPS", "TARGET_PROTOCOLS", "METRICS",
 ]
@@ -78,7 +78,7 @@ class ScenarioError(Exception):
 
 @dataclass(frozen=True)
 class Workload:
-    type: Literal["embed", "stream"]
+    type: Literal["embed", "stream", "pipeline"]
     # embed only (None for stream)
     batch_size: int | None
     input_words: int | None
@@ -92,6 +92,18 @@ class Workload:
     max_tokens: int | None
     ttft_ms: float | None
     itl_ms: float | None
+    # pipeline only: one user request is these stages, run one after another
+    stages: tuple["Stage", ...] | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline user request: `calls` calls of one kind, at most
+    `parallel` of them in flight at once (1: strictly one after another)."""
+    name: str
+    calls: int
+    parallel: int
+    work: Workload                  # what each call sends (an embed or stream workload)
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,7 @@ class Scenario:
     network: Network | None = None
     tls_version: tuple[str, ...] = ("1.3",)     # one or more (a sweep)
     dns: Dns | None = None
+    resumption: tuple[str, ...] = ("none",)     # none / session / 0rtt (a sweep)
     # Every workload: `workload` is the first; a scenario may give one embed and one
     # stream workload, and each protocol runs the one of its kind.
     workloads: tuple[Workload, ...] = ()
@@ -258,6 +271,7 @@ class PlanPoint:
     link: LinkSpec | None = None             # the emulated link, when network: is set
     tls_version: str | None = None           # when the scenario sweeps it
     dns_cache: bool | None = None            # with dns: the resolver cache on or off
+    resumption: str | None = None            # "session" / "0rtt": new connections resume
 
 
 def _plain(value: Any) -> Any:
@@ -265,6 +279,10 @@ def _plain(value: Any) -> Any:
         return value.text
     if isinstance(value, Network):
         return value.raw                     # as written: sweeps unexpanded
+    if isinstance(value, Stage):             # as written: the call's fields inline
+        work = _plain(value.work)
+        return {"name": value.name, "call": work.pop("type"), "calls": value.calls,
+                "parallel": value.parallel, **work}
     if dataclasses.is_dataclass(value):
         pairs = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
         return {k: _plain(v) for k, v in pairs if v is not None}
@@ -363,10 +381,61 @@ def _threshold(v: Any, path: str) -> Threshold:
 
 
 _EMBED, _STREAM = (("type", "embed"),), (("type", "stream"),)
+_PIPELINE = (("type", "pipeline"),)
 _CLOSED, _OPEN = (("mode", "closed"),), (("mode", "open"),)
 _REUSE = (("policy", "reuse"),)
 
-_WORKLOAD = Section(Workload, (
+def _stages(v: Any, path: str) -> tuple[Stage, ...]:
+    pairs = items(v, path, "a list of stages")
+    if not pairs:
+        raise Invalid(path, "expected at least one stage, got []")
+    stages = tuple(_stage(raw, where) for raw, where in pairs)
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(stages):
+        if stage.name in seen:
+            raise Invalid(f"{path}[{i}].name", f"duplicate of {path}[{seen[stage.name]}].name "
+                                               f"({show(stage.name)})")
+        seen[stage.name] = i
+    return stages
+
+
+_STAGE_KEYS = ("name", "call", "calls", "parallel")
+
+
+def _stage(raw: Any, path: str) -> Stage:
+    """A stage: name, call (embed | stream), calls, parallel, and the call's own fields
+    (those of an embed or a stream workload)."""
+    if not isinstance(raw, dict):
+        raise Invalid(path, f"expected a mapping with name, call, calls, parallel, got {show(raw)}")
+    head = Section(dict, (
+        Field("name", string(r"[a-z0-9_-]+", "a name made of a-z, 0-9, _ and -")),
+        Field("call", choice("embed", "stream")),
+        Field("calls", integer(1, 10_000), 1),
+        Field("parallel", integer(1, 256), 1),
+    ))
+    own = {k: raw[k] for k in _STAGE_KEYS if k in raw}
+    rest = {k: v for k, v in raw.items() if k not in _STAGE_KEYS}
+    keys = _STAGE_KEYS + tuple(f.key for f in _CALL.fields if f.key != "type")
+    _refuse_unknown_stage_key(raw, path, keys)
+    values = head.values(own, path)
+    try:
+        work = _CALL({**rest, "type": values["call"]}, path)
+    except Invalid as exc:      # the user wrote `call`, not `type`
+        raise Invalid(exc.field, exc.message.replace(f"{path}.type", f"{path}.call")) from None
+    if values["parallel"] > values["calls"]:
+        raise Invalid(join(path, "parallel"), f"{values['parallel']} in flight is more than "
+                                              f"the stage's {values['calls']} calls")
+    return Stage(values["name"], values["calls"], values["parallel"], work)
+
+
+def _refuse_unknown_stage_key(raw: dict, path: str, keys: tuple[str, ...]) -> None:
+    for key in raw:
+        if key not in keys:
+            raise Invalid(join(path, key), f"unknown key; a stage takes {', '.join(_STAGE_KEYS)} "
+                                           f"and the fields of an embed or stream workload")
+
+
+_CALL_FIELDS = (
     Field("type", choice("embed", "stream")),
     Field("batch_size", integer(1, 2048), 8, _EMBED),
     Field("input_words", integer(1, 4096), 16, _EMBED),
@@ -379,6 +448,12 @@ _WORKLOAD = Section(Workload, (
     Field("max_tokens", integer(1, 100_000), 64, _STREAM),
     Field("ttft_ms", number(0), 0, _STREAM),
     Field("itl_ms", number(0), 0, _STREAM),
+)
+_CALL = Section(Workload, _CALL_FIELDS)       # one call: an embed or a stream request
+_WORKLOAD = Section(Workload, (
+    Field("type", choice("embed", "stream", "pipeline")),
+    *_CALL_FIELDS[1:],
+    Field("stages", _stages, REQUIRED, _PIPELINE),
 ))
 
 
@@ -390,6 +465,10 @@ def _workloads(v: Any, path: str) -> tuple[Workload, ...]:
     found = tuple(_WORKLOAD(x, where) for x, where in items(v, path, ""))
     if not found:
         raise Invalid(path, "expected a workload or a list of them, got []")
+    for i, w in enumerate(found):
+        if w.type == "pipeline" and len(found) > 1:
+            raise Invalid(f"{path}[{i}].type", "a pipeline is a whole workload (its stages "
+                                               "give the embed and stream calls); give it alone")
     seen: dict[str, int] = {}
     for i, w in enumerate(found):
         if w.type in seen:
@@ -449,6 +528,17 @@ _TARGET = Section(Target, (
 ))
 
 
+def _resumption(v: Any, path: str) -> str:
+    """none (full handshakes), session (TLS session resumption: ticket or session ID)
+    or 0rtt (QUIC: resumed, the request sent as early data). YAML false means none."""
+    if v is False:
+        return "none"
+    if v not in ("none", "session", "0rtt"):
+        raise Invalid(path, f'expected "none", "session" or "0rtt" (or a list of them), '
+                            f"got {show(v)}")
+    return v
+
+
 def _tls_version(v: Any, path: str) -> str:
     """ "1.3" or "1.2". YAML reads an unquoted 1.3 as a number: take that too."""
     text = f"{v:g}" if isinstance(v, float) else v
@@ -481,7 +571,12 @@ def _protocol_problem(label: str, values: dict) -> str | None:
     cell = parse_cell(label)
     pid = cell.protocol
     kinds = _kinds(values)
-    if ("stream" if PROTOCOLS[pid].streaming else "embed") not in kinds:
+    if kinds == ("pipeline",):
+        if PROTOCOLS[pid].streaming:
+            return (f'"{pid}" is a streaming protocol; a pipeline names the unary protocol '
+                    f"of each family ({', '.join(UNARY)}) and streams its answer over the "
+                    f"family's streaming protocol ({', '.join(STREAM_OF[u] for u in UNARY)})")
+    elif ("stream" if PROTOCOLS[pid].streaming else "embed") not in kinds:
         kind = kinds[0]
         needed = "streaming" if kind == "stream" else "unary"
         return (f'"{pid}" cannot run a {kind} workload (workload.type); '
@@ -502,7 +597,7 @@ def _resolve_protocols(values: dict) -> None:
         # A group means "those of the group that can run this scenario"; only a group
         # of the wrong kind altogether is an error.
         kind = kinds[0]
-        wrong = {"embed": "streaming", "stream": "unary"}[kind]
+        wrong = {"embed": "streaming", "stream": "unary", "pipeline": "streaming"}[kind]
         if chosen == wrong and len(kinds) == 1:
             raise Invalid("protocols", f'"{chosen}" protocols cannot run a {kind} workload '
                                         f"(workload.type)")
@@ -527,12 +622,15 @@ def _check_target(values: dict) -> None:
     target = values["target"]
     if target is None:
         return
-    for workload in values["workloads"]:
+    calls = []          # (field path prefix, what one call sends)
+    for w in values["workloads"]:
+        calls.append(("workload.", w))
+        calls += [(f"workload.stages[{i}].", st.work) for i, st in enumerate(w.stages or ())]
+    for where, workload in calls:
         for key in ("compute_ms", "ttft_ms", "itl_ms"):
             if getattr(workload, key):
-                raise Invalid(f"workload.{key}", "simulated model time only applies to the "
-                                                  "built-in servers; remove it when target "
-                                                  "is set")
+                raise Invalid(where + key, "simulated model time only applies to the "
+                                           "built-in servers; remove it when target is set")
     if values["network"] is not None:
         raise Invalid("network", "the network lab runs the built-in servers behind an "
                                  "emulated link; remove target or network")
@@ -541,6 +639,33 @@ def _check_target(values: dict) -> None:
                              "target is resolved by the system; remove target or dns")
     if not values["tls"] and urlsplit(target.base_url).scheme == "https":
         raise Invalid("target.base_url", "an https URL needs TLS, but tls is false")
+
+
+def _check_resumption(values: dict) -> None:
+    wanted = values["resumption"]
+    if wanted == ("none",):
+        return
+    policies = values["connection"].policy
+    if "new" not in (policies if isinstance(policies, tuple) else (policies,)):
+        raise Invalid("resumption", "resumption changes how a new connection's handshake "
+                                    "goes; with connection.policy: reuse requests reuse an "
+                                    "open connection and nothing resumes. Use "
+                                    "connection.policy: new (or [new, reuse])")
+    if values["target"] is not None:
+        raise Invalid("resumption", "resumption is measured against the built-in servers; "
+                                    "remove target or resumption")
+    for i, pid in enumerate(values["protocols"]):
+        cell = parse_cell(pid)
+        modes = _TLS_MODES[cell.kind]
+        tls = values["tls"] if values["tls"] in modes else modes[0]
+        can = _resumption_support(cell, tls)
+        if not set(wanted) & set(can):
+            why = ("libcurl's session cache is off in its engine" if cell.client == "curl"
+                   else "it runs without TLS" if not tls and cell.kind in ("h1", "h2")
+                   else "its client cannot resume TLS sessions")
+            raise Invalid("resumption", f"{show(cell.label)} can run only "
+                                        f"{', '.join(map(show, can))} ({why}); add \"none\" "
+                                        f"to the list so it runs without, or remove it")
 
 
 def _check_dns(values: dict) -> None:
@@ -559,6 +684,7 @@ def _cross_checks(values: dict, path: str) -> None:
     _check_threshold_metrics(values)
     _check_target(values)
     _check_dns(values)
+    _check_resumption(values)
 
 
 _SCENARIO = Section(Scenario, (
@@ -581,6 +707,7 @@ _SCENARIO = Section(Scenario, (
     Field("network", optional(network_section), None),
     Field("tls_version", sweep(_tls_version), "1.3"),
     Field("dns", optional(_DNS), None),
+    Field("resumption", sweep(_resumption), "none"),
 ), post=_cross_checks)
 
 
@@ -665,14 +792,24 @@ def quick(scenario: Scenario) -> Scenario:
     load = dataclasses.replace(
         load, concurrency=_ends(load.concurrency), rate=_ends(load.rate),
         requests=30 if load.requests is None else min(load.requests, 30), duration_s=None)
-    workloads = tuple(dataclasses.replace(w, max_tokens=min(w.max_tokens, 16))
-                      if w.type == "stream" else w for w in s.workloads or (s.workload,))
+    workloads = tuple(_quick_workload(w) for w in s.workloads or (s.workload,))
     workload = workloads[0]
     # min(), not 3: a scenario that asked for no warmup (cold starts) keeps none.
     warmup = Warmup(min(s.warmup.requests, 3))
     network = s.network.ends() if s.network is not None else None
     return dataclasses.replace(s, load=load, workload=workload, workloads=workloads,
                                warmup=warmup, repeats=1, workers=1, network=network)
+
+
+def _quick_workload(w: Workload) -> Workload:
+    """Streams capped at 16 tokens; a pipeline's stages at two rounds of their fan-out."""
+    if w.type == "stream":
+        return dataclasses.replace(w, max_tokens=min(w.max_tokens, 16))
+    if w.type == "pipeline":
+        stages = tuple(dataclasses.replace(st, calls=min(st.calls, 2 * st.parallel),
+                                           work=_quick_workload(st.work)) for st in w.stages)
+        return dataclasses.replace(w, stages=stages)
+    return w
 
 
 def with_protocols(scenario: Scenario, ids) -> Scenario:
@@ -712,9 +849,10 @@ def expand_plan(scenario: Scenario) -> list[PlanPoint]:
                 for conn in _connection_choices(scenario.connection, pid, load):
                     for tls in _tls_choices(scenario, pid):
                         for cache in _dns_choices(scenario):
-                            plan += [PlanPoint(repeat, pid, load.mode, concurrency, rate,
-                                               conn, link, tls, cache)
-                                     for concurrency, rate in load.points()]
+                            for resume in _resumption_choices(scenario, pid, conn):
+                                plan += [PlanPoint(repeat, pid, load.mode, concurrency,
+                                                   rate, conn, link, tls, cache, resume)
+                                         for concurrency, rate in load.points()]
     return plan
 
 
@@ -725,6 +863,31 @@ def _tls_choices(scenario: Scenario, pid: str) -> list[str | None]:
     if not scenario.uses_tls(pid) or parse_cell(pid).kind == "h3":
         return [None]
     return list(scenario.tls_version)
+
+
+def resumption_support(scenario: Scenario, pid: str) -> tuple[str, ...]:
+    """The resumption values a cell can run: "session" where wirebench's own client
+    speaks TLS over TCP (HTTP/1.1, HTTP/2) or QUIC; "0rtt" on QUIC only (Python's ssl
+    cannot send TLS 1.3 early data over TCP). libcurl, gRPC and WebSocket cells: none."""
+    return _resumption_support(parse_cell(pid), scenario.uses_tls(pid))
+
+
+def _resumption_support(cell: Any, tls: bool) -> tuple[str, ...]:
+    if cell.client == "curl" or not tls or cell.kind not in ("h1", "h2", "h3"):
+        return ("none",)
+    return ("none", "session", "0rtt") if cell.kind == "h3" else ("none", "session")
+
+
+def _resumption_choices(scenario: Scenario, pid: str,
+                        conn: Connection | None) -> list[str | None]:
+    """The swept resumption values this point runs: only for a new connection per
+    request (a reused connection has no handshake to resume) and only those the cell
+    supports; None stands for "none"."""
+    policy = conn.policy if conn is not None else scenario.connection.policy
+    if policy != "new":
+        return [None]
+    can = resumption_support(scenario, pid)
+    return [None if v == "none" else v for v in scenario.resumption if v in can] or [None]
 
 
 def _dns_choices(scenario: Scenario) -> list[bool | None]:

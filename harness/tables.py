@@ -29,6 +29,8 @@ def load_label(r: dict[str, Any]) -> str:
         load += f" tls{r['tls_version']}"
     if r.get("dns_cache") is not None:
         load += " dns-cache" if r["dns_cache"] else " no-dns-cache"
+    if r.get("resumption"):
+        load += f" resume={r['resumption']}"
     if r.get("link"):
         load += f" [{r['network']}]"
     return load

@@ -1,0 +1,376 @@
+"""HTTP/1.1 over one blocking socket: the python engine's closed-loop path for one user.
+
+At concurrency 1 every microsecond of client CPU is in series with the server's
+(benchmarks/README.md): an asyncio request costs a task step, futures, a protocol
+callback and a parser callback per header, ~100,000 instructions with the recording.
+When a worker has exactly one user on one keep-alive connection
+(harness.loadgen's "blocking" client path), the same request runs here instead: one
+`sendall`, `recv_into` a preallocated buffer, the header block split in C, the body
+read straight into its own buffer (one copy from the kernel for a 154 KB embedding).
+
+Same contract as `HttpTransport.fetch` (clients.http_api), blocking: returns
+(HttpResponse, body, t_received, None). Same stamps as clients.http1: t_first_byte is
+the clock_ns() taken right after the read that brought the status line, t_received the
+one after the read that completed the body (one stamp per read, as data_received
+stamps). Same checks: a status line that is not HTTP/1.1 is a FallbackError, a bad
+head a ProtocolViolation, EOF or a reset mid-response ConnectionLost; 1xx responses are
+skipped; Content-Length, chunked and read-until-close bodies; `Connection: close` ends
+the connection after the response. A reused connection that turns out closed before
+any response byte (the server's keep-alive timeout) is retried once on a new one, as
+libcurl does and as the asyncio transport avoids by seeing the close while idle.
+
+Timeouts: the whole request (connect, send, every read) must finish within
+`timeout_s` of its start; the kernel enforces each read's share (SO_RCVTIMEO /
+SO_SNDTIMEO, lowered when less than 95% of it remains, so a stalled read ends at most
+5% of the timeout late), so a request on time costs no timeout syscalls. A timeout raises `RequestTimeout` (kind "timeout") and
+closes the connection (its state is unknown).
+
+Cleartext only (no TLS, no DNS step through the lab's resolver): the selection in
+clients.sync_rest uses the asyncio transport otherwise.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from .base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
+                   Target, clock_ns)
+from .http_api import Headers, HttpResponse
+from .wire import METER
+
+try:        # the connect-failure classes (clients.connect), where this tree has them
+    from .base import PhaseTimeout, Refused
+except ImportError:                     # pragma: no cover
+    PhaseTimeout = Refused = ConnectError       # type: ignore[misc]
+
+BUFFER = 256 * 1024             # the receive buffer; larger bodies get one of their own
+
+
+class RequestTimeout(ClientError):
+    """No complete response within the request timeout."""
+    kind = "timeout"
+
+
+def _timeval(seconds: float) -> bytes:
+    seconds = max(seconds, 0.001)
+    return struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+
+
+class BlockingH1Transport:
+    """One keep-alive HTTP/1.1 connection, one request at a time, blocking."""
+
+    version = "1.1"
+    path_name = "blocking socket"
+
+    def __init__(self, target: Target, *, timeout_s: float = 30.0) -> None:
+        if target.tls or target.dns is not None:
+            raise ValueError("the blocking HTTP/1.1 path is cleartext, without a DNS step")
+        self.target = target
+        self.timeout_s = timeout_s
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.sock: socket.socket | None = None
+        self.local_port: int | None = None
+        self._buf = bytearray(BUFFER)
+        self._view = memoryview(self._buf)
+        self._have = 0                  # bytes in _buf not yet consumed (pipelined: never)
+        self._sockto = 0.0              # the SO_RCVTIMEO/SNDTIMEO now set
+        self._host_line = f"host: {target.authority}\r\n".encode()
+        self._head_key: tuple[bytes, bytes, Headers] | None = None
+        self._head = b""
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self, deadline: int) -> int:
+        t0 = clock_ns()
+        remaining = (deadline - t0) / 1e9
+        if remaining <= 0:
+            raise RequestTimeout(f"no complete response within {self.timeout_s} s")
+        step = getattr(self.target, "connect_timeout_s", None)
+        where = f"HTTP/1.1 connect to {self.target.host}:{self.target.port}"
+        try:
+            sock = socket.create_connection((self.target.host, self.target.port),
+                                            timeout=min(remaining, step or remaining))
+        except TimeoutError:
+            if step is not None and step < remaining:
+                raise PhaseTimeout(f"{where}: TCP connect: no answer within {step} s") \
+                    from None
+            raise RequestTimeout(f"{where}: no connection within {self.timeout_s} s") \
+                from None
+        except ConnectionRefusedError as exc:
+            raise Refused(f"{where}: TCP connect: refused ({exc})") from exc
+        except OSError as exc:
+            raise ConnectError(f"{where} failed: {exc}") from exc
+        sock.settimeout(None)           # blocking; the kernel times reads (SO_RCVTIMEO)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._sockto = 0.0
+        self._set_timeout(self.timeout_s)
+        self.local_port = sock.getsockname()[1]
+        self._have = 0
+        METER.track(sock)
+        return clock_ns() - t0
+
+    def _set_timeout(self, seconds: float) -> None:
+        tv = _timeval(seconds)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)   # type: ignore[union-attr]
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)   # type: ignore[union-attr]
+        self._sockto = seconds
+
+    def _drop(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            METER.closing(sock)
+            sock.close()
+        self._have = 0
+
+    def close(self) -> None:
+        self._drop()
+
+    # ------------------------------------------------------------------ requests
+
+    def _request_bytes(self, method: bytes, path: bytes, headers: Headers,
+                       body: bytes) -> bytes:
+        key = self._head_key
+        if key is None or key[2] is not headers or key[0] != method or key[1] != path:
+            head = [method, b" ", path, b" HTTP/1.1\r\n", self._host_line]
+            for name, value in headers:
+                head += [name, b": ", value, b"\r\n"]
+            self._head = b"".join(head)
+            self._head_key = (method, path, headers)
+        return b"%scontent-length: %d\r\n\r\n%s" % (self._head, len(body), body)
+
+    def fetch_sync(self, method: bytes, path: bytes, headers: Headers,
+                   body: bytes) -> tuple[HttpResponse, bytes | bytearray, int, None]:
+        """One whole exchange (the blocking twin of HttpTransport.fetch)."""
+        deadline = clock_ns() + self.timeout_ns
+        data = self._request_bytes(method, path, headers, body)
+        retried = False
+        while True:
+            new, connect_ns = self.sock is None, None
+            if new:
+                connect_ns = self._connect(deadline)
+            elif self._sockto != self.timeout_s:
+                self._set_timeout(self.timeout_s)     # lowered by a slow last request
+            try:
+                return self._exchange(data, method, deadline, new, connect_ns)
+            except _Stale:
+                self._drop()
+                if retried or new:
+                    raise ConnectionLost("HTTP/1.1 connection closed before any response "
+                                         "byte") from None
+                retried = True          # the server closed the idle connection: once more
+            except BaseException:
+                self._drop()            # unknown state: never reuse it
+                raise
+
+    def _recv(self, start: int, deadline: int, view: memoryview | None = None) -> int:
+        """One blocking read into the buffer at `start` (or into `view`)."""
+        remaining = (deadline - clock_ns()) / 1e9
+        if remaining <= 0:
+            raise RequestTimeout(f"no complete response within {self.timeout_s} s")
+        if remaining < self._sockto * 0.95:    # within 5% of the deadline, not 2x
+            self._set_timeout(remaining)
+        try:
+            return self.sock.recv_into(self._view[start:] if view is None else view)  # type: ignore[union-attr]
+        except BlockingIOError:         # SO_RCVTIMEO expired
+            raise RequestTimeout(f"no complete response within {self.timeout_s} s") from None
+        except OSError as exc:
+            raise ConnectionLost(f"HTTP/1.1 receive failed: {exc}") from exc
+
+    def _exchange(self, data: bytes, method: bytes, deadline: int, new: bool,
+                  connect_ns: int | None) -> tuple[HttpResponse, bytes | bytearray, int, None]:
+        try:
+            self.sock.sendall(data)     # type: ignore[union-attr]
+        except BlockingIOError:
+            raise RequestTimeout(f"no complete response within {self.timeout_s} s") from None
+        except OSError as exc:
+            if not new:
+                raise _Stale() from None
+            raise ConnectionLost(f"HTTP/1.1 send failed: {exc}") from exc
+        buf = self._buf
+        have, t_first, t_last = self._have, 0, 0
+        pos = 0                         # where this response's head starts
+        while True:                     # the head (1xx heads skipped)
+            end = buf.find(b"\r\n\r\n", pos, have) if have > pos else -1
+            if end < 0:
+                if have == BUFFER:
+                    raise ProtocolViolation("HTTP/1.1 response head larger than "
+                                            f"{BUFFER} bytes")
+                try:
+                    n = self._recv(have, deadline)
+                except ConnectionLost:
+                    if not new and have == 0:
+                        raise _Stale() from None
+                    raise
+                t = clock_ns()
+                if n == 0:
+                    if not new and have == 0:
+                        raise _Stale()
+                    raise ConnectionLost("connection closed mid-response (EOF)")
+                if not t_first:
+                    t_first = t
+                t_last = t
+                have += n
+                continue
+            head = bytes(buf[pos:end])
+            status, low, length, chunked, close = _parse_head(head)
+            pos = end + 4
+            if status >= 200:
+                break
+        t_end = t_last                  # the read that completed the head (and maybe the body)
+        if method == b"HEAD" or status in (204, 304):
+            raw: bytes | bytearray = b""
+            rest = pos
+        elif length is not None:
+            got = have - pos
+            if length <= got:           # all here already (the usual small response)
+                raw = bytes(buf[pos:pos + length])
+                rest = pos + length
+            else:                       # read the rest straight into the body's buffer
+                out = bytearray(length)
+                out[:got] = buf[pos:have]
+                view = memoryview(out)
+                while got < length:
+                    n = self._recv(0, deadline, view[got:])
+                    t_end = clock_ns()
+                    if n == 0:
+                        raise ConnectionLost(f"connection closed mid-body ({got} of "
+                                             f"{length} bytes)")
+                    got += n
+                raw, rest, have = out, 0, 0
+        elif chunked:
+            raw, left, t = self._chunked(pos, have, deadline)
+            t_end = t or t_end
+            rest = have = 0
+            close = close or left
+        else:                           # no length: the body runs to the connection's end
+            parts = [bytes(buf[pos:have])]
+            while True:
+                n = self._recv(0, deadline)
+                t_end = clock_ns()
+                if n == 0:
+                    break
+                parts.append(bytes(buf[:n]))
+            raw, rest, have, close = b"".join(parts), 0, 0, True
+        if have > rest:                 # bytes beyond this response: the server spoke
+            close = True                # out of turn; never read them as the next one
+        self._have = 0
+        response = _HeadResponse(status, head, low, t_first, new, connect_ns, self.local_port)
+        if close:
+            self._drop()
+        return response, raw, t_end, None
+
+    def _chunked(self, pos: int, have: int, deadline: int) -> tuple[bytes, bool, int]:
+        """A chunked body from buf[pos:have] on: (body, bytes left over after it, time
+        of the last read). Rare here (the servers send Content-Length), so simple."""
+        buf, t = self._buf, 0
+        data, parts, i = bytes(buf[pos:have]), [], 0
+
+        def more() -> bytes:
+            nonlocal t
+            n = self._recv(0, deadline)
+            t = clock_ns()
+            if n == 0:
+                raise ConnectionLost("connection closed mid-body (chunked)")
+            return bytes(buf[:n])
+
+        while True:
+            eol = data.find(b"\r\n", i)
+            while eol < 0:
+                data += more()
+                eol = data.find(b"\r\n", i)
+            try:
+                size = int(data[i:eol].split(b";", 1)[0], 16)
+            except ValueError:
+                raise ProtocolViolation(f"bad chunk size line {data[i:eol][:40]!r}") from None
+            if size == 0:               # the last chunk, then trailers and a blank line
+                tail = data.find(b"\r\n\r\n", eol)
+                while tail < 0:
+                    data += more()
+                    tail = data.find(b"\r\n\r\n", eol)
+                return b"".join(parts), len(data) > tail + 4, t
+            end = eol + 2 + size
+            while len(data) < end + 2:
+                data += more()
+            if data[end:end + 2] != b"\r\n":
+                raise ProtocolViolation("chunk not followed by CRLF")
+            parts.append(data[eol + 2:end])
+            i = end + 2
+
+
+class _Stale(Exception):
+    """A reused connection turned out closed before any response byte."""
+
+
+class _HeadResponse(HttpResponse):
+    """An HttpResponse over the raw head: `header()` is two C-level searches in the
+    lowercased head (no loop over lines in Python), `headers` is split only if asked."""
+
+    __slots__ = ("_head", "_low")
+
+    def __init__(self, status: int, head: bytes, low: bytes, t_first_byte_ns: int,
+                 new_connection: bool, connect_ns: int | None, local_port: int | None) -> None:
+        super().__init__(status, None, t_first_byte_ns, new_connection, connect_ns,
+                         local_port, None)
+        self._head, self._low = head, low
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            headers = []
+            for line in self._head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                headers.append((name.strip().lower(), value.strip()))
+            self._headers = headers
+        return self._headers
+
+    def header(self, name: bytes) -> bytes | None:
+        return _value(self._head, self._low, b"\r\n" + name + b":")
+
+
+def _value(head: bytes, low: bytes, key: bytes) -> bytes | None:
+    """The first value of the header `key` (b"\\r\\nname:", lowercase) in a head."""
+    i = low.find(key)
+    if i < 0:
+        return None
+    i += len(key)
+    j = head.find(b"\r\n", i)
+    return head[i:j].strip() if j >= 0 else head[i:].strip()
+
+
+_LENGTH, _TE, _CONNECTION = b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nconnection:"
+
+
+def _parse_head(head: bytes) -> tuple[int, bytes, int | None, bool, bool]:
+    """(status, lowercased head, content-length, chunked, close) of one response head
+    (without its blank line). C-level searches only: a loop over header lines in Python
+    (and `bytes in bytes`, which raises and clears a TypeError inside CPython each time)
+    cost ~10,000 instructions per response."""
+    if not head.startswith(b"HTTP/1.1 "):
+        line = head.split(b"\r\n", 1)[0]
+        if head.startswith(b"HTTP/"):
+            raise FallbackError(f"server answered {line[:8].decode(errors='replace')}")
+        raise ProtocolViolation(f"bad HTTP/1.1 status line {line[:80]!r}")
+    try:
+        status = int(head[9:12])
+    except ValueError:
+        raise ProtocolViolation(f"bad HTTP/1.1 status line {head[:80]!r}") from None
+    low = head.lower()
+    length = None
+    value = _value(head, low, _LENGTH)
+    if value is not None:
+        try:
+            length = int(value)
+        except ValueError:
+            raise ProtocolViolation(f"bad content-length {value[:40]!r}") from None
+        if length < 0:
+            raise ProtocolViolation(f"bad content-length {value[:40]!r}")
+    chunked = close = False
+    if low.find(_TE) >= 0:
+        chunked = _value(low, low, _TE).find(b"chunked") >= 0      # type: ignore[union-attr]
+        if chunked:
+            length = None               # RFC 9112: transfer-encoding wins
+    if low.find(_CONNECTION) >= 0:
+        close = _value(low, low, _CONNECTION).find(b"close") >= 0  # type: ignore[union-attr]
+    return status, low, length, chunked, close

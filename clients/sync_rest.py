@@ -1,0 +1,90 @@
+"""Blocking REST clients: the "blocking" client path for a closed loop of one user.
+
+At concurrency 1 a closed loop runs client and server in turn, so every microsecond
+the client spends per request is in series with the server's and lowers throughput
+(benchmarks/README.md has the arithmetic). When a worker has exactly one user on one
+keep-alive connection, nothing runs concurrently in it, and an event loop is pure
+cost: harness.loadgen then runs that user's requests through one of these instead,
+in a thread, each request a blocking call:
+
+  engine "python", rest-h1 (cleartext, no DNS step): clients.http1_sync, one socket
+  engine "curl",   rest-h1 and rest-h2 (TLS or h2c):  clients.curl_sync, libcurl easy
+
+`embed_sync` is `RestClient.embed` (clients.http_api) line for line, over a blocking
+transport: the same request bytes, the same t_start (just before the transport call),
+the same decode inside the latency (`decode_embeddings`, then t_decoded), the same
+UnaryResult, the same error classes; so every metric keeps its definition
+(DESIGN.md section 4). `blocking_client` says which protocol / engine / target /
+policy combinations have such a path (None: the asyncio path runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .base import Target, UnaryResult, auth_header, clock_ns
+from .http_api import _POST_JSON
+from .openai_codec import decode_embeddings, error_from_body, parse_server_timing
+
+
+class BlockingRestClient:
+    """POST /v1/embeddings over a blocking transport; latency runs to the decoded vectors."""
+
+    streaming = False
+
+    def __init__(self, protocol: str, engine: str, transport: Any, target: Target) -> None:
+        self.protocol = protocol
+        self.engine = engine
+        self.transport = transport
+        self.target = target
+        self._headers = _POST_JSON + auth_header(target)
+        self._embeddings = target.base_path.encode() + b"/embeddings"
+
+    @property
+    def path_name(self) -> str:
+        """What ran, for the results: e.g. 'blocking: libcurl easy'."""
+        return f"blocking: {self.transport.path_name}"
+
+    def embed_sync(self, request: dict[str, Any]) -> UnaryResult:
+        body = orjson.dumps(request)
+        t_start = clock_ns()
+        resp, raw, t_received, phases = self.transport.fetch_sync(
+            b"POST", self._embeddings, self._headers, body)
+        if resp.status != 200:
+            raise error_from_body(resp.status, bytes(raw))
+        vectors = decode_embeddings(raw)
+        t_decoded = clock_ns()
+        result = UnaryResult(vectors, t_start, resp.t_first_byte_ns, t_received, t_decoded,
+                             len(body), len(raw),
+                             parse_server_timing(resp.header(b"server-timing")),
+                             resp.new_connection, resp.connect_ns)
+        if phases is not None:          # libcurl's own phase times, in microseconds
+            result.extra["curl_phases"] = phases
+        return result
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def blocking_client(protocol: str, engine: str, target: Target, *, reuse: bool,
+                    timeout_s: float) -> BlockingRestClient | None:
+    """The blocking client for this cell and policy, or None where there is none
+    (streams, other protocols, a new connection per request, TLS or a DNS step on the
+    python engine's HTTP/1.1)."""
+    if not reuse or getattr(target, "resumption", None):
+        return None         # new connections per request / session resumption: asyncio
+    if engine == "python" and protocol == "rest-h1":
+        if target.tls or target.dns is not None:
+            return None
+        from .http1_sync import BlockingH1Transport
+        return BlockingRestClient(protocol, engine,
+                                  BlockingH1Transport(target, timeout_s=timeout_s), target)
+    if engine == "curl" and protocol in ("rest-h1", "rest-h2"):
+        from .curl_sync import CurlEasyTransport
+        version = "1.1" if protocol == "rest-h1" else "2"
+        return BlockingRestClient(protocol, engine,
+                                  CurlEasyTransport(target, version=version,
+                                                    timeout_s=timeout_s), target)
+    return None

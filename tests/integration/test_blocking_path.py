@@ -1,0 +1,334 @@
+"""The blocking client path (clients.sync_rest, http1_sync, curl_sync; harness.loadgen's
+closed loop of one user) against the real servers and small in-test servers.
+
+It must measure what the asyncio path measures: the same vectors, the same ordered
+stamps, the same error classes, the request timeout, connection reuse as the policy
+says; and LoadRunner must choose it exactly when a worker has one user on one
+keep-alive connection, and say so in its result.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import orjson
+import pytest
+
+from clients import open_client
+from clients.base import (ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
+                          ServerError, Target)
+from clients.sync_rest import blocking_client
+from clients.wire import METER
+from harness.loadgen import LoadJob, LoadRunner
+from harness.recorder import Recorder
+from servers import core
+
+EMBED = {"input": ["the quick brown fox", "jumps over"], "dimensions": 256,
+         "model": "wirebench-embed-1", "wirebench": {"seed": 7}}
+OK = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+      b"server-timing: app;dur=0.250\r\ncontent-length: %d\r\n\r\n%s")
+BODY = orjson.dumps({"object": "list", "data": [
+    {"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}]})
+
+# (engine, cell): cell as in test_curl_engine (h2 = TLS, h2c = cleartext prior knowledge)
+PATHS = [("python", "h1"), ("curl", "h1"), ("curl", "h2"), ("curl", "h2c")]
+
+
+def real_target(servers, tls_files, cell: str) -> Target:
+    kind = "h1" if cell == "h1" else "h2"
+    srv = servers.start(kind, extra=[] if kind == "h1" else ["--h2c-port", "0"])
+    port = srv.info["h2c_port"] if cell == "h2c" else srv.port
+    return Target(port=port, ca=tls_files.ca, **({"tls": False} if cell == "h2c" else {}))
+
+
+def protocol(cell: str) -> str:
+    return "rest-h1" if cell == "h1" else "rest-h2"
+
+
+class RawServer:
+    """A threaded TCP server: `handle(conn, n)` serves the n-th connection."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.accepted = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            n, self.accepted = self.accepted, self.accepted + 1
+            t = threading.Thread(target=self._serve, args=(conn, n), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, conn: socket.socket, n: int) -> None:
+        try:
+            self.handle(conn, n)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(2)
+
+
+def read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+              if line.lower().startswith(b"content-length:")]
+    while length and len(rest) < length[0]:
+        rest += conn.recv(65536)
+    return head
+
+
+def answering(*answers: bytes, close_after: bool = False):
+    """A handler that answers each request on a connection with the next answer."""
+    def handle(conn: socket.socket, n: int) -> None:
+        for answer in answers:
+            if not read_request(conn):
+                return
+            conn.sendall(answer)
+            if close_after:
+                time.sleep(0.02)
+                conn.close()
+                return
+    return handle
+
+
+@pytest.fixture
+def raw_server():
+    made: list[RawServer] = []
+
+    def make(handle) -> RawServer:
+        made.append(RawServer(handle))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def client_for(engine: str, port: int, timeout_s: float = 5.0, cell: str = "h1"):
+    c = blocking_client(protocol(cell), engine,
+                        Target(port=port, **({"tls": False} if cell == "h2c" else {})),
+                        reuse=True, timeout_s=timeout_s)
+    assert c is not None
+    return c
+
+
+# ------------------------------------------------------------------ real servers
+
+@pytest.mark.parametrize("engine,cell", PATHS)
+async def test_same_vectors_and_ordered_stamps_as_the_async_path(servers, tls_files,
+                                                                 engine, cell):
+    target = real_target(servers, tls_files, cell)
+    expected = core.embed_batch(core.parse_embed_request(EMBED)).tobytes()
+    async with open_client(protocol(cell), target, engine=engine) as ac:
+        ref = await ac.embed(EMBED)
+    c = blocking_client(protocol(cell), engine, target, reuse=True, timeout_s=10)
+    assert c is not None and c.path_name.startswith("blocking: ")
+    wire0 = METER.snapshot()
+    try:
+        first, second = c.embed_sync(EMBED), c.embed_sync(EMBED)
+    finally:
+        c.close()
+    wire = {k: v - wire0[k] for k, v in METER.snapshot().items()}
+    for r in (first, second):
+        assert r.vectors.dtype.str == "<f4" and r.vectors.tobytes() == expected
+        assert r.vectors.tobytes() == ref.vectors.tobytes()
+        assert r.payload_up == ref.payload_up and r.payload_down == ref.payload_down
+        assert r.server_time_us is not None and r.server_time_us > 0
+        assert r.t_start_ns < r.t_first_byte_ns <= r.t_received_ns <= r.t_decoded_ns
+        # causality on one clock: the server's own time fits inside the first byte
+        assert r.t_first_byte_ns - r.t_start_ns >= r.server_time_us * 1000 * 0.5
+        assert (r.extra.get("curl_phases") is not None) == (engine == "curl")
+    # keep-alive: one connection for both requests
+    assert first.new_connection and first.connect_ns > 0
+    assert not second.new_connection and second.connect_ns is None
+    # the socket-level wire counters saw both requests and responses
+    assert wire["up"] > 2 * first.payload_up and wire["down"] > 2 * first.payload_down
+
+
+@pytest.mark.parametrize("engine,cell", PATHS)
+async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engine, cell):
+    target = real_target(servers, tls_files, cell)
+    tdict = {"host": target.host, "port": target.port, "ca": str(target.ca),
+             **({"tls": False} if cell == "h2c" else {})}
+    workload = {"type": "embed", "batch_size": 1, "dimensions": 8, "input_words": 4,
+                "distinct_inputs": 1, "encoding": "float", "compute_ms": 0,
+                "server_cache": False}
+
+    async def run(**kw) -> tuple[str, Recorder]:
+        job = LoadJob(protocol=protocol(cell), target=tdict, workload=workload,
+                      mode="closed", engine=engine, requests=30, warmup=3, **kw)
+        runner = LoadRunner(job)
+        try:
+            await runner.warmup()
+            result = await runner.measure()
+        finally:
+            await runner.close()
+        return result["client_path"], Recorder.from_json(result["recorder"])
+
+    path, rec = await run(concurrency=1)
+    assert path.startswith("blocking: ") and rec.n == 30 and not rec.errors
+    assert rec.hist["latency"].count == 30 and rec.hist["server_time"].count == 30
+    assert rec.new_connections == 0          # the warmup opened the one connection
+    path, rec = await run(concurrency=1, client_path="async")
+    assert path == "asyncio" and rec.n == 30 and not rec.errors
+    path, rec = await run(concurrency=2)
+    assert path == "asyncio" and rec.n == 30
+    path, rec = await run(concurrency=1, reuse=False)      # new connection per request
+    assert path == "asyncio" and rec.new_connections == 30
+    with pytest.raises(ValueError, match="no blocking client path"):
+        LoadRunner(LoadJob(protocol=protocol(cell), target=tdict, workload=workload,
+                           mode="closed", engine=engine, concurrency=2, requests=1,
+                           client_path="blocking"))
+
+
+async def test_server_error_status_is_a_server_error(servers, tls_files):
+    for engine, cell in (("python", "h1"), ("curl", "h2c")):
+        c = blocking_client(protocol(cell), engine, real_target(servers, tls_files, cell),
+                            reuse=True, timeout_s=5)
+        try:
+            with pytest.raises(ServerError) as err:
+                c.embed_sync({"input": "a", "dimensions": 0})
+            assert err.value.status == 400
+            assert c.embed_sync(EMBED).vectors.shape == (2, 256)   # connection still good
+        finally:
+            c.close()
+
+
+# ------------------------------------------------------------------ in-test servers
+
+@pytest.mark.parametrize("engine", ["python", "curl"])
+def test_errors_are_classed(raw_server, engine):
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    c = client_for(engine, port)
+    with pytest.raises(ConnectError):
+        c.embed_sync(EMBED)
+    c.close()
+    cases = [
+        (answering(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}"), FallbackError),
+        (answering(b"NONSENSE\r\n\r\n"), ProtocolViolation),
+        (answering(OK[:-2] % len(BODY) + BODY[:10], close_after=True), ConnectionLost),
+    ]
+    for handle, exc in cases:
+        srv = raw_server(handle)
+        c = client_for(engine, srv.port)
+        with pytest.raises(exc):
+            c.embed_sync(EMBED)
+        c.close()
+
+
+def test_h2c_against_an_http1_server_is_a_fallback(raw_server):
+    srv = raw_server(answering(OK % (len(BODY), BODY)))
+    c = client_for("curl", srv.port, cell="h2c")
+    try:
+        with pytest.raises((FallbackError, ProtocolViolation, ConnectionLost)) as err:
+            c.embed_sync(EMBED)
+        assert not isinstance(err.value, ConnectionLost) or "HTTP/2" in str(err.value)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("engine", ["python", "curl"])
+def test_request_timeout_is_honoured(raw_server, engine):
+    def silent(conn, n):
+        read_request(conn)
+        time.sleep(2)
+
+    srv = raw_server(silent)
+    c = client_for(engine, srv.port, timeout_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as err:
+        c.embed_sync(EMBED)
+    took = time.monotonic() - t0
+    c.close()
+    assert getattr(err.value, "kind", None) == "timeout", err.value
+    assert 0.25 <= took < 0.8, took
+
+
+@pytest.mark.parametrize("engine", ["python", "curl"])
+def test_server_closing_idle_connection_is_retried_on_a_new_one(raw_server, engine):
+    srv = raw_server(answering(OK % (len(BODY), BODY), close_after=True))
+    c = client_for(engine, srv.port)
+    try:
+        first = c.embed_sync(EMBED)
+        time.sleep(0.1)                     # the server closed it meanwhile
+        second = c.embed_sync(EMBED)
+    finally:
+        c.close()
+    assert first.new_connection and second.new_connection
+    assert second.vectors.tolist() == [[0.5, -0.25]] and srv.accepted == 2
+
+
+def test_python_blocking_h1_chunked_interim_and_connection_close(raw_server):
+    chunks = BODY[:7], BODY[7:]
+    chunked = (b"HTTP/1.1 100 Continue\r\n\r\n"
+               b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
+               b"server-timing: app;dur=1.5\r\n\r\n"
+               + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n")
+    closing = (b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: %d\r\n\r\n%s"
+               % (len(BODY), BODY))
+    srv = raw_server(answering(chunked, OK % (len(BODY), BODY), closing, OK % (len(BODY), BODY)))
+    c = client_for("python", srv.port)
+    try:
+        rs = [c.embed_sync(EMBED) for _ in range(4)]
+    finally:
+        c.close()
+    assert all(r.vectors.tolist() == [[0.5, -0.25]] for r in rs)
+    assert rs[0].server_time_us == 1500 and rs[1].server_time_us == 250
+    assert rs[0].payload_down == len(BODY)
+    # reused until the server said close, then a new connection
+    assert [r.new_connection for r in rs] == [True, False, False, True]
+    assert srv.accepted == 2
+
+
+def test_python_blocking_h1_large_body_in_many_reads(raw_server):
+    vec = [0.001 * i for i in range(60_000)]
+    body = orjson.dumps({"object": "list", "data": [
+        {"object": "embedding", "index": 0, "embedding": vec}]})
+
+    def slow(conn, n):
+        read_request(conn)
+        msg = OK % (len(body), body)
+        for i in range(0, len(msg), 100_000):
+            conn.sendall(msg[i:i + 100_000])
+            time.sleep(0.01)
+        read_request(conn)
+
+    srv = raw_server(slow)
+    c = client_for("python", srv.port)
+    try:
+        r = c.embed_sync(EMBED)
+    finally:
+        c.close()
+    assert r.payload_down == len(body) and r.vectors.shape == (1, 60_000)
+    assert r.t_received_ns - r.t_first_byte_ns >= 10_000_000     # the last read's time
