@@ -357,6 +357,10 @@ class Runner:
                 result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
         wall = max(r["wall_s"] for r in results)
         util = max(r["client_cpu_s"] / r["wall_s"] for r in results if r["wall_s"])
+        path = next((r["client_path"] for r in results
+                     if str(r.get("client_path", "")).startswith("blocking")), None)
+        if path and path not in result.client_engine:   # one user: no asyncio per request
+            result.client_engine += f" ({path})"
         server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         result.add_repeat(rec, wall, sum(r["client_cpu_s"] for r in results), server_cpu, util)
         self.progress.finish(task, result)
