@@ -177,6 +177,21 @@ def _final_block(lines: list[bytes], ex: "_CurlExchange") -> tuple[int, int, int
         start, end = end + 1, -1                # 1xx: the real block follows
 
 
+def track_socket(socks: dict[int, "_CurlSocket"], fd: int) -> None:
+    """Meter a socket libcurl just opened (its SOCKOPTFUNCTION), after taking the last
+    reading of the one that had this fd number before, if libcurl closed it."""
+    old = socks.pop(fd, None)
+    if old is not None:
+        old.release()
+        METER.closing(old)              # type: ignore[arg-type]   # its last reading
+    try:
+        sock = _CurlSocket(fd)
+    except OSError:
+        return
+    socks[fd] = sock
+    METER.track(sock)                   # type: ignore[arg-type]
+
+
 class _CurlSocket:
     """A libcurl-owned TCP socket as clients.wire.METER sees it (fileno + getsockopt).
 
@@ -853,18 +868,8 @@ class CurlTransport(HttpTransport):
     def _on_sockopt(self, fd: int, purpose: int) -> int:
         if fd in self._watch:           # a registration left from a closed socket
             self._forget(fd)
-        if not self._track_sockets:
-            return 0
-        old = self._socks.pop(fd, None)
-        if old is not None:             # libcurl closed the socket that had this number
-            old.release()
-            METER.closing(old)          # type: ignore[arg-type]   # its last reading
-        try:
-            sock = _CurlSocket(fd)
-        except OSError:
-            return 0
-        self._socks[fd] = sock
-        METER.track(sock)               # type: ignore[arg-type]
+        if self._track_sockets:
+            track_socket(self._socks, fd)
         return 0                        # CURL_SOCKOPT_OK
 
     # ------------------------------------------------------------------ close

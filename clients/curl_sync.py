@@ -37,7 +37,8 @@ from .base import ClientError, ConnectError, ConnectionLost, FallbackError, Prot
     Target, clock_ns
 from .curl import (_CONNECT_ERRORS, _E_HTTP2, _INFO_VERSION, _NO_HEADERS, _PHASE_INFOS,
                    _PHASE_NAMES, _PROTOCOL_ERRORS, _STALE_CONNECTION, _TLS_VERSIONS,
-                   _VERSION_NAMES, RECEIVE_BUFFER, _CurlSocket, _final_block, _url_host)
+                   _VERSION_NAMES, RECEIVE_BUFFER, _CurlSocket, _final_block, _url_host,
+                   track_socket)
 from .http1_sync import RequestTimeout
 from .http_api import Headers, HttpResponse
 from .wire import METER
@@ -202,19 +203,9 @@ class CurlEasyTransport:
     # ------------------------------------------------------------------ sockets
 
     def _on_sockopt(self, fd: int, purpose: int) -> int:
-        if not self._track_sockets:
-            return 0
-        old = self._socks.pop(fd, None)
-        if old is not None:             # libcurl closed the socket that had this number
-            old.release()
-            METER.closing(old)          # type: ignore[arg-type]
-        try:
-            sock = _CurlSocket(fd)
-        except OSError:
-            return 0
-        self._socks[fd] = sock
-        METER.track(sock)               # type: ignore[arg-type]
-        return 0
+        if self._track_sockets:
+            track_socket(self._socks, fd)
+        return 0                        # CURL_SOCKOPT_OK
 
     def close(self) -> None:
         curl, self.curl = self.curl, None

@@ -28,6 +28,28 @@ from .wire import METER
 from servers.tls import resumption_outcome
 
 
+class RequestHead:
+    """A request's bytes, the head up to content-length cached for the last (method,
+    path, headers): a client sends the same ones request after request."""
+
+    __slots__ = ("_host_line", "_key", "_head")
+
+    def __init__(self, host_line: bytes) -> None:
+        self._host_line = host_line
+        self._key: tuple[bytes, bytes, Headers] | None = None
+        self._head = b""
+
+    def request(self, method: bytes, path: bytes, headers: Headers, body: bytes) -> bytes:
+        key = self._key
+        if key is None or key[2] is not headers or key[0] != method or key[1] != path:
+            head = [method, b" ", path, b" HTTP/1.1\r\n", self._host_line]
+            for name, value in headers:
+                head += [name, b": ", value, b"\r\n"]
+            self._head = b"".join(head)
+            self._key = (method, path, headers)
+        return b"%scontent-length: %d\r\n\r\n%s" % (self._head, len(body), body)
+
+
 class _H1Protocol(asyncio.Protocol):
     """One connection; feeds bytes to httptools and hands events to the open exchange."""
 
@@ -180,11 +202,7 @@ class Http1Transport(HttpTransport):
             self._ssl = client_context(target.ca, ["http/1.1"], target.tls_version,
                                        resume=target.resumption is not None)
         host = target.server_name if target.port in (80, 443) else target.authority
-        self._host_line = b"host: " + host.encode() + b"\r\n"
-        # The request head up to content-length, for the last (method, path, headers):
-        # a client sends the same ones request after request.
-        self._head_key: tuple[bytes, bytes, Headers] | None = None
-        self._head = b""
+        self._head = RequestHead(b"host: " + host.encode() + b"\r\n")
 
     async def _connect(self) -> tuple[_H1Protocol, int]:
         t0 = clock_ns()
@@ -234,14 +252,7 @@ class Http1Transport(HttpTransport):
 
     def _send(self, conn: _H1Protocol, method: bytes, path: bytes, headers: Headers,
               body: bytes) -> None:
-        key = self._head_key
-        if key is None or key[2] is not headers or key[0] != method or key[1] != path:
-            head = [method, b" ", path, b" HTTP/1.1\r\n", self._host_line]
-            for name, value in headers:
-                head += [name, b": ", value, b"\r\n"]
-            self._head = b"".join(head)
-            self._head_key = (method, path, headers)
-        conn.transport.write(b"%scontent-length: %d\r\n\r\n%s" % (self._head, len(body), body))
+        conn.transport.write(self._head.request(method, path, headers, body))
 
     async def request(self, method: bytes, path: bytes, headers: Headers,
                       body: bytes) -> HttpExchange:

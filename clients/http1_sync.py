@@ -36,6 +36,7 @@ import struct
 
 from .base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
                    Target, clock_ns)
+from .http1 import RequestHead
 from .http_api import Headers, HttpResponse
 from .wire import METER
 
@@ -75,9 +76,7 @@ class BlockingH1Transport:
         self._view = memoryview(self._buf)
         self._have = 0                  # bytes in _buf not yet consumed (pipelined: never)
         self._sockto = 0.0              # the SO_RCVTIMEO/SNDTIMEO now set
-        self._host_line = f"host: {target.authority}\r\n".encode()
-        self._head_key: tuple[bytes, bytes, Headers] | None = None
-        self._head = b""
+        self._head = RequestHead(f"host: {target.authority}\r\n".encode())
 
     # ------------------------------------------------------------------ connection
 
@@ -129,22 +128,11 @@ class BlockingH1Transport:
 
     # ------------------------------------------------------------------ requests
 
-    def _request_bytes(self, method: bytes, path: bytes, headers: Headers,
-                       body: bytes) -> bytes:
-        key = self._head_key
-        if key is None or key[2] is not headers or key[0] != method or key[1] != path:
-            head = [method, b" ", path, b" HTTP/1.1\r\n", self._host_line]
-            for name, value in headers:
-                head += [name, b": ", value, b"\r\n"]
-            self._head = b"".join(head)
-            self._head_key = (method, path, headers)
-        return b"%scontent-length: %d\r\n\r\n%s" % (self._head, len(body), body)
-
     def fetch_sync(self, method: bytes, path: bytes, headers: Headers,
                    body: bytes) -> tuple[HttpResponse, bytes | bytearray, int, None]:
         """One whole exchange (the blocking twin of HttpTransport.fetch)."""
         deadline = clock_ns() + self.timeout_ns
-        data = self._request_bytes(method, path, headers, body)
+        data = self._head.request(method, path, headers, body)
         retried = False
         while True:
             new, connect_ns = self.sock is None, None

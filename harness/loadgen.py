@@ -33,7 +33,7 @@ from servers.clock import sleep_until_ns
 from .pipeline import Pipeline
 from .protocols import STREAM_OF
 from .recorder import Recorder
-from .workload import embed_requests, stream_request
+from .workload import Attrs, embed_requests, stream_request
 
 # Open-loop schedules sleep on CLOCK_MONOTONIC and stamp with perf_counter_ns: on Linux
 # both are CLOCK_MONOTONIC, which is what makes intended and actual times comparable.
@@ -71,7 +71,7 @@ class LoadJob:
 
 class _Workload:
     def __init__(self, job: LoadJob) -> None:
-        w = _Attrs(job.workload)
+        w = Attrs(job.workload)
         self.streaming = w.type == "stream"
         model = job.target.get("model")
         self.pipeline = Pipeline(job.workload, job.seed, model) if w.type == "pipeline" else None
@@ -83,11 +83,6 @@ class _Workload:
         else:
             reqs = embed_requests(w, job.seed, **({"model": model} if model else {}))
             self.next_request = reqs.__next__
-
-
-class _Attrs:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
 
 
 class _Watchdog:

@@ -37,15 +37,10 @@ from typing import Any, Iterator
 
 from clients.base import Client, ClientError, StreamResult, UnaryResult, clock_ns
 
-from .workload import embed_requests, stream_request
+from .workload import Attrs, embed_requests, stream_request
 
 BUCKETS = ("dns", "tcp_handshake", "tls_handshake", "round_trips", "transfer", "model",
            "teardown", "client", "unattributed")
-
-
-class _Attrs:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
 
 
 class CallFailed(ClientError):
@@ -111,7 +106,7 @@ class Pipeline:
 
     @staticmethod
     def _requests(work: dict[str, Any], seed: int, model: str | None) -> Iterator[dict]:
-        w = _Attrs(work)
+        w = Attrs(work)
         named = {"model": model} if model else {}
         if w.type == "stream":
             req = stream_request(w, seed, **named)
