@@ -47,6 +47,7 @@ from servers.lifetime import pdeathsig_prefix
 from .linkemu import VERSION as EMULATOR_VERSION
 from .linkemu.control import EmulatorError, EmulatorProcess
 from .linkemu.netem import netem_plan
+from .linkemu.tun import device_tx
 from .linkspec import LinkSpec
 
 CLIENT_IP = "169.254.77.1"
@@ -175,13 +176,10 @@ class Counters:
 
 def _device_tx(pid: int, dev: str) -> tuple[int, int]:
     """(tx bytes, tx packets) of `dev` in the namespace of process `pid`."""
-    with open(f"/proc/{pid}/net/dev") as f:
-        for line in f:
-            name, sep, rest = line.partition(":")
-            if sep and name.strip() == dev:
-                v = rest.split()
-                return int(v[8]), int(v[9])
-    raise NetnsUnavailable(f"no device {dev} in the namespace of {pid}")
+    try:
+        return device_tx(f"/proc/{pid}/net/dev", dev)
+    except OSError as exc:
+        raise NetnsUnavailable(f"no device {dev} in the namespace of {pid}") from exc
 
 
 # -- the topology --------------------------------------------------------------------
@@ -203,6 +201,7 @@ class Topology:
         self.emulator_spin_us = emulator_spin_us
         self.holders: dict[str, subprocess.Popen] = {}
         self.emulator: EmulatorProcess | None = None
+        self.log_counters: Counters | None = None    # set by log_stop()
         self._timers: list[threading.Timer] = []
         self._notes: tuple[str, ...] = ()
         self.log_note = ("emulator" if self.backend == "tun" else
@@ -360,6 +359,11 @@ class Topology:
         if self.backend != "tun":
             return 0
         reply = self._emulator("log_stop", timeout_s=900, path=str(Path(path).resolve()))
+        tx = reply.get("device_tx")
+        # The senders' device counters over exactly the log's window (the emulator reads
+        # them in the step that starts and stops the log): the cross-check of its bytes.
+        self.log_counters = (Counters(tx["up"][0], tx["up"][1], tx["down"][0],
+                                      tx["down"][1], 0) if tx else None)
         return int(reply["records"])
 
     def emulator_stats(self, reset: bool = False) -> dict[str, Any] | None:

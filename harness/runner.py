@@ -339,7 +339,8 @@ class Runner:
                 if packets is None:
                     result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
                 else:            # kept beside the log's figures, as a cross-check
-                    result.add_counter_check(*wire.ip_bytes())
+                    window = self.topology.log_counters or wire   # same window as the log
+                    result.add_counter_check(*window.ip_bytes())
         finally:
             if logging:      # keep what the link saw even when the point failed
                 self._save_packet_log(key, point.repeat, result)

@@ -17,7 +17,7 @@ from servers.lifetime import die_with_parent
 
 from . import VERSION
 from .emulator import SPIN_NS, Emulator
-from .tun import make_tun
+from .tun import make_tun, net_dev_of
 
 
 def realtime(priority: int) -> str:
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     info = {"devices": [args.client_dev, args.server_dev], "mtu": args.mtu,
             "scheduling": realtime(args.rt_priority)}
     info["spin_us"] = args.spin_us
+    senders = [(net_dev_of(args.client_ns), args.client_dev),
+               (net_dev_of(args.server_ns), args.server_dev)]
+    if all(path for path, _ in senders):         # device counters over the log's window
+        info["counters"] = senders
     Emulator(client, server, sys.stdin.fileno(), sys.stdout.fileno(), info,
              spin_ns=round(args.spin_us * 1000)).run()
     return 0

@@ -38,6 +38,7 @@ from . import VERSION
 from .log import HEADER, PacketLog, header_of
 from .model import FWD, OUTCOMES, LinkModel
 from .specdict import spec_from_dict, spec_to_dict
+from .tun import device_tx
 
 UP, DOWN = 0, 1
 BATCH = 64                  # packets read from one fd before looking at the other
@@ -96,6 +97,7 @@ class Emulator:
         self.late = [[0, 0, 0], [0, 0, 0]]       # [sum ns, max ns, count > 0.5 ms]
         self.late_hist = [[0] * 64, [0] * 64]    # by lateness.bit_length(): log2 ns buckets
         self.write_errors = 0
+        self.log_tx0: list[tuple[int, int]] | None = None
         self.configure(LinkSpec())
 
     # -- control ------------------------------------------------------------------
@@ -122,12 +124,18 @@ class Emulator:
             self.configure(spec_from_dict(msg["spec"]))
             return {"ok": True, "spec": spec_to_dict(self.spec)}
         if cmd == "log_start":
+            self.log_tx0 = self._senders_tx()
             self.log.start()
             return {"ok": True}
         if cmd == "log_stop":
             dropped = self.log.overflow
+            tx1, tx0 = self._senders_tx(), self.log_tx0
             n = self.log.stop(msg["path"])
-            return {"ok": True, "records": n, "not_logged": dropped}
+            reply: dict[str, Any] = {"ok": True, "records": n, "not_logged": dropped}
+            if tx0 is not None and tx1 is not None:
+                reply["device_tx"] = {name: [b1 - b0, p1 - p0] for name, (b1, p1), (b0, p0)
+                                      in zip(("up", "down"), tx1, tx0)}
+            return reply
         if cmd == "stats":
             out = {"ok": True, **self.stats()}
             if msg.get("reset"):                 # lateness per measurement, not per life
@@ -140,6 +148,18 @@ class Emulator:
             self.done = True
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _senders_tx(self) -> list[tuple[int, int]] | None:
+        """(tx bytes, packets) of the client's and the server's device, read in the same
+        step that starts or stops the log, so both count the same window (from the
+        parent, a control round trip and the final connection closes fall between)."""
+        where = self.info.get("counters")
+        if not where:
+            return None
+        try:
+            return [device_tx(path, dev) for path, dev in where]
+        except OSError:
+            return None
 
     def stats(self) -> dict[str, Any]:
         ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -117,3 +117,22 @@ def make_tun(netns_path: str, name: str, address: str, prefix: int, mtu: int = 1
             os.close(fd)
             raise
     return fd
+
+
+def device_tx(proc_net_dev: str, dev: str) -> tuple[int, int]:
+    """(tx bytes, tx packets) of `dev` as listed in a namespace's /proc/PID/net/dev."""
+    with open(proc_net_dev) as f:
+        for line in f:
+            name, sep, rest = line.partition(":")
+            if sep and name.strip() == dev:
+                v = rest.split()
+                return int(v[8]), int(v[9])
+    raise OSError(f"no device {dev} in {proc_net_dev}")
+
+
+def net_dev_of(netns_path: str) -> str | None:
+    """/proc/PID/net/dev for a /proc/PID/ns/net path (None for any other form)."""
+    parts = netns_path.rstrip("/").split("/")
+    if len(parts) == 5 and parts[1] == "proc" and parts[3:] == ["ns", "net"]:
+        return f"/proc/{parts[2]}/net/dev"
+    return None

@@ -165,6 +165,24 @@ def test_counters_count_ip_bytes_without_a_link_header(topo):
     assert delta.rx_packets == 0 and down == 0
 
 
+
+def test_log_window_counters_match_the_log(topo, tmp_path):
+    """The device counters log_stop() reports cover the log's own window: on a quiet
+    link they count exactly the logged packets and bytes, each direction."""
+    port = 9106
+    topo.configure(LinkSpec())
+    rx = Receiver(topo, "udp-recv", SERVER_IP, str(port), "--idle", "0.3", "--deadline", "10")
+    topo.log_start()
+    probe(topo, "client", "udp-send", SERVER_IP, str(port), "--count", "40", "--sizes", "300")
+    assert len(rx.result()) == 40
+    topo.log_stop(tmp_path / "window.csv")
+    log = list(read_csv(tmp_path / "window.csv"))
+    window = topo.log_counters
+    assert window is not None
+    up = [r for r in log if r.direction == "up"]
+    assert (window.tx_packets, window.ip_bytes()[0]) == (len(up), sum(r.size for r in up))
+    assert window.rx_packets == len(log) - len(up)
+
 # -- nothing outlives its owner -------------------------------------------------------
 
 def _marked() -> list[int]:
