@@ -29,12 +29,10 @@ path, `fetch()`, gives libcurl the handle's own `list.append` methods as header 
 write callbacks (C calls: no Python frame per header line or body piece) and wakes its
 caller once, when the transfer ended; `request()` streams through Python callbacks.
 
-Receive times: one clock_ns() per transfer per socket_action, taken at that transfer's
-first header/body callback in the call and reused for the rest of its callbacks in it
-(and for the completion if it came in the same call), so everything libcurl read for a
-transfer in one go shares one stamp, as the Python transports stamp once per read. Not
-the time the loop reported the event: one socket_action can both send a request and
-read its response (on loopback, sendto() often returns only after the server, woken on
+Receive times: one clock_ns() per header-block start and per body piece, in the
+callback libcurl hands it over in (the completion reuses the last piece's stamp when it
+came in the same call). Not the time the loop reported the event: one socket_action
+can both send a request and read its response (on loopback, sendto() often returns only after the server, woken on
 the same core, has answered), and a stamp taken before the call would then precede the
 request itself (seen: 20 us "latencies" against 120 us of server time). The stamp is
 therefore a few microseconds after the bytes arrived (libcurl's recv, TLS decryption,
@@ -288,10 +286,7 @@ class _Easy:
         lines = ex.lines
         if not lines:                                   # a status line
             if not ex.t_first:
-                owner = self.owner
-                if self.seq != owner.seq:
-                    self.seq = owner.seq
-                    self.t = clock_ns()
+                self.seq, self.t = self.owner.seq, clock_ns()
                 ex.t_first = self.t
             lines.append(line)
         elif line == b"\r\n" or line == b"\n":         # end of a header block
@@ -314,10 +309,10 @@ class _Easy:
         ex = self.ex
         if ex is None:
             return 0        # type: ignore[return-value]  # abandoned: abort the transfer
-        owner = self.owner
-        if self.seq != owner.seq:
-            self.seq = owner.seq
-            self.t = clock_ns()
+        # Stamped per piece: one socket_action may read again after the server wrote
+        # more (libcurl's HTTP/2 reader loops), so a stamp reused from the action's first
+        # piece could precede the server's own emit time of a later token.
+        self.seq, self.t = self.owner.seq, clock_ns()
         ex.chunks.append((data, self.t))
         waiter = ex.waiter
         if waiter is not None and not waiter.done():

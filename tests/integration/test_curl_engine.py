@@ -169,13 +169,15 @@ async def test_http1_pool_honours_max_connections(servers, tls_files):
 async def test_curl_phases_are_recorded_and_ordered(servers, tls_files, cell):
     tr = transport(servers, tls_files, cell)
     tls = cell != "h1" and cell != "h2c"
+    end_gaps = []
     try:
-        for new in (True, False):
+        for new in (True, False, False, False, False, False):
             t0 = clock_ns()
             ex = await tr.request(b"POST", b"/v1/embeddings",
                                   [(b"content-type", b"application/json")],
                                   orjson.dumps(SMALL))
             _, t_end = await ex.read_body()
+            t_after = clock_ns()
             await ex.aclose()
             p = ex.curl_phases
             assert set(p) == {"namelookup", "connect", "appconnect", "pretransfer",
@@ -190,12 +192,16 @@ async def test_curl_phases_are_recorded_and_ordered(servers, tls_files, cell):
                 assert p["connect"] > 0 and (p["appconnect"] > 0) is tls
                 assert ex.response.connect_ns == 1000 * p["appconnect" if tls else "connect"]
             # curl's zero comes after our t0 and it notes the first byte before our
-            # header callback stamps it; its end is noted a little after the stamp of the
-            # data that completed the transfer (one stamp per read), so allow 50 us.
+            # header callback stamps it; it notes its end before read_body() returns.
             assert p["starttransfer"] * 1000 <= ex.response.t_first_byte_ns - t0
-            assert p["total"] * 1000 <= t_end - t0 + 50_000
+            assert p["total"] * 1000 <= t_after - t0
+            end_gaps.append(p["total"] * 1000 - (t_end - t0))
     finally:
         await tr.close()
+    # Its end is noted a little after the stamp of the data that completed the transfer:
+    # within 50 us on the least disturbed of the requests (a preemption in between is
+    # the machine, not the stamp).
+    assert min(end_gaps) <= 50_000, end_gaps
 
 
 # ------------------------------------------------------------------ failures
