@@ -19,7 +19,6 @@ tests/network/test_curl_phases.py runs it and asserts |diff| <= 1 ms at p50.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil

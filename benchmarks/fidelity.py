@@ -64,7 +64,7 @@ import orjson  # noqa: E402
 
 from harness.cpu import processes_cpu_s  # noqa: E402
 from harness.environment import environment  # noqa: E402
-from harness.loadgen import LoadJob  # noqa: E402
+from harness.loadgen import CLIENT_PATHS, LoadJob  # noqa: E402
 from harness.recorder import Recorder  # noqa: E402
 from harness.scenario import Scenario, parse_scenario  # noqa: E402
 from harness.workload import embed_requests  # noqa: E402
@@ -372,9 +372,6 @@ def _util(c0: float | None, c1: float | None, wall: float) -> float | None:
 
 
 # ---------------------------------------------------------------- the harness
-
-CLIENT_PATHS = ("auto", "async", "blocking")
-
 
 def split_engine(spec: str) -> tuple[str, str | None]:
     """'curl' -> ('curl', None); 'python:async' -> ('python', 'async'): an engine, and
@@ -739,7 +736,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", default="python",
                    help="harness client engines to compare, comma list (default python; "
                         "curl where the harness has it); ENGINE:PATH forces a client path "
-                        "(auto, async, blocking; harness.loadgen), e.g. python:async for "
+                        "(auto, async, blocking, sequential; harness.loadgen), e.g. python:async for "
                         "the asyncio path beside the default")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "

@@ -9,15 +9,20 @@ When a worker has exactly one user on one keep-alive connection
 read straight into its own buffer (one copy from the kernel for a 154 KB embedding).
 
 Same contract as `HttpTransport.fetch` (clients.http_api), blocking: returns
-(HttpResponse, body, t_received, None). Same stamps as clients.http1: t_first_byte is
-the clock_ns() taken right after the read that brought the status line, t_received the
+(HttpResponse, body, t_received, None). It is also split in two, `send_sync` and
+`receive_sync`, so a caller can do its own work while the server does (the overlapped
+closed loop, harness.blocking_loop); `response_waiting` says whether that work ran
+past the response's arrival. Same stamps as clients.http1: t_first_byte is the
+clock_ns() taken right after the read that brought the status line, t_received the
 one after the read that completed the body (one stamp per read, as data_received
-stamps). Same checks: a status line that is not HTTP/1.1 is a FallbackError, a bad
-head a ProtocolViolation, EOF or a reset mid-response ConnectionLost; 1xx responses are
-skipped; Content-Length, chunked and read-until-close bodies; `Connection: close` ends
-the connection after the response. A reused connection that turns out closed before
-any response byte (the server's keep-alive timeout) is retried once on a new one, as
-libcurl does and as the asyncio transport avoids by seeing the close while idle.
+stamps), and the lifecycle's (clients.phases): when a new connection's TCP connect
+finished and when the request was written. Same checks: a status line that is not
+HTTP/1.1 is a FallbackError, a bad head a ProtocolViolation, EOF or a reset
+mid-response ConnectionLost; 1xx responses are skipped; Content-Length, chunked and
+read-until-close bodies; `Connection: close` ends the connection after the response.
+A reused connection that turns out closed before any response byte (the server's
+keep-alive timeout) is retried once on a new one, as libcurl does and as the asyncio
+transport avoids by seeing the close while idle.
 
 Timeouts: the whole request (connect, send, every read) must finish within
 `timeout_s` of its start; the kernel enforces each read's share (SO_RCVTIMEO /
@@ -31,6 +36,7 @@ clients.sync_rest uses the asyncio transport otherwise.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 
@@ -38,6 +44,7 @@ from .base import (ClientError, ConnectError, ConnectionLost, FallbackError, Pro
                    Target, clock_ns)
 from .http1 import RequestHead
 from .http_api import Headers, HttpResponse
+from .phases import ConnectStamps
 from .wire import METER
 
 try:        # the connect-failure classes (clients.connect), where this tree has them
@@ -71,6 +78,7 @@ class BlockingH1Transport:
         self.timeout_s = timeout_s
         self.timeout_ns = int(timeout_s * 1e9)
         self.sock: socket.socket | None = None
+        self._poll: select.poll | None = None
         self.local_port: int | None = None
         self._buf = bytearray(BUFFER)
         self._view = memoryview(self._buf)
@@ -103,6 +111,8 @@ class BlockingH1Transport:
         sock.settimeout(None)           # blocking; the kernel times reads (SO_RCVTIMEO)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
         self._sockto = 0.0
         self._set_timeout(self.timeout_s)
         self.local_port = sock.getsockname()[1]
@@ -117,7 +127,7 @@ class BlockingH1Transport:
         self._sockto = seconds
 
     def _drop(self) -> None:
-        sock, self.sock = self.sock, None
+        sock, self.sock, self._poll = self.sock, None, None
         if sock is not None:
             METER.closing(sock)
             sock.close()
@@ -131,26 +141,61 @@ class BlockingH1Transport:
     def fetch_sync(self, method: bytes, path: bytes, headers: Headers,
                    body: bytes) -> tuple[HttpResponse, bytes | bytearray, int, None]:
         """One whole exchange (the blocking twin of HttpTransport.fetch)."""
-        deadline = clock_ns() + self.timeout_ns
-        data = self._head.request(method, path, headers, body)
-        retried = False
+        return self.receive_sync(self.send_sync(method, path, headers, body))
+
+    def send_sync(self, method: bytes, path: bytes, headers: Headers,
+                  body: bytes) -> "_Pending":
+        """The first half of fetch_sync: connect if needed and send the request. The
+        caller may work while the server does, then calls receive_sync()."""
+        pending = _Pending(method, self._head.request(method, path, headers, body),
+                           clock_ns() + self.timeout_ns)
+        self._send(pending)
+        return pending
+
+    def receive_sync(self, pending: "_Pending") -> tuple[HttpResponse, bytes | bytearray,
+                                                         int, None]:
+        """The second half: read the response to the request `pending` sent."""
         while True:
-            new, connect_ns = self.sock is None, None
-            if new:
-                connect_ns = self._connect(deadline)
-            elif self._sockto != self.timeout_s:
-                self._set_timeout(self.timeout_s)     # lowered by a slow last request
             try:
-                return self._exchange(data, method, deadline, new, connect_ns)
+                return self._receive(pending)
             except _Stale:
                 self._drop()
-                if retried or new:
+                if pending.retried or pending.new:
                     raise ConnectionLost("HTTP/1.1 connection closed before any response "
                                          "byte") from None
-                retried = True          # the server closed the idle connection: once more
+                pending.retried = True  # the server closed the idle connection: once more
+                self._send(pending)
             except BaseException:
                 self._drop()            # unknown state: never reuse it
                 raise
+
+    def response_waiting(self) -> bool:
+        """Whether response bytes are already waiting to be read (one poll, no wait)."""
+        return bool(self._poll is not None and self._poll.poll(0))
+
+    def _send(self, pending: "_Pending") -> None:
+        while True:
+            new, connect_ns, opened = self.sock is None, None, None
+            if new:
+                t0 = clock_ns()
+                connect_ns = self._connect(pending.deadline)
+                opened = ConnectStamps(t0, tcp=t0 + connect_ns)     # the lifecycle's
+            elif self._sockto != self.timeout_s:
+                self._set_timeout(self.timeout_s)     # lowered by a slow last request
+            pending.new, pending.connect_ns, pending.opened = new, connect_ns, opened
+            try:
+                self.sock.sendall(pending.data)       # type: ignore[union-attr]
+                pending.t_sent = clock_ns()           # curl's pretransfer
+                return
+            except BlockingIOError:
+                self._drop()
+                raise RequestTimeout(f"no complete response within {self.timeout_s} s") \
+                    from None
+            except OSError as exc:
+                self._drop()
+                if new or pending.retried:
+                    raise ConnectionLost(f"HTTP/1.1 send failed: {exc}") from exc
+                pending.retried = True  # a stale keep-alive connection: once more
 
     def _recv(self, start: int, deadline: int, view: memoryview | None = None) -> int:
         """One blocking read into the buffer at `start` (or into `view`)."""
@@ -166,16 +211,9 @@ class BlockingH1Transport:
         except OSError as exc:
             raise ConnectionLost(f"HTTP/1.1 receive failed: {exc}") from exc
 
-    def _exchange(self, data: bytes, method: bytes, deadline: int, new: bool,
-                  connect_ns: int | None) -> tuple[HttpResponse, bytes | bytearray, int, None]:
-        try:
-            self.sock.sendall(data)     # type: ignore[union-attr]
-        except BlockingIOError:
-            raise RequestTimeout(f"no complete response within {self.timeout_s} s") from None
-        except OSError as exc:
-            if not new:
-                raise _Stale() from None
-            raise ConnectionLost(f"HTTP/1.1 send failed: {exc}") from exc
+    def _receive(self, pending: "_Pending") -> tuple[HttpResponse, bytes | bytearray, int,
+                                                     None]:
+        method, deadline, new = pending.method, pending.deadline, pending.new
         buf = self._buf
         have, t_first, t_last = self._have, 0, 0
         pos = 0                         # where this response's head starts
@@ -244,7 +282,9 @@ class BlockingH1Transport:
         if have > rest:                 # bytes beyond this response: the server spoke
             close = True                # out of turn; never read them as the next one
         self._have = 0
-        response = _HeadResponse(status, head, low, t_first, new, connect_ns, self.local_port)
+        response = _HeadResponse(status, head, low, t_first, new, pending.connect_ns,
+                                 self.local_port)
+        response.t_sent_ns, response.opened = pending.t_sent, pending.opened
         if close:
             self._drop()
         return response, raw, t_end, None
@@ -285,6 +325,19 @@ class BlockingH1Transport:
                 raise ProtocolViolation("chunk not followed by CRLF")
             parts.append(data[eol + 2:end])
             i = end + 2
+
+
+class _Pending:
+    """A request sent on this connection whose response is not read yet."""
+
+    __slots__ = ("method", "data", "deadline", "new", "connect_ns", "opened", "t_sent",
+                 "retried")
+
+    def __init__(self, method: bytes, data: bytes, deadline: int) -> None:
+        self.method, self.data, self.deadline = method, data, deadline
+        self.new, self.connect_ns, self.retried = False, None, False
+        self.opened: ConnectStamps | None = None    # how its connection was opened, if new
+        self.t_sent = 0                             # when the request was written
 
 
 class _Stale(Exception):

@@ -59,6 +59,10 @@ class _Reply(asyncio.DatagramProtocol):
 
 
 class Resolver:
+    # Queries sent by every resolver of this process (a worker's clients each have
+    # their own): the load generator reads it around its measured requests.
+    sent_total = 0
+
     def __init__(self, server: tuple[str, int], *, cache: bool = True,
                  timeout_s: float = 1.0, attempts: int = 2) -> None:
         if timeout_s <= 0 or attempts < 1:
@@ -131,6 +135,7 @@ class Resolver:
                 query = DNSRecord.question(name, "A")
                 ids.add(query.header.id)
                 self.queries += 1
+                Resolver.sent_total += 1
                 transport.sendto(query.pack())
                 try:
                     async with asyncio.timeout(self.timeout_s):

@@ -12,9 +12,10 @@ in a thread, each request a blocking call:
 
 `embed_sync` is `RestClient.embed` (clients.http_api) line for line, over a blocking
 transport: the same request bytes, the same t_start (just before the transport call),
-the same decode inside the latency (`decode_embeddings`, then t_decoded), the same
-UnaryResult, the same error classes; so every metric keeps its definition
-(DESIGN.md section 4). `blocking_client` says which protocol / engine / target /
+the same decode inside the latency (`decode_embeddings`, timed: t_decoded is
+t_received plus the decode's duration), the same UnaryResult with the same lifecycle
+phases, the same error classes; so every metric keeps its definition (DESIGN.md
+section 4). `blocking_client` says which protocol / engine / target /
 policy combinations have such a path (None: the asyncio path runs).
 """
 
@@ -27,6 +28,7 @@ import orjson
 from .base import Target, UnaryResult, auth_header, clock_ns
 from .http_api import _POST_JSON
 from .openai_codec import decode_embeddings, error_from_body, parse_server_timing
+from .phases import curl_style
 
 
 class BlockingRestClient:
@@ -47,19 +49,51 @@ class BlockingRestClient:
         """What ran, for the results: e.g. 'blocking: libcurl easy'."""
         return f"blocking: {self.transport.path_name}"
 
+    @property
+    def can_overlap(self) -> bool:
+        """Whether the request can be sent and its response read in two calls."""
+        return hasattr(self.transport, "send_sync")
+
     def embed_sync(self, request: dict[str, Any]) -> UnaryResult:
         body = orjson.dumps(request)
         t_start = clock_ns()
         resp, raw, t_received, phases = self.transport.fetch_sync(
             b"POST", self._embeddings, self._headers, body)
+        return self.complete((t_start, len(body), resp, raw, t_received, phases))
+
+    # The same request in three steps, for the overlapped loop (harness.blocking_loop):
+    # send, receive, and complete (decode and result), which may run after the next
+    # request was sent.
+
+    def send(self, request: dict[str, Any]) -> tuple[int, int, Any]:
+        body = orjson.dumps(request)
+        t_start = clock_ns()
+        return t_start, len(body), self.transport.send_sync(
+            b"POST", self._embeddings, self._headers, body)
+
+    def receive(self, sent: tuple[int, int, Any]) -> tuple:
+        t_start, up, pending = sent
+        return (t_start, up, *self.transport.receive_sync(pending))
+
+    def response_waiting(self) -> bool:
+        return self.transport.response_waiting()
+
+    def complete(self, got: tuple) -> UnaryResult:
+        """Decode a received response into its result. The decode is timed on its own
+        (t_decoded = t_received + its duration), so the latency means the same whether
+        it ran at once or while the next request was on the wire."""
+        t_start, up, resp, raw, t_received, phases = got
         if resp.status != 200:
             raise error_from_body(resp.status, bytes(raw))
+        t0 = clock_ns()
         vectors = decode_embeddings(raw)
-        t_decoded = clock_ns()
+        t_decoded = t_received + clock_ns() - t0
         result = UnaryResult(vectors, t_start, resp.t_first_byte_ns, t_received, t_decoded,
-                             len(body), len(raw),
-                             parse_server_timing(resp.header(b"server-timing")),
+                             up, len(raw), parse_server_timing(resp.header(b"server-timing")),
                              resp.new_connection, resp.connect_ns)
+        if resp.t_sent_ns:              # a transport that stamps the lifecycle (ours)
+            result.extra["phases"] = curl_style(t_start, resp.opened, resp.t_sent_ns,
+                                                resp.t_first_byte_ns, t_received)
         if phases is not None:          # libcurl's own phase times, in microseconds
             result.extra["curl_phases"] = phases
         return result

@@ -13,7 +13,9 @@ interface for the curl engine's rest-h1 / rest-h2) in one thread, with no event 
 per request: at concurrency 1 all client CPU is in series with the server's. Same
 request, same stamps, same UnaryResult and Recorder, so every metric keeps its
 definition. `LoadJob.client_path` = "auto" (that rule), "async" (never) or "blocking"
-(required; an error where there is none); what ran is in the result's `client_path`.
+(required; an error where there is none) or "sequential" (blocking, without overlapping
+the decode with the next request: harness.blocking_loop); what ran is in the result's
+`client_path`.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ from typing import Any, Callable
 
 from clients import open_client
 from clients.base import Client, ClientError, Target, clock_ns
+from clients.resolver import Resolver
 from clients.wire import METER
 from servers.clock import sleep_until_ns
 
+from .blocking_loop import BlockingLoop
 from .pipeline import Pipeline
 from .protocols import STREAM_OF
 from .recorder import Recorder
 from .workload import Attrs, embed_requests, stream_request
+
+CLIENT_PATHS = ("auto", "async", "blocking", "sequential")
 
 # Open-loop schedules sleep on CLOCK_MONOTONIC and stamp with perf_counter_ns: on Linux
 # both are CLOCK_MONOTONIC, which is what makes intended and actual times comparable.
@@ -66,7 +72,7 @@ class LoadJob:
     stagger_ms: float = 0.0          # closed loop: user u starts u x stagger after "go"
     trace: bool = False              # keep every stream's per-token trace (network lab)
     worker: int = 0                  # this worker's index, for connection labels
-    client_path: str = "auto"        # auto | async | blocking (module docstring)
+    client_path: str = "auto"        # auto | async | blocking | sequential (docstring)
 
 
 class _Workload:
@@ -159,20 +165,25 @@ class LoadRunner:
         self._watchdog = _Watchdog(job.timeout_s)
         self.blocking = self._blocking_client(target)
         self._made = self.clients       # a caller that swaps in its own clients (tests)
-        self._stop = False              # gets the asyncio path with them
+        self._blocking_loop: BlockingLoop | None = None
 
     @property
     def client_path(self) -> str:
-        """What runs the requests: 'asyncio' or 'blocking: <transport>'."""
-        return self.blocking.path_name if self._use_blocking() else "asyncio"
+        """What runs the requests: 'asyncio' or 'blocking: <transport>[, overlapped]'."""
+        if not self._use_blocking():
+            return "asyncio"
+        loop = self._blocking_loop
+        overlapped = (loop.overlap or loop.late_reads) if loop else (
+            self.job.client_path != "sequential" and self.blocking.can_overlap)
+        return self.blocking.path_name + (", decode overlapped" if overlapped else "")
 
     def _use_blocking(self) -> bool:
         return self.blocking is not None and self.clients is self._made
 
     def _blocking_client(self, target: Target) -> Any:
         job = self.job
-        if job.client_path not in ("auto", "async", "blocking"):
-            raise ValueError(f"client_path must be auto, async or blocking, "
+        if job.client_path not in CLIENT_PATHS:
+            raise ValueError(f"client_path must be one of {', '.join(CLIENT_PATHS)}, "
                              f"not {job.client_path!r}")
         if job.client_path == "async":
             return None
@@ -183,7 +194,7 @@ class LoadRunner:
             from clients.sync_rest import blocking_client
             client = blocking_client(job.protocol, job.engine, target, reuse=job.reuse,
                                      timeout_s=job.timeout_s)
-        if client is None and job.client_path == "blocking":
+        if client is None and job.client_path in ("blocking", "sequential"):
             raise ValueError(f"no blocking client path for {job.protocol} (engine "
                              f"{job.engine}, {job.mode} loop, concurrency {job.concurrency}, "
                              f"{max(1, job.connections)} connection(s), reuse={job.reuse})")
@@ -193,33 +204,19 @@ class LoadRunner:
                                duration_s: float | None) -> None:
         """The closed loop of one user through the blocking client, in a thread (the
         event loop stays free for the worker's progress reports)."""
-        self._stop = False
-        fut = asyncio.get_running_loop().run_in_executor(
-            None, self._blocking_loop, rec, requests, duration_s)
+        loop = BlockingLoop(self.blocking, self.workload.next_request, rec, self._count,
+                            overlap=self.job.client_path != "sequential")
+        self._blocking_loop = loop
+        fut = asyncio.get_running_loop().run_in_executor(None, loop.run, requests,
+                                                         duration_s)
         try:
             await fut
         except BaseException:
-            self._stop = True           # cancelled: the thread ends after this request
+            loop.stop = True            # cancelled: the thread ends after this request
             raise
 
-    def _blocking_loop(self, rec: Recorder, requests: int | None,
-                       duration_s: float | None) -> None:
-        remaining = itertools.count() if requests is None else iter(range(requests))
-        deadline = clock_ns() + int(duration_s * 1e9) if duration_s else None
-        embed = self.blocking.embed_sync
-        next_request = self.workload.next_request
-        unary, error = rec.unary, rec.error
-        for _ in remaining:
-            if self._stop or (deadline is not None and clock_ns() >= deadline):
-                return
-            start = clock_ns()
-            try:
-                unary(embed(next_request()), None)      # closed loop: no intended time
-            except ClientError as exc:
-                error(exc.kind, str(exc), None, start, clock_ns())
-            except Exception as exc:    # a bug in a client must not end the run silently
-                error("internal", f"{type(exc).__name__}: {exc}", None, start, clock_ns())
-            self.done += 1
+    def _count(self) -> None:
+        self.done += 1
 
     async def _one(self, client: Client, rec: Recorder, intended_ns: int | None,
                    task: asyncio.Task | None = None) -> None:
@@ -337,7 +334,7 @@ class LoadRunner:
             self.rec.rows = []
         if job.trace:
             self.rec.traces = []
-        wire0 = METER.snapshot()
+        wire0, queries0 = METER.snapshot(), Resolver.sent_total
         cpu0, t0 = time.process_time(), clock_ns()
         if self._use_blocking():
             await self._closed_blocking(self.rec, job.requests, job.duration_s)
@@ -348,9 +345,11 @@ class LoadRunner:
         wall_ns = clock_ns() - t0
         cpu = time.process_time() - cpu0
         wire1 = METER.snapshot()
+        self.rec.dns_queries = Resolver.sent_total - queries0
         return {"wall_s": wall_ns / 1e9, "client_cpu_s": cpu,
                 "socket_wire": {k: wire1[k] - wire0[k] for k in wire1},
                 "t0_ns": t0, "client_path": self.client_path,
+                "late_reads": self._blocking_loop.late_reads if self._blocking_loop else 0,
                 "recorder": self.rec.to_json()}
 
     async def close(self) -> None:

@@ -89,6 +89,7 @@ class Recorder:
     # ("full", "session", "0rtt"; clients put it in extra["resumed"]).
     handshakes: Counter = field(default_factory=Counter)
     calls: int = 0                        # pipeline: calls made by the user requests
+    dns_queries: int = 0                  # DNS queries the clients sent (the DNS step)
     pipeline_ns: dict[str, int] = field(default_factory=dict)   # bucket -> summed ns
     stages_ns: dict[str, int] = field(default_factory=dict)     # stage -> summed wall ns
     rows: list[tuple] | None = None       # per-request rows when asked
@@ -243,7 +244,8 @@ class Recorder:
                 "new_connections": self.new_connections, "tokens": self.tokens,
                 "chunks": self.chunks, "late_starts": self.late_starts,
                 "handshakes": dict(self.handshakes),
-                "calls": self.calls, "pipeline_ns": self.pipeline_ns,
+                "calls": self.calls, "dns_queries": self.dns_queries,
+                "pipeline_ns": self.pipeline_ns,
                 "stages_ns": self.stages_ns, "rows": self.rows, "traces": self.traces}
 
     @classmethod
@@ -257,6 +259,7 @@ class Recorder:
                   "late_starts"):
             setattr(rec, k, data[k])
         rec.calls = data.get("calls", 0)
+        rec.dns_queries = data.get("dns_queries", 0)
         rec.pipeline_ns = dict(data.get("pipeline_ns") or {})
         rec.stages_ns = dict(data.get("stages_ns") or {})
         rec.handshakes = Counter(data.get("handshakes") or {})
@@ -272,7 +275,7 @@ class Recorder:
         for k, v in other.error_samples.items():
             self.error_samples.setdefault(k, v)
         for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
-                  "late_starts", "calls"):
+                  "late_starts", "calls", "dns_queries"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for mine, theirs in ((self.pipeline_ns, other.pipeline_ns),
                              (self.stages_ns, other.stages_ns)):

@@ -9,7 +9,7 @@ from .attribution import per_cell, protocol_or_library
 from .hol_report import HolPoint, render_hol_section
 from .pipeline_report import render_pipeline_section
 from .recorder import FORMULAS, PHASES
-from .roundtrips import accounting
+from .roundtrips import accounting, dns_accounting
 from .tables import fmt, load_label, table as _table
 
 
@@ -242,6 +242,31 @@ def round_trip_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [table, "", *notes] if notes else [table]
 
 
+def dns_lines(rows: list[dict[str, Any]], dns: dict[str, Any] | None) -> list[str]:
+    """The DNS step: queries per request with the resolver cache off and on, and what a
+    query cost against one round trip plus the resolver's delay."""
+    if not dns:
+        return []
+    lines = []
+    for r in rows:
+        a = dns_accounting(r, float(dns.get("delay_ms") or 0))
+        if a is None:
+            continue
+        lines.append([a["cell"], load_label(r), "on" if a["cache"] else "off",
+                      str(a["requests"]), str(a["new_connections"]), str(a["queries"]),
+                      a["expect_queries"], fmt(a["per_request_ms"]), fmt(a["per_query_ms"]),
+                      f"{a['expected_ms']:g} ({a['rtt_ms']:g} RTT + {a['delay_ms']:g} delay)",
+                      "agrees" if a["agrees"] else "**disagrees**"])
+    if not lines:
+        return []
+    return [_table(["protocol", "load", "resolver cache", "requests", "new connections",
+                    "DNS queries sent", "textbook queries", "DNS ms per request (mean)",
+                    "ms per query", "textbook ms per query", "verdict"], lines), "",
+            "A query's cost is the summed dns phase over the queries sent; a cache hit costs "
+            "microseconds. Agrees: the queries are as the textbook says, and a query cost "
+            "one round trip plus the resolver's delay within a quarter RTT."]
+
+
 def lab_line(summary: dict[str, Any]) -> str | None:
     lab = summary.get("network_lab")
     if not lab:
@@ -305,6 +330,9 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
         trips = round_trip_lines(rows)
         if trips:
             parts += ["### Round trips before the first byte", "", *trips, ""]
+        dns = dns_lines(rows, s.get("dns"))
+        if dns:
+            parts += ["### The DNS step", "", *dns, ""]
     wire_note = rows[0].get("wire_source", "") if rows else ""
     parts += ["## What the protocol costs on the wire", "",
               f"Per request, averaged over all load points; wire = IP packets incl. "

@@ -133,13 +133,14 @@ class PointResult:
 
     @staticmethod
     def _phases(s: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]] | None:
-        """{cold|warm: {phase: {p50, p99, n}}} in ms, when the client stamped phases."""
+        """{cold|warm: {phase: {p50, p99, mean, n}}} in ms, when the client stamped phases."""
         out: dict[str, dict[str, dict[str, float]]] = {}
         for which in ("cold", "warm"):
             got = {p: s[f"phase_{p}_{which}"] for p in PHASES if s.get(f"phase_{p}_{which}")}
             if got:
                 out[which] = {p: {"p50": round(v["p50"], 4), "p99": round(v["p99"], 4),
-                                  "n": v["n"]} for p, v in got.items()}
+                                  "mean": round(v["mean"], 4), "n": v["n"]}
+                              for p, v in got.items()}
         return out or None
 
     def _pipeline(self) -> dict[str, Any]:
@@ -210,6 +211,7 @@ class PointResult:
             "curl_starttransfer_p50_ms": pct("curl_starttransfer", "p50"),
             "curl_total_p50_ms": pct("curl_total", "p50"),
             "new_connections": rec.new_connections,
+            "dns_queries": rec.dns_queries,
             "payload_up_bytes": round(rec.payload_up / n, 1) if n else None,
             "payload_down_bytes": round(rec.payload_down / n, 1) if n else None,
             "wire_up_bytes": self._wire_per_request("up", n),

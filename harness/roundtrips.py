@@ -106,3 +106,33 @@ def accounting(row: dict[str, Any], *, tls: bool, tls_version: str,
                     "rtt_ms": link["rtt_ms"],
                     "resumption": resumption if cold else None, "shortfall": shortfall})
     return out
+
+
+def dns_accounting(row: dict[str, Any], delay_ms: float) -> dict[str, Any] | None:
+    """The DNS step of one row: queries the clients sent against the requests, and what
+    one query cost (its share of the summed dns phase) against the textbook: one round
+    trip plus the resolver's configured delay. With the cache off every new connection
+    queries; with it on, only a client's first lookup (per TTL) does."""
+    link, phases = row.get("link"), row.get("phases_ms")
+    if row.get("dns_cache") is None or not phases:
+        return None
+    requests = sum(phases[w]["dns"]["n"] for w in phases if "dns" in phases[w])
+    total_ms = sum(phases[w]["dns"]["mean"] * phases[w]["dns"]["n"]
+                   for w in phases if "dns" in phases[w])
+    queries = row.get("dns_queries") or 0
+    rtt = (link or {}).get("rtt_ms") or 0.0
+    expected_ms = rtt + delay_ms
+    per_query = total_ms / queries if queries else None
+    cold = phases.get("cold", {}).get("dns", {}).get("n", 0)
+    if row["dns_cache"]:
+        queries_ok = queries <= max(1, row.get("concurrency") or 1)
+        expect_queries = "the first lookup only"
+    else:
+        queries_ok = queries == cold
+        expect_queries = "one per new connection"
+    cost_ok = per_query is None or not rtt or abs(per_query - expected_ms) <= TOLERANCE_RTT * rtt
+    return {"cell": row["cell"], "cache": row["dns_cache"], "requests": requests,
+            "new_connections": cold, "queries": queries, "expect_queries": expect_queries,
+            "per_query_ms": per_query, "expected_ms": expected_ms, "rtt_ms": rtt,
+            "delay_ms": delay_ms, "per_request_ms": total_ms / requests if requests else None,
+            "agrees": queries_ok and cost_ok}

@@ -170,6 +170,13 @@ async def test_same_vectors_and_ordered_stamps_as_the_async_path(servers, tls_fi
     # keep-alive: one connection for both requests
     assert first.new_connection and first.connect_ns > 0
     assert not second.new_connection and second.connect_ns is None
+    # lifecycle phases (curl -w style, cumulative us): the python path stamps its own,
+    # libcurl hands over curl's; cold ones include the connect, warm ones none
+    for r, cold in ((first, True), (second, False)):
+        ph = r.extra.get("phases") or r.extra["curl_phases"]
+        assert (ph["connect"] > 0) is cold, ph
+        assert ph["connect"] <= ph["pretransfer"] <= ph["starttransfer"] <= ph["total"]
+        assert ph["total"] <= (r.t_received_ns - r.t_start_ns) // 1000 + 1
     # the socket-level wire counters saw both requests and responses
     assert wire["up"] > 2 * first.payload_up and wire["down"] > 2 * first.payload_down
 
@@ -196,8 +203,11 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
 
     path, rec = await run(concurrency=1)
     assert path.startswith("blocking: ") and rec.n == 30 and not rec.errors
+    assert path.endswith(", decode overlapped") is (engine == "python"), path
     assert rec.hist["latency"].count == 30 and rec.hist["server_time"].count == 30
     assert rec.new_connections == 0          # the warmup opened the one connection
+    path, rec = await run(concurrency=1, client_path="sequential")
+    assert path.startswith("blocking: ") and "overlapped" not in path and rec.n == 30
     path, rec = await run(concurrency=1, client_path="async")
     assert path == "asyncio" and rec.n == 30 and not rec.errors
     path, rec = await run(concurrency=2)
@@ -332,3 +342,81 @@ def test_python_blocking_h1_large_body_in_many_reads(raw_server):
         c.close()
     assert r.payload_down == len(body) and r.vectors.shape == (1, 60_000)
     assert r.t_received_ns - r.t_first_byte_ns >= 10_000_000     # the last read's time
+
+
+# ------------------------------------------------------------------ the overlapped loop
+
+def _loop_against(srv, requests: int, overlap: bool):
+    from harness.blocking_loop import BlockingLoop
+    c, rec, done = client_for("python", srv.port), Recorder(), []
+    loop = BlockingLoop(c, lambda: EMBED, rec, lambda: done.append(1), overlap=overlap)
+    try:
+        loop.run(requests, None)
+    finally:
+        c.close()
+    return loop, rec, len(done)
+
+
+def test_overlapped_loop_keeps_one_request_on_the_wire(raw_server):
+    """Request N+1 leaves only after response N fully arrived, and a server answering
+    later than the decode takes gives no late read."""
+    vec = [0.5] * 256
+    body = orjson.dumps({"object": "list", "data": [
+        {"object": "embedding", "index": i, "embedding": vec} for i in range(2)]})
+    outstanding, worst = [0], [0]
+
+    def handle(conn, n):
+        while read_request(conn):
+            outstanding[0] += 1
+            worst[0] = max(worst[0], outstanding[0])
+            time.sleep(0.005)               # far longer than decoding 2 x 256 floats
+            outstanding[0] -= 1
+            conn.sendall(OK % (len(body), body))
+
+    loop, rec, done = _loop_against(raw_server(handle), 40, overlap=True)
+    assert done == rec.n == 40 and not rec.errors
+    assert worst[0] == 1 and loop.late_reads == 0 and loop.overlap
+    assert rec.hist["decode"].count == 40
+
+
+def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(raw_server):
+    """A big body answered at once: the next response is already waiting when the
+    decode ends, so the loop counts late reads and stops overlapping after LATE_LIMIT."""
+    from harness.blocking_loop import LATE_LIMIT
+    vec = [0.001 * i for i in range(60_000)]
+    body = orjson.dumps({"object": "list", "data": [
+        {"object": "embedding", "index": 0, "embedding": vec}]})
+
+    def handle(conn, n):
+        while read_request(conn):
+            conn.sendall(OK % (len(body), body))
+
+    loop, rec, done = _loop_against(raw_server(handle), 30, overlap=True)
+    assert done == rec.n == 30 and not rec.errors
+    assert loop.late_reads == LATE_LIMIT and not loop.overlap
+
+
+def test_overlapped_loop_records_errors_and_goes_on(raw_server):
+    """A server error status and a dropped connection are recorded per request; the
+    loop reconnects and finishes its count."""
+    vec = [0.5] * 8
+    good = orjson.dumps({"object": "list", "data": [{"object": "embedding", "index": 0,
+                                                     "embedding": vec}]})
+    bad = b'{"error": {"message": "no", "type": "invalid_request_error"}}'
+    err = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+           b"content-length: %d\r\n\r\n%s" % (len(bad), bad))
+
+    def handle(conn, n):
+        for i in range(4):
+            if not read_request(conn):
+                return
+            if n == 0 and i == 3:
+                conn.close()                # mid-exchange: no response at all
+                return
+            conn.sendall(err if i == 1 else OK % (len(good), good))
+        while read_request(conn):
+            conn.sendall(OK % (len(good), good))
+
+    loop, rec, done = _loop_against(raw_server(handle), 10, overlap=True)
+    assert done == 10 and rec.n + sum(rec.errors.values()) == 10
+    assert set(rec.errors) >= {"server"} and sum(rec.errors.values()) >= 2, rec.errors

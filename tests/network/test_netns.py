@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
 
-from clients import open_client
-from clients.base import Target
 from harness.netns import CLIENT_DEV, SERVER_IP, Topology
 from tests.processes import gone
 from servers.launcher import ROOT, start_server

@@ -5,7 +5,7 @@ import pytest
 from clients.base import UnaryResult
 from clients.phases import ConnectStamps, curl_style
 from harness.recorder import Recorder
-from harness.roundtrips import accounting, measured_round_trips, textbook
+from harness.roundtrips import accounting, dns_accounting, measured_round_trips, textbook
 
 MS = 1_000_000
 
@@ -61,3 +61,25 @@ def test_accounting_flags_more_than_a_quarter_rtt():
     (tls13,) = accounting(row, tls=True, tls_version="1.3")
     (tls12,) = accounting(row, tls=True, tls_version="1.2")
     assert tls13["agrees"] and not tls12["agrees"]
+
+
+def _dns_row(cache: bool, queries: int, mean_ms: float, n: int = 12) -> dict:
+    return {"cell": "rest-h1", "dns_cache": cache, "dns_queries": queries, "concurrency": 1,
+            "link": {"rtt_ms": 50}, "phases_ms": {"cold": {"dns": {"mean": mean_ms, "n": n}}}}
+
+
+def test_dns_accounting_cache_off_one_query_per_new_connection():
+    a = dns_accounting(_dns_row(False, 12, 71.0), delay_ms=20)
+    assert a["agrees"] and a["per_query_ms"] == pytest.approx(71.0)
+    assert a["expected_ms"] == 70
+    # a query that cost two round trips, or a request that skipped its query, disagrees
+    assert not dns_accounting(_dns_row(False, 12, 121.0), delay_ms=20)["agrees"]
+    assert not dns_accounting(_dns_row(False, 11, 71.0 * 11 / 12), delay_ms=20)["agrees"]
+
+
+def test_dns_accounting_cache_on_only_the_first_lookup_queries():
+    a = dns_accounting(_dns_row(True, 1, 70.5 / 12), delay_ms=20)
+    assert a["agrees"] and a["per_query_ms"] == pytest.approx(70.5)
+    assert a["per_request_ms"] == pytest.approx(70.5 / 12)
+    assert not dns_accounting(_dns_row(True, 12, 70.5), delay_ms=20)["agrees"]
+    assert dns_accounting({"cell": "x", "dns_cache": None, "phases_ms": {}}, 0) is None

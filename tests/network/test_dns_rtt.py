@@ -1,0 +1,56 @@
+"""The DNS step through the emulated link (`python bench.py`, the network lab): with the
+resolver cache off every new connection sends a query that costs one round trip plus
+the resolver's delay; with it on only the first lookup does (about 10 s)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.roundtrips import dns_accounting
+from tests.integration.test_bench_cli import result_dir, run_bench, write
+
+pytestmark = pytest.mark.network
+
+RTT_MS, DELAY_MS, REQUESTS = 60, 20, 6
+SCENARIO = f"""\
+name: dns-rtt
+workload: {{type: embed, batch_size: 1, dimensions: 16}}
+protocols: [rest-h1]
+load: {{concurrency: 1, requests: {REQUESTS}}}
+warmup: {{requests: 0}}
+connection: {{policy: new}}
+dns: {{cache: [false, true], delay_ms: {DELAY_MS}}}
+network:
+  backend: tun
+  link: {{name: rtt, rtt_ms: {RTT_MS}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dns")
+    out = tmp / "out"
+    proc = run_bench([write(tmp / "s.yaml", SCENARIO), "--out", out], tmp / "tls", timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    run = result_dir(out)
+    summary = json.loads((run / "summary.json").read_text())
+    assert "### The DNS step" in (run / "report.md").read_text()
+    return {r["dns_cache"]: r for r in summary["rows"]}
+
+
+def test_cache_off_pays_a_round_trip_and_the_delay_per_request(rows):
+    a = dns_accounting(rows[False], DELAY_MS)
+    assert rows[False]["errors"] == 0 and a["queries"] == REQUESTS == a["new_connections"]
+    assert a["per_request_ms"] == pytest.approx(RTT_MS + DELAY_MS, abs=RTT_MS / 4)
+    assert a["agrees"]
+
+
+def test_cache_on_pays_only_the_first_lookup(rows):
+    a = dns_accounting(rows[True], DELAY_MS)
+    assert rows[True]["errors"] == 0 and a["queries"] == 1
+    assert a["per_query_ms"] == pytest.approx(RTT_MS + DELAY_MS, abs=RTT_MS / 4)
+    assert a["per_request_ms"] == pytest.approx((RTT_MS + DELAY_MS) / REQUESTS,
+                                                abs=RTT_MS / 4 / REQUESTS)
+    assert a["agrees"]
