@@ -7,6 +7,9 @@ has exactly one user on one keep-alive connection (harness.loadgen's "blocking" 
 path), none of that is needed: here one easy handle runs `perform()`, which loops
 inside libcurl (poll, send, recv; pycurl releases the GIL around it) and returns when
 the transfer ended. The connection stays in the handle's cache between requests.
+For the overlapped loop (harness.blocking_loop) the same handle runs in a CurlMulti
+driven from this thread, `send_sync` then `receive_sync`: one perform to write the
+request, then select/perform until the transfer ended.
 
 Same contract as `CurlTransport.fetch`, blocking: (HttpResponse, body, t_received,
 curl_phases). Same options (HTTP version, h2c prior knowledge, TLS verification and
@@ -16,9 +19,10 @@ classes (clients.curl's code sets), same header and body collection (the handle'
 `list.append` methods as callbacks: C calls), same wire accounting (CURLOPT_SOCKOPT-
 FUNCTION -> clients.wire.METER), same stale-connection retry.
 
-Stamps: t_start is the caller's, taken just before `perform()`; t_received is the
-clock_ns() right after it returned (libcurl has read the whole response: the same
-"after libcurl read it" point the multi path stamps). There is no Python callback per
+Stamps: t_start is the caller's, taken just before `perform()` (or the multi's first
+perform); t_received is the clock_ns() right after it returned, or after the multi
+perform in which the transfer ended: libcurl has read the whole response, the same
+"after libcurl read it" point the asyncio multi path stamps. There is no Python callback per
 response to stamp the first byte in, so t_first_byte is t_start + libcurl's own
 starttransfer (its first response byte, on CLOCK_MONOTONIC like clock_ns, counted from
 its start of the transfer, which is a few microseconds after t_start): never later
@@ -49,6 +53,18 @@ _INFO_HTTP_VERSION = pycurl.INFO_HTTP_VERSION
 _STARTTRANSFER = pycurl.STARTTRANSFER_TIME_T
 
 
+_CALL_MULTI_PERFORM = pycurl.E_CALL_MULTI_PERFORM
+_SELECT_S = 1.0         # longest wait between two of libcurl's timeout checks
+
+
+class _Sent:
+    """A transfer started by send_sync: when, and whether it was already retried."""
+    __slots__ = ("t0", "retried")
+
+    def __init__(self) -> None:
+        self.t0, self.retried = 0, False
+
+
 class _Outcome:
     __slots__ = ("error",)
 
@@ -59,7 +75,9 @@ class _Outcome:
 class CurlEasyTransport:
     """One libcurl easy handle (one connection), one request at a time, blocking."""
 
-    path_name = "libcurl easy"
+    @property
+    def path_name(self) -> str:
+        return "libcurl multi, blocking" if self._multi is not None else "libcurl easy"
 
     def __init__(self, target: Target, *, version: str, timeout_s: float = 30.0) -> None:
         if version not in _INFO_VERSION:
@@ -105,6 +123,7 @@ class CurlEasyTransport:
         self._path: bytes | None = None
         self._hdrs: Headers | None = None
         self._method: bytes | None = None
+        self._multi: pycurl.CurlMulti | None = None     # from the first send_sync on
 
     # ------------------------------------------------------------------ requests
 
@@ -138,6 +157,8 @@ class CurlEasyTransport:
     def fetch_sync(self, method: bytes, path: bytes, headers: Headers, body: bytes
                    ) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
         """One whole exchange (the blocking twin of CurlTransport.fetch)."""
+        if self._multi is not None:     # the connection lives in the multi's cache now
+            return self.receive_sync(self.send_sync(method, path, headers, body))
         self._prepare(method, path, headers, body)
         lines, parts, getinfo = self.lines, self.parts, self._getinfo
         retried = False
@@ -155,6 +176,70 @@ class CurlEasyTransport:
                 parts.clear()
                 continue
             break
+        return self._result(t0, t_end, code, message)
+
+    # The same exchange in two calls (the overlapped closed loop, harness.blocking_loop):
+    # send_sync adds the handle to a CurlMulti and drives it once, which writes the
+    # request on a kept connection; receive_sync drives it until the transfer ended.
+    # Between the two the caller works while the server does. From the first
+    # send_sync on, the handle's connection lives in the multi's connection cache, so
+    # fetch_sync goes through the multi too.
+
+    def send_sync(self, method: bytes, path: bytes, headers: Headers, body: bytes) -> _Sent:
+        if self._multi is None:
+            self._multi = pycurl.CurlMulti()
+        self._prepare(method, path, headers, body)
+        sent = _Sent()
+        self._start(sent)
+        return sent
+
+    def receive_sync(self, sent: _Sent) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
+        multi, lines, getinfo = self._multi, self.lines, self._getinfo
+        while True:
+            while not self._drive():
+                wait = multi.timeout()
+                multi.select(_SELECT_S if wait < 0 else min(_SELECT_S, wait / 1000))
+            t_end = clock_ns()
+            code, message = self._finish()
+            if (code in _STALE_CONNECTION and not sent.retried and not lines
+                    and getinfo(_NUM_CONNECTS) == 0):
+                sent.retried = True     # a reused connection the server had closed
+                self.parts.clear()
+                self._start(sent)
+                continue
+            return self._result(sent.t0, t_end, code, message)
+
+    def response_waiting(self) -> bool:
+        """Whether the transfer in flight has bytes waiting (one select, no wait)."""
+        return self._multi is not None and self._multi.select(0) > 0
+
+    def _start(self, sent: _Sent) -> None:
+        sent.t0 = clock_ns()
+        self._multi.add_handle(self.curl)
+        self._drive()
+
+    def _drive(self) -> bool:
+        """Let libcurl do what it can without waiting; whether the transfer ended."""
+        perform = self._multi.perform
+        while True:
+            ret, running = perform()
+            if ret != _CALL_MULTI_PERFORM:
+                return running == 0
+
+    def _finish(self) -> tuple[int | None, str]:
+        """Take the ended transfer off the multi: (curl error code or None, message)."""
+        multi = self._multi
+        _, _, failed = multi.info_read()
+        multi.remove_handle(self.curl)
+        if failed:
+            _, code, message = failed[0]
+            return code, message
+        return None, ""
+
+    def _result(self, t0: int, t_end: int, code: int | None, message: str
+                ) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
+        """The ended transfer's response, or the error it ended with."""
+        lines, parts, getinfo = self.lines, self.parts, self._getinfo
         try:
             phases = dict(zip(_PHASE_NAMES, map(getinfo, _PHASE_INFOS)))
             outcome = _Outcome()
@@ -214,6 +299,13 @@ class CurlEasyTransport:
         for sock in self._socks.values():
             if sock.alive():
                 sock.read()             # last counts before libcurl closes them
+        multi, self._multi = self._multi, None
+        if multi is not None:
+            try:
+                multi.remove_handle(curl)   # a transfer cut off mid-way
+            except pycurl.error:
+                pass
+            multi.close()               # closes the connections in its cache
         curl.close()
         for sock in self._socks.values():
             sock.release()

@@ -9,6 +9,11 @@ in a thread, each request a blocking call:
 
   engine "python", rest-h1 (cleartext, no DNS step): clients.http1_sync, one socket
   engine "curl",   rest-h1 and rest-h2 (TLS or h2c):  clients.curl_sync, libcurl easy
+                                                      (a CurlMulti when overlapped)
+
+Both can send a request and read its response in two calls (`send`, `receive`, then
+`complete` to decode and build the result), which harness.blocking_loop uses to decode
+response N while request N+1 is with the server.
 
 `embed_sync` is `RestClient.embed` (clients.http_api) line for line, over a blocking
 transport: the same request bytes, the same t_start (just before the transport call),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .attribution import per_cell, protocol_or_library
+from .cells import parse_cell
 from .hol_report import HolPoint, render_hol_section
 from .pipeline_report import render_pipeline_section
 from .recorder import FORMULAS, PHASES
@@ -233,13 +234,27 @@ def round_trip_lines(rows: list[dict[str, Any]]) -> list[str]:
                         f"difference." if late > 0.01 * max(1, emu.get("packets", 0)) else "")
                 notes.append(f"- {a['cell']} {load_label(r)}, {a['which']}: measured "
                              f"{a['measured']:.2f} round trips, textbook {a['textbook']} "
-                             f"({a['how']}): they differ by more than a quarter RTT.{busy}")
+                             f"({a['how']}): they differ by more than a quarter RTT.{busy}"
+                             f"{_grpc_ready(r, a)}")
     if not lines:
         return []
     table = _table(["protocol", "load", "connection", "textbook path", "resumed",
                     "textbook RTTs", "measured RTTs", "DNS RTTs (apart)", "RTT ms",
                     "verdict"], lines)
     return [table, "", *notes] if notes else [table]
+
+
+def _grpc_ready(row: dict[str, Any], a: dict[str, Any]) -> str:
+    """gRPC's known extra round trip, when the connect phase shows it."""
+    if parse_cell(row["cell"]).kind != "grpc" or a["which"] != "cold":
+        return ""
+    ready = ((row.get("phases_ms") or {}).get("cold", {}).get("tcp") or {}).get("p50")
+    if not ready or ready / a["rtt_ms"] < 1.75:
+        return ""
+    return (f" Its channel took {ready / a['rtt_ms']:.2f} round trips to become READY (the "
+            f"tcp phase): grpc-core sends its first request only after the server's HTTP/2 "
+            f"SETTINGS arrived, a round trip of the implementation that the textbook count "
+            f"leaves out (the point's packet log shows the request leaving after them).")
 
 
 def dns_lines(rows: list[dict[str, Any]], dns: dict[str, Any] | None) -> list[str]:

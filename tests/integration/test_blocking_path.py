@@ -203,7 +203,7 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
 
     path, rec = await run(concurrency=1)
     assert path.startswith("blocking: ") and rec.n == 30 and not rec.errors
-    assert path.endswith(", decode overlapped") is (engine == "python"), path
+    assert path.endswith(", decode overlapped"), path
     assert rec.hist["latency"].count == 30 and rec.hist["server_time"].count == 30
     assert rec.new_connections == 0          # the warmup opened the one connection
     path, rec = await run(concurrency=1, client_path="sequential")
@@ -346,9 +346,9 @@ def test_python_blocking_h1_large_body_in_many_reads(raw_server):
 
 # ------------------------------------------------------------------ the overlapped loop
 
-def _loop_against(srv, requests: int, overlap: bool):
+def _loop_against(srv, requests: int, overlap: bool, engine: str = "python"):
     from harness.blocking_loop import BlockingLoop
-    c, rec, done = client_for("python", srv.port), Recorder(), []
+    c, rec, done = client_for(engine, srv.port), Recorder(), []
     loop = BlockingLoop(c, lambda: EMBED, rec, lambda: done.append(1), overlap=overlap)
     try:
         loop.run(requests, None)
@@ -357,7 +357,8 @@ def _loop_against(srv, requests: int, overlap: bool):
     return loop, rec, len(done)
 
 
-def test_overlapped_loop_keeps_one_request_on_the_wire(raw_server):
+@pytest.mark.parametrize("engine", ["python", "curl"])
+def test_overlapped_loop_keeps_one_request_on_the_wire(raw_server, engine):
     """Request N+1 leaves only after response N fully arrived, and a server answering
     later than the decode takes gives no late read."""
     vec = [0.5] * 256
@@ -373,13 +374,14 @@ def test_overlapped_loop_keeps_one_request_on_the_wire(raw_server):
             outstanding[0] -= 1
             conn.sendall(OK % (len(body), body))
 
-    loop, rec, done = _loop_against(raw_server(handle), 40, overlap=True)
+    loop, rec, done = _loop_against(raw_server(handle), 40, overlap=True, engine=engine)
     assert done == rec.n == 40 and not rec.errors
     assert worst[0] == 1 and loop.late_reads == 0 and loop.overlap
     assert rec.hist["decode"].count == 40
 
 
-def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(raw_server):
+@pytest.mark.parametrize("engine", ["python", "curl"])
+def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(raw_server, engine):
     """A big body answered at once: the next response is already waiting when the
     decode ends, so the loop counts late reads and stops overlapping after LATE_LIMIT."""
     from harness.blocking_loop import LATE_LIMIT
@@ -391,12 +393,13 @@ def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(raw_ser
         while read_request(conn):
             conn.sendall(OK % (len(body), body))
 
-    loop, rec, done = _loop_against(raw_server(handle), 30, overlap=True)
+    loop, rec, done = _loop_against(raw_server(handle), 30, overlap=True, engine=engine)
     assert done == rec.n == 30 and not rec.errors
     assert loop.late_reads == LATE_LIMIT and not loop.overlap
 
 
-def test_overlapped_loop_records_errors_and_goes_on(raw_server):
+@pytest.mark.parametrize("engine", ["python", "curl"])
+def test_overlapped_loop_records_errors_and_goes_on(raw_server, engine):
     """A server error status and a dropped connection are recorded per request; the
     loop reconnects and finishes its count."""
     vec = [0.5] * 8
@@ -417,6 +420,6 @@ def test_overlapped_loop_records_errors_and_goes_on(raw_server):
         while read_request(conn):
             conn.sendall(OK % (len(good), good))
 
-    loop, rec, done = _loop_against(raw_server(handle), 10, overlap=True)
+    loop, rec, done = _loop_against(raw_server(handle), 10, overlap=True, engine=engine)
     assert done == 10 and rec.n + sum(rec.errors.values()) == 10
     assert set(rec.errors) >= {"server"} and sum(rec.errors.values()) >= 2, rec.errors

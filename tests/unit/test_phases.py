@@ -83,3 +83,17 @@ def test_dns_accounting_cache_on_only_the_first_lookup_queries():
     assert a["per_request_ms"] == pytest.approx(70.5 / 12)
     assert not dns_accounting(_dns_row(True, 12, 70.5), delay_ms=20)["agrees"]
     assert dns_accounting({"cell": "x", "dns_cache": None, "phases_ms": {}}, 0) is None
+
+
+def test_round_trip_note_names_grpcs_settings_wait_only_when_the_connect_shows_it():
+    from harness.report import round_trip_lines
+
+    def row(cell: str, tcp_ms: float) -> dict:
+        return {"cell": cell, "protocol": cell, "concurrency": 1, "mode": "closed",
+                "network": "rtt20", "connections_policy": "new", "tls": False,
+                "link": {"rtt_ms": 20},
+                "phases_ms": {"cold": {"tcp": {"p50": tcp_ms}, "send": {"p50": 0.2},
+                                       "wait": {"p50": 21.0}}}}
+    text = "\n".join(round_trip_lines([row("grpc", 42.5), row("rest-h1", 42.5),
+                                       row("grpc", 21.0)]))
+    assert text.count("become READY") == 1 and "HTTP/2 SETTINGS" in text
