@@ -8,6 +8,7 @@ cost: harness.loadgen then runs that user's requests through one of these instea
 in a thread, each request a blocking call:
 
   engine "python", rest-h1 (cleartext, no DNS step): clients.http1_sync, one socket
+  engine "python", rest-h2 (TLS or h2c, no DNS step): clients.http2_sync, one socket
   engine "curl",   rest-h1 and rest-h2 (TLS or h2c):  clients.curl_sync, libcurl easy
                                                       (a CurlMulti when overlapped)
 
@@ -111,7 +112,7 @@ def blocking_client(protocol: str, engine: str, target: Target, *, reuse: bool,
                     timeout_s: float) -> BlockingRestClient | None:
     """The blocking client for this cell and policy, or None where there is none
     (streams, other protocols, a new connection per request, TLS or a DNS step on the
-    python engine's HTTP/1.1)."""
+    python engine's HTTP/1.1, a DNS step on its HTTP/2)."""
     if not reuse or getattr(target, "resumption", None):
         return None         # new connections per request / session resumption: asyncio
     if engine == "python" and protocol == "rest-h1":
@@ -120,6 +121,12 @@ def blocking_client(protocol: str, engine: str, target: Target, *, reuse: bool,
         from .http1_sync import BlockingH1Transport
         return BlockingRestClient(protocol, engine,
                                   BlockingH1Transport(target, timeout_s=timeout_s), target)
+    if engine == "python" and protocol == "rest-h2":
+        if target.dns is not None:
+            return None
+        from .http2_sync import BlockingH2Transport
+        return BlockingRestClient(protocol, engine,
+                                  BlockingH2Transport(target, timeout_s=timeout_s), target)
     if engine == "curl" and protocol in ("rest-h1", "rest-h2"):
         from .curl_sync import CurlEasyTransport
         version = "1.1" if protocol == "rest-h1" else "2"

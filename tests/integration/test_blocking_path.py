@@ -33,7 +33,8 @@ BODY = orjson.dumps({"object": "list", "data": [
     {"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}]})
 
 # (engine, cell): cell as in test_curl_engine (h2 = TLS, h2c = cleartext prior knowledge)
-PATHS = [("python", "h1"), ("curl", "h1"), ("curl", "h2"), ("curl", "h2c")]
+PATHS = [("python", "h1"), ("python", "h2"), ("python", "h2c"), ("curl", "h1"), ("curl", "h2"),
+         ("curl", "h2c")]
 
 
 def real_target(servers, tls_files, cell: str) -> Target:
@@ -221,7 +222,8 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
 
 
 async def test_server_error_status_is_a_server_error(servers, tls_files):
-    for engine, cell in (("python", "h1"), ("curl", "h2c")):
+    for engine, cell in (("python", "h1"), ("python", "h2"), ("python", "h2c"),
+                         ("curl", "h2c")):
         c = blocking_client(protocol(cell), engine, real_target(servers, tls_files, cell),
                             reuse=True, timeout_s=5)
         try:

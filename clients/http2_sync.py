@@ -1,0 +1,495 @@
+"""HTTP/2 over one blocking socket: the python engine's closed-loop path for one user.
+
+The asyncio HTTP/2 client (clients.http2, over the h2 library) costs ~9,000 bytecodes
+per request in h2's frame, HPACK and state-machine code, plus the event loop; at
+concurrency 1 all of it is in series with the server (benchmarks/README.md: 0.63x of
+h2load). When a worker has exactly one user on one connection (harness.loadgen's
+"blocking" client path), nothing is multiplexed, and HTTP/2 shrinks to a few frames:
+this transport writes them itself and reads the server's, one stream at a time,
+over a blocking TCP or TLS socket (ALPN h2, or h2c with prior knowledge).
+
+What it does of RFC 9113, for one request at a time:
+- Opening: the preface, SETTINGS (no server push; the largest stream window and frame
+  size, so a response never waits for a WINDOW_UPDATE and comes in few frames) and a
+  connection WINDOW_UPDATE to the largest window, re-opened as data is consumed.
+- Requests: HEADERS with the header block as HPACK literals without indexing (the same
+  bytes every time, no table state), then DATA with END_STREAM, split at the server's
+  frame size and held to its flow-control windows.
+- Responses: HEADERS and CONTINUATION decoded by hpack's Decoder (the server indexes
+  its headers), checked as the asyncio client checks them (clients.http2's
+  header_block_error); DATA with padding removed; trailers decoded and dropped;
+  SETTINGS acknowledged, PING answered, WINDOW_UPDATE applied; RST_STREAM is a
+  ConnectionLost for that request, GOAWAY for requests the server did not take.
+
+Same contract and stamps as clients.http1_sync: `fetch_sync`, or `send_sync` then
+`receive_sync` (the overlapped loop, harness.blocking_loop) and `response_waiting`;
+t_first_byte is the clock after the read that completed the response's HEADERS, and
+t_received the one after the read that completed its END_STREAM frame (as the asyncio
+client stamps what h2 parsed from one data_received); lifecycle stamps for TCP, TLS
+and when the request was written. A dead kept connection before any response frame is
+retried once on a new one. The whole request must finish within `timeout_s`.
+
+No DNS step (the lab's resolver) and no session resumption: clients.sync_rest uses the
+asyncio transport for those.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import struct
+
+import hpack
+
+from .base import (ClientError, ConnectionLost, FallbackError, ProtocolViolation, Target,
+                   clock_ns)
+from .connect import os_error, tls_error
+from .http1_sync import RequestTimeout
+from .http2 import header_block_error
+from .http_api import Headers, HttpResponse
+from .phases import ConnectStamps
+from .wire import METER
+
+try:
+    from .base import PhaseTimeout
+except ImportError:                     # pragma: no cover
+    from .base import ConnectError as PhaseTimeout  # type: ignore[assignment]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, \
+    WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+MAX_WINDOW = 2**31 - 1
+MAX_FRAME = 2**24 - 1                   # the largest frame size we accept
+REOPEN_AT = 2**30                       # consumed bytes before the window is re-opened
+BUFFER = 256 * 1024
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + \
+        struct.pack(">I", stream) + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out, value = [first | limit], value - limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """A header field as an HPACK literal without indexing, new name, no Huffman."""
+    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+_OPENING = (PREFACE
+            + _frame(SETTINGS, 0, 0, struct.pack(">HIHIHI", 2, 0, 4, MAX_WINDOW, 5, MAX_FRAME))
+            + _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
+_SETTINGS_ACK = _frame(SETTINGS, ACK, 0)
+
+
+class BlockingH2Transport:
+    """One HTTP/2 connection, one stream at a time, blocking."""
+
+    version = "2"
+    path_name = "blocking socket, HTTP/2"
+
+    def __init__(self, target: Target, *, timeout_s: float = 30.0) -> None:
+        if target.dns is not None or getattr(target, "resumption", None):
+            raise ValueError("the blocking HTTP/2 path has no DNS step and no resumption")
+        self.target = target
+        self.timeout_s = timeout_s
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.tls = target.tls is not False
+        self._ssl: ssl.SSLContext | None = None
+        if self.tls:
+            from servers.tls import client_context
+            self._ssl = client_context(target.ca, ["h2"], target.tls_version)
+        scheme = b"https" if self.tls else b"http"
+        self._fixed = (_literal(b":scheme", scheme)
+                       + _literal(b":authority", target.authority.encode()))
+        self._blocks: dict[tuple, bytes] = {}     # request -> its header block
+        self.sock: socket.socket | None = None
+        self.local_port: int | None = None
+        self._poll: select.poll | None = None
+        self._buf = bytearray(BUFFER)
+        self._view = memoryview(self._buf)
+        self._pos = self._have = 0          # unparsed bytes are _buf[_pos:_have]
+        self._sockto = 0.0
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self, deadline: int) -> ConnectStamps:
+        t0 = clock_ns()
+        stamps = ConnectStamps(t0)
+        target = self.target
+        where = f"{target.host}:{target.port}"
+        remaining = (deadline - t0) / 1e9
+        if remaining <= 0:
+            raise RequestTimeout(f"no complete response within {self.timeout_s} s")
+        step = min(remaining, getattr(target, "connect_timeout_s", None) or remaining)
+        try:
+            sock = socket.create_connection((target.host, target.port), timeout=step)
+        except TimeoutError:
+            raise PhaseTimeout(f"HTTP/2 to {where}: TCP connect: no answer within "
+                               f"{step:g} s") from None
+        except OSError as exc:
+            raise os_error(exc, where, "TCP connect", "HTTP/2") from exc
+        stamps.tcp = clock_ns()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if self._ssl is not None:
+                sock = self._handshake(sock, where)   # the TLS socket takes the fd over
+                stamps.handshake = clock_ns()
+            METER.track(sock)
+            sock.settimeout(self.timeout_s)
+            self._sockto = self.timeout_s
+            sock.sendall(_OPENING)
+        except BaseException:
+            METER.closing(sock)
+            sock.close()
+            raise
+        self.sock = sock
+        self.local_port = sock.getsockname()[1]
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        self._pos = self._have = 0
+        self._decoder = hpack.Decoder()
+        self._next_stream = 1
+        self._send_window = 65535               # the connection's, for our DATA
+        self._peer_window = 65535               # a new stream's, from the server's SETTINGS
+        self._peer_frame = 16384
+        self._consumed = 0                      # DATA bytes since the window was re-opened
+        self._goaway: int | None = None         # the last stream the server will answer
+        self._first = True                      # no frame read yet
+        self._t_read = 0                        # when the last read returned
+        return stamps
+
+    def _handshake(self, sock: socket.socket, where: str) -> socket.socket:
+        try:
+            tls = self._ssl.wrap_socket(sock, server_hostname=self.target.server_name)
+        except TimeoutError:
+            raise PhaseTimeout(f"HTTP/2 to {where}: TLS handshake: no answer within "
+                               f"{sock.gettimeout():g} s") from None
+        except ssl.SSLError as exc:
+            raise tls_error(exc, where, "HTTP/2") from exc
+        except OSError as exc:
+            raise os_error(exc, where, "TLS handshake", "HTTP/2") from exc
+        alpn = tls.selected_alpn_protocol()
+        if alpn != "h2":
+            tls.close()
+            raise FallbackError(f"asked for h2 via ALPN, server selected {alpn!r}")
+        return tls
+
+    def _drop(self) -> None:
+        sock, self.sock, self._poll = self.sock, None, None
+        if sock is not None:
+            METER.closing(sock)
+            sock.close()
+        self._pos = self._have = 0
+
+    def close(self) -> None:
+        self._drop()
+
+    # ------------------------------------------------------------------ requests
+
+    def fetch_sync(self, method: bytes, path: bytes, headers: Headers,
+                   body: bytes) -> tuple[HttpResponse, bytes, int, None]:
+        return self.receive_sync(self.send_sync(method, path, headers, body))
+
+    def send_sync(self, method: bytes, path: bytes, headers: Headers,
+                  body: bytes) -> "_Pending":
+        key = (method, path, tuple(headers), len(body))
+        block = self._blocks.get(key)
+        if block is None:
+            block = (_literal(b":method", method) + self._fixed + _literal(b":path", path)
+                     + b"".join(_literal(k, v) for k, v in headers)
+                     + _literal(b"content-length", b"%d" % len(body)))
+            if len(self._blocks) < 64:
+                self._blocks[key] = block
+        pending = _Pending(block, body, clock_ns() + self.timeout_ns)
+        self._send(pending)
+        return pending
+
+    def receive_sync(self, pending: "_Pending") -> tuple[HttpResponse, bytes, int, None]:
+        while True:
+            try:
+                return self._receive(pending)
+            except _Stale:
+                self._drop()
+                if pending.retried or pending.opened is not None:
+                    raise ConnectionLost("HTTP/2 connection closed before any response "
+                                         "frame") from None
+                pending.retried = True  # the server closed the idle connection: once more
+                self._send(pending)
+            except BaseException:
+                self._drop()
+                raise
+
+    def response_waiting(self) -> bool:
+        """Whether response bytes already wait (in our buffer, TLS's or the socket's)."""
+        sock = self.sock
+        if sock is None:
+            return False
+        return (self._have > self._pos or (self._ssl is not None and sock.pending() > 0)
+                or bool(self._poll.poll(0)))
+
+    def _send(self, pending: "_Pending") -> None:
+        while True:
+            opened = None
+            if self.sock is None:
+                opened = self._connect(pending.deadline)
+            elif self._goaway is not None:
+                self._drop()                      # the server is going away: a new one
+                continue
+            pending.opened = opened
+            stream = pending.stream = self._next_stream
+            self._next_stream += 2
+            try:
+                self._write_request(pending, stream)
+                pending.t_sent = clock_ns()
+                return
+            except ClientError:
+                self._drop()
+                raise
+            except OSError as exc:
+                self._drop()
+                if opened is not None or pending.retried:
+                    raise ConnectionLost(f"HTTP/2 send failed: {exc}") from exc
+                pending.retried = True            # a stale kept connection: once more
+
+    def _write_request(self, pending: "_Pending", stream: int) -> None:
+        block, body = pending.block, pending.body
+        out = [_frame(HEADERS, END_HEADERS | (0 if body else END_STREAM), stream, block)]
+        sent = 0
+        while sent < len(body):
+            # The server's window for a new stream and the connection's; wait for a
+            # WINDOW_UPDATE when both are spent (large request bodies only).
+            room = min(self._peer_window - sent, self._send_window, self._peer_frame)
+            if room <= 0:
+                if out:
+                    self.sock.sendall(b"".join(out))
+                    out = []
+                if self._frame_in(pending.deadline, pending) is not None:
+                    raise ConnectionLost("HTTP/2 server answered before the request body "
+                                         "was sent")
+                continue
+            chunk = body[sent:sent + room]
+            sent += len(chunk)
+            self._send_window -= len(chunk)
+            out.append(_frame(DATA, END_STREAM if sent == len(body) else 0, stream, chunk))
+        if out:
+            self.sock.sendall(b"".join(out))
+
+    # ------------------------------------------------------------------ frames in
+
+    def _fill(self, need: int, deadline: int) -> None:
+        """Read until `need` unparsed bytes are buffered (self._t_read: the last read)."""
+        buf = self._buf
+        if self._pos and (self._have == self._pos or len(buf) - self._pos < need):
+            rest = self._have - self._pos             # move the unparsed bytes down
+            buf[:rest] = buf[self._pos:self._have]
+            self._pos, self._have = 0, rest
+        if len(buf) < need:                           # a frame larger than the buffer
+            self._buf = buf = buf + bytearray(need - len(buf))
+            self._view = memoryview(buf)
+        while self._have - self._pos < need:
+            remaining = (deadline - clock_ns()) / 1e9
+            if remaining <= 0:
+                raise RequestTimeout(f"no complete response within {self.timeout_s} s")
+            if remaining < self._sockto * 0.95:
+                self.sock.settimeout(remaining)
+                self._sockto = remaining
+            try:
+                n = self.sock.recv_into(self._view[self._have:])
+            except TimeoutError:
+                raise RequestTimeout(f"no complete response within {self.timeout_s} s") \
+                    from None
+            except OSError as exc:
+                raise ConnectionLost(f"HTTP/2 receive failed: {exc}") from exc
+            self._t_read = clock_ns()
+            if n == 0:
+                raise ConnectionLost("HTTP/2 connection closed (EOF)")
+            self._have += n
+
+    def _next_frame(self, deadline: int) -> tuple[int, int, int, bytes, int]:
+        """(type, flags, stream, payload, time of the read that completed it)."""
+        self._fill(9, deadline)
+        head = self._buf[self._pos:self._pos + 9]
+        length = int.from_bytes(head[:3], "big")
+        kind, flags = head[3], head[4]
+        stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        if self._first:                 # a server speaking HTTP/2 starts with SETTINGS
+            self._first = False
+            if kind != SETTINGS or stream:
+                if head.startswith(b"HTTP/"):
+                    raise FallbackError(f"asked for HTTP/2, the server answered in "
+                                        f"{bytes(head[:8]).decode('ascii', 'replace')}")
+                raise ProtocolViolation("HTTP/2 server did not start with SETTINGS")
+        if length > MAX_FRAME:
+            raise ProtocolViolation(f"HTTP/2 frame of {length} bytes, over our "
+                                    f"SETTINGS_MAX_FRAME_SIZE")
+        self._fill(9 + length, deadline)
+        start = self._pos + 9
+        payload = bytes(self._buf[start:start + length])
+        self._pos = start + length
+        if self._pos == self._have:
+            self._pos = self._have = 0
+        return kind, flags, stream, payload, self._t_read
+
+    def _frame_in(self, deadline: int, pending: "_Pending"
+                  ) -> tuple[int, int, bytes, int] | None:
+        """Read one frame and handle the connection's part of it; a frame of the
+        request's stream comes back as (type, flags, payload, time)."""
+        kind, flags, stream, payload, t = self._next_frame(deadline)
+        if stream == 0:
+            if kind == SETTINGS:
+                if not flags & ACK:
+                    self._settings(payload)
+                    self.sock.sendall(_SETTINGS_ACK)
+            elif kind == PING:
+                if not flags & ACK:
+                    self.sock.sendall(_frame(PING, ACK, 0, payload))
+            elif kind == WINDOW_UPDATE:
+                self._send_window += int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            elif kind == GOAWAY:
+                last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                code = int.from_bytes(payload[4:8], "big")
+                self._goaway = last
+                if pending.stream > last:
+                    raise ConnectionLost(f"server sent GOAWAY (error code {code}) before "
+                                         f"stream {pending.stream}")
+            return None
+        if stream != pending.stream:
+            if kind == PUSH_PROMISE:
+                raise ProtocolViolation("PUSH_PROMISE although push is disabled")
+            return None                 # frames of an earlier, finished stream
+        if kind == HEADERS and flags & PRIORITY_FLAG:
+            payload = self._unpad(payload, flags)[5:]
+            flags &= ~PADDED
+        return kind, flags, payload, t
+
+    def _settings(self, payload: bytes) -> None:
+        for i in range(0, len(payload) - 5, 6):
+            ident, value = struct.unpack_from(">HI", payload, i)
+            if ident == 4:
+                self._peer_window = value
+            elif ident == 5:
+                self._peer_frame = value
+
+    @staticmethod
+    def _unpad(payload: bytes, flags: int) -> bytes:
+        if not flags & PADDED:
+            return payload
+        pad = payload[0]
+        if pad >= len(payload):
+            raise ProtocolViolation("HTTP/2 padding longer than its frame")
+        return payload[1:len(payload) - pad]
+
+    def _receive(self, pending: "_Pending") -> tuple[HttpResponse, bytes, int, None]:
+        deadline = pending.deadline
+        block: list[bytes] = []         # a header block's fragments until END_HEADERS
+        ends_with_block = False
+        response: HttpResponse | None = None
+        parts: list[bytes] = []
+        got_any = False
+        while True:
+            try:
+                frame = self._frame_in(deadline, pending)
+            except ConnectionLost:
+                if not got_any and pending.opened is None:
+                    raise _Stale() from None
+                raise
+            got_any = True
+            if frame is None:
+                continue
+            kind, flags, payload, t = frame
+            if kind == DATA:
+                if response is None or block:
+                    raise ProtocolViolation("HTTP/2 DATA before the response's headers")
+                self._consumed += len(payload)
+                data = self._unpad(payload, flags)
+                if data:
+                    parts.append(data)
+                ended = flags & END_STREAM
+            elif kind == HEADERS:
+                if block:
+                    raise ProtocolViolation("HTTP/2 HEADERS inside a header block")
+                block.append(self._unpad(payload, flags))
+                ends_with_block = bool(flags & END_STREAM)
+                if not flags & END_HEADERS:
+                    continue
+                response = self._headers(b"".join(block), response, t, pending)
+                block, ended = [], ends_with_block
+            elif kind == CONTINUATION:
+                if not block:
+                    raise ProtocolViolation("HTTP/2 CONTINUATION without HEADERS")
+                block.append(payload)
+                if not flags & END_HEADERS:
+                    continue
+                response = self._headers(b"".join(block), response, t, pending)
+                block, ended = [], ends_with_block
+            elif kind == RST_STREAM:
+                code = int.from_bytes(payload[:4], "big")
+                raise ConnectionLost(f"server reset stream {pending.stream} "
+                                     f"(error code {code})")
+            else:
+                continue                # PRIORITY, the stream's WINDOW_UPDATE, unknown
+            if ended:
+                if response is None:
+                    raise ProtocolViolation("HTTP/2 stream ended without a response")
+                break
+        if self._consumed >= REOPEN_AT:
+            self.sock.sendall(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._consumed)))
+            self._consumed = 0
+        if self._goaway is not None:
+            self._drop()
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        response.t_sent_ns, response.opened = pending.t_sent, pending.opened
+        return response, raw, t, None
+
+    def _headers(self, block: bytes, response: HttpResponse | None, t: int,
+                 pending: "_Pending") -> HttpResponse | None:
+        """Decode a header block: the response's (1xx ones skipped) or its trailers."""
+        try:
+            headers = self._decoder.decode(block, raw=True)
+        except hpack.HPACKError as exc:
+            raise ProtocolViolation(f"HTTP/2 header block: {exc}") from None
+        trailers = response is not None
+        problem = header_block_error(headers, trailers)
+        if problem:
+            raise ProtocolViolation(f"HTTP/2 response: {problem}")
+        if trailers:
+            return response
+        status = int(headers[0][1])
+        if status < 200:
+            return None                 # an interim response: the final one follows
+        new = pending.opened is not None
+        connect_ns = None
+        if new:
+            opened = pending.opened
+            connect_ns = (opened.handshake or opened.tcp) - opened.start
+        return HttpResponse(status, headers[1:], t, new, connect_ns, self.local_port)
+
+
+class _Pending:
+    """A request sent on this connection whose response is not read yet."""
+
+    __slots__ = ("block", "body", "deadline", "stream", "opened", "t_sent", "retried")
+
+    def __init__(self, block: bytes, body: bytes, deadline: int) -> None:
+        self.block, self.body, self.deadline = block, body, deadline
+        self.stream = 0
+        self.opened: ConnectStamps | None = None
+        self.t_sent = 0
+        self.retried = False
+
+
+class _Stale(Exception):
+    """A kept connection turned out closed before any response frame."""
