@@ -735,7 +735,9 @@ Where the time went (medians):
   processes on this shared machine took the client's (or the server's) core.
 - At concurrency 1 a closed loop runs client and server in turn: every microsecond of
   client CPU per request lengthens every cycle, so the harness can only match the
-  native tool where its per-request CPU is small next to the server's.
+  native tool where its per-request CPU is small next to the server's. Its one-user
+  path ("client path") runs without an event loop and decodes response N while request
+  N+1 is with the server (benchmarks/README.md).
 - CPU pinning: {pin_text}. Machine: {meta['environment'].get('cpu')},
   {meta['environment'].get('cores')} cores, shared and noisy: trust the ratios, not the
   absolute numbers.

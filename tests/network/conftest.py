@@ -29,3 +29,16 @@ def nothing_left_behind():
     yield
     if not WHY_NOT:
         assert _lab_leftovers() == "", "the lab left something behind"
+
+
+def run_lab_scenario(tmp, scenario: str, timeout: float = 120):
+    """Run `python bench.py` on a scenario text; (summary.json as a dict, result dir)."""
+    import json
+
+    from tests.integration.test_bench_cli import result_dir, run_bench, write
+    out = tmp / "out"
+    proc = run_bench([write(tmp / "s.yaml", scenario), "--out", out], tmp / "tls",
+                     timeout=timeout)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    run = result_dir(out)
+    return json.loads((run / "summary.json").read_text()), run

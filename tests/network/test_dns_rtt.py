@@ -4,12 +4,10 @@ the resolver's delay; with it on only the first lookup does (about 10 s)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from harness.roundtrips import dns_accounting
-from tests.integration.test_bench_cli import result_dir, run_bench, write
+from tests.network.conftest import run_lab_scenario
 
 pytestmark = pytest.mark.network
 
@@ -30,12 +28,7 @@ network:
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dns")
-    out = tmp / "out"
-    proc = run_bench([write(tmp / "s.yaml", SCENARIO), "--out", out], tmp / "tls", timeout=120)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    run = result_dir(out)
-    summary = json.loads((run / "summary.json").read_text())
+    summary, run = run_lab_scenario(tmp_path_factory.mktemp("dns"), SCENARIO)
     assert "### The DNS step" in (run / "report.md").read_text()
     return {r["dns_cache"]: r for r in summary["rows"]}
 

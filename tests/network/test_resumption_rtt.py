@@ -5,11 +5,9 @@ within a quarter RTT, with every resumed handshake checked as resumed (about 25 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.integration.test_bench_cli import result_dir, run_bench, write
+from tests.network.conftest import run_lab_scenario
 
 pytestmark = pytest.mark.network
 
@@ -34,11 +32,7 @@ network:
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("resume")
-    out = tmp / "out"
-    proc = run_bench([write(tmp / "s.yaml", SCENARIO), "--out", out], tmp / "tls", timeout=120)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    summary = json.loads((result_dir(out) / "summary.json").read_text())
+    summary, _ = run_lab_scenario(tmp_path_factory.mktemp("resume"), SCENARIO)
     return {(r["cell"], r["resumption"]): r for r in summary["rows"]}
 
 
