@@ -98,7 +98,8 @@ class BlockingH2Transport:
     """One HTTP/2 connection, one stream at a time, blocking."""
 
     version = "2"
-    path_name = "blocking socket, HTTP/2"
+    # h2 is not used on this path: the row's engine name says so through this
+    path_name = f"blocking socket, HTTP/2 framed here, hpack {hpack.__version__}"
 
     def __init__(self, target: Target, *, timeout_s: float = 30.0) -> None:
         if target.dns is not None or getattr(target, "resumption", None):
