@@ -210,8 +210,14 @@ class CurlEasyTransport:
             return self._result(sent.t0, t_end, code, message)
 
     def response_waiting(self) -> bool:
-        """Whether the transfer in flight has bytes waiting (one select, no wait)."""
-        return self._multi is not None and self._multi.select(0) > 0
+        """Whether the response of the transfer in flight has begun to arrive: what is
+        there is handed to libcurl (no wait), and a response header line or body byte
+        counts (an HTTP/2 WINDOW_UPDATE or PING does not)."""
+        if self._multi is None:
+            return False
+        if self._multi.select(0) > 0:
+            self._drive()
+        return bool(self.lines or self.parts)
 
     def _start(self, sent: _Sent) -> None:
         sent.t0 = clock_ns()

@@ -92,6 +92,7 @@ _OPENING = (PREFACE
             + _frame(SETTINGS, 0, 0, struct.pack(">HIHIHI", 2, 0, 4, MAX_WINDOW, 5, MAX_FRAME))
             + _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
 _SETTINGS_ACK = _frame(SETTINGS, ACK, 0)
+_RESPONSE_FRAMES = (DATA, HEADERS, RST_STREAM)
 
 
 class BlockingH2Transport:
@@ -123,6 +124,7 @@ class BlockingH2Transport:
         self._view = memoryview(self._buf)
         self._pos = self._have = 0          # unparsed bytes are _buf[_pos:_have]
         self._sockto = 0.0
+        self._in_flight = 0                 # the stream of the request sent last
 
     # ------------------------------------------------------------------ connection
 
@@ -234,12 +236,41 @@ class BlockingH2Transport:
                 raise
 
     def response_waiting(self) -> bool:
-        """Whether response bytes already wait (in our buffer, TLS's or the socket's)."""
-        sock = self.sock
-        if sock is None:
+        """Whether a response frame (HEADERS, DATA or RST_STREAM) of the request in
+        flight has already arrived. What is there is read without waiting and looked
+        at, not consumed: the server's WINDOW_UPDATE for the request body, a PING or
+        SETTINGS are no response."""
+        sock, stream = self.sock, self._in_flight
+        if sock is None or not stream:
             return False
-        return (self._have > self._pos or (self._ssl is not None and sock.pending() > 0)
-                or bool(self._poll.poll(0)))
+        if self._poll.poll(0) or (self._ssl is not None and sock.pending()):
+            self._read_available()
+        pos, have, buf = self._pos, self._have, self._buf
+        while pos + 9 <= have:
+            if (buf[pos + 3] in _RESPONSE_FRAMES
+                    and int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF == stream):
+                return True
+            pos += 9 + int.from_bytes(buf[pos:pos + 3], "big")
+        return False
+
+    def _read_available(self) -> None:
+        """One read of what is there, without waiting (errors and EOF are left to the
+        next blocking read, which reports them)."""
+        if self._pos == self._have:
+            self._pos = self._have = 0
+        if self._have == len(self._buf):
+            return
+        sock = self.sock
+        sock.settimeout(0.0)
+        try:
+            n = sock.recv_into(self._view[self._have:])
+        except (OSError, ssl.SSLWantReadError):     # BlockingIOError: nothing there
+            return
+        finally:
+            sock.settimeout(self._sockto)
+        if n:
+            self._have += n
+            self._t_read = clock_ns()
 
     def _send(self, pending: "_Pending") -> None:
         while True:
@@ -250,7 +281,7 @@ class BlockingH2Transport:
                 self._drop()                      # the server is going away: a new one
                 continue
             pending.opened = opened
-            stream = pending.stream = self._next_stream
+            stream = pending.stream = self._in_flight = self._next_stream
             self._next_stream += 2
             try:
                 self._write_request(pending, stream)

@@ -33,7 +33,7 @@ from clients.resolver import Resolver
 from clients.wire import METER
 from servers.clock import sleep_until_ns
 
-from .blocking_loop import BlockingLoop
+from .blocking_loop import LATE_LIMIT, BlockingLoop
 from .pipeline import Pipeline
 from .protocols import STREAM_OF
 from .recorder import Recorder
@@ -172,10 +172,14 @@ class LoadRunner:
         """What runs the requests: 'asyncio' or 'blocking: <transport>[, overlapped]'."""
         if not self._use_blocking():
             return "asyncio"
-        loop = self._blocking_loop
-        overlapped = (loop.overlap or loop.late_reads) if loop else (
-            self.job.client_path != "sequential" and self.blocking.can_overlap)
-        return self.blocking.path_name + (", decode overlapped" if overlapped else "")
+        loop, name = self._blocking_loop, self.blocking.path_name
+        if loop is None:
+            overlapped = self.job.client_path != "sequential" and self.blocking.can_overlap
+        elif loop.late_reads >= LATE_LIMIT:     # the overlap was given up
+            return f"{name}, decode overlapped until {loop.late_reads} late reads"
+        else:
+            overlapped = loop.overlap
+        return name + (", decode overlapped" if overlapped else "")
 
     def _use_blocking(self) -> bool:
         return self.blocking is not None and self.clients is self._made

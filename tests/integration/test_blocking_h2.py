@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import h2.config
 import h2.connection
@@ -27,8 +28,9 @@ class H2Server:
     """One thread, one connection at a time; `answer(conn, stream_id, n)` answers the
     n-th request (over all connections); returning False closes the connection."""
 
-    def __init__(self, answer) -> None:
+    def __init__(self, answer, early=None, delay_s: float = 0.0) -> None:
         self.answer = answer
+        self.early, self.delay_s = early, delay_s   # frames sent at once, then a pause
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.requests = 0
@@ -56,6 +58,10 @@ class H2Server:
                 return
             for ev in h2c.receive_data(data):
                 if isinstance(ev, h2.events.StreamEnded):
+                    if self.early is not None:
+                        self.early(h2c, ev.stream_id)
+                        sock.sendall(h2c.data_to_send())
+                        time.sleep(self.delay_s)
                     n, self.requests = self.requests, self.requests + 1
                     if self.answer(h2c, ev.stream_id, n) is False:
                         sock.sendall(h2c.data_to_send())
@@ -85,8 +91,8 @@ def ok(h2c, sid: int, *, pad: int = 0, trailers: bool = False, interim: bool = F
 def h2_server():
     made: list[H2Server] = []
 
-    def make(answer) -> H2Server:
-        made.append(H2Server(answer))
+    def make(answer, **kw) -> H2Server:
+        made.append(H2Server(answer, **kw))
         return made[-1]
 
     yield make
@@ -152,5 +158,23 @@ def test_a_server_that_is_not_http2_is_a_fallback(servers):
     try:
         with pytest.raises(FallbackError, match="HTTP/1"):
             c.embed_sync(EMBED)
+    finally:
+        c.close()
+
+
+def test_response_waiting_counts_response_frames_not_window_updates(h2_server):
+    """The overlapped loop asks whether the next response already arrived: a
+    WINDOW_UPDATE on that stream (the server crediting the request body) is no
+    response; its HEADERS are."""
+    srv = h2_server(lambda h2c, sid, n: ok(h2c, sid), delay_s=0.3,
+                    early=lambda h2c, sid: h2c.increment_flow_control_window(1000, sid))
+    c = client(srv.port)
+    try:
+        sent = c.send(EMBED)
+        time.sleep(0.1)                 # the WINDOW_UPDATE is in, the response is not
+        assert not c.response_waiting()
+        time.sleep(0.4)
+        assert c.response_waiting()
+        assert c.complete(c.receive(sent)).vectors.shape == (1, 3)
     finally:
         c.close()
