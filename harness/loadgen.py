@@ -33,7 +33,7 @@ from clients.resolver import Resolver
 from clients.wire import METER
 from servers.clock import sleep_until_ns
 
-from .blocking_loop import LATE_LIMIT, BlockingLoop
+from .blocking_loop import BlockingLoop
 from .pipeline import Pipeline
 from .protocols import STREAM_OF
 from .recorder import Recorder
@@ -175,8 +175,10 @@ class LoadRunner:
         loop, name = self._blocking_loop, self.blocking.path_name
         if loop is None:
             overlapped = self.job.client_path != "sequential" and self.blocking.can_overlap
-        elif loop.late_reads >= LATE_LIMIT:     # the overlap was given up
+        elif loop.late_reads and not loop.overlap:      # the overlap was given up
             return f"{name}, decode overlapped until {loop.late_reads} late reads"
+        elif loop.late_reads:
+            return f"{name}, decode overlapped ({loop.late_reads} late reads)"
         else:
             overlapped = loop.overlap
         return name + (", decode overlapped" if overlapped else "")

@@ -425,3 +425,27 @@ def test_overlapped_loop_records_errors_and_goes_on(raw_server, engine):
     loop, rec, done = _loop_against(raw_server(handle), 10, overlap=True, engine=engine)
     assert done == 10 and rec.n + sum(rec.errors.values()) == 10
     assert set(rec.errors) >= {"server"} and sum(rec.errors.values()) >= 2, rec.errors
+
+
+def test_overlapped_loop_keeps_overlapping_through_rare_late_reads(raw_server, monkeypatch):
+    """Late reads at or under LATE_SHARE of the requests (a recorder fold now and then)
+    are counted, and the overlap goes on; over it, the loop goes sequential."""
+    import harness.blocking_loop as bl
+    vec = [0.001 * i for i in range(60_000)]
+    body = orjson.dumps({"object": "list", "data": [
+        {"object": "embedding", "index": 0, "embedding": vec}]})
+
+    def handle(conn, n):
+        i = 0
+        while read_request(conn):
+            if i % 10:                      # 1 in 10 answered at once: read late
+                time.sleep(0.03)            # far longer than decoding the body
+            conn.sendall(OK % (len(body), body))
+            i += 1
+
+    monkeypatch.setattr(bl, "LATE_SHARE", 0.2)
+    loop, rec, done = _loop_against(raw_server(handle), 40, overlap=True)
+    assert done == rec.n == 40 and 3 <= loop.late_reads <= 5 and loop.overlap
+    monkeypatch.setattr(bl, "LATE_SHARE", 0.05)
+    loop, rec, done = _loop_against(raw_server(handle), 40, overlap=True)
+    assert loop.late_reads >= 3 and not loop.overlap
