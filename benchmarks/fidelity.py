@@ -504,7 +504,8 @@ class Harness:
                           "response_bytes_per_req": rec.payload_down / n if n else None,
                           "connections": job.connections, "errors": dict(rec.errors),
                           # which client path the worker ran (harness.loadgen)
-                          "client_path": result.get("client_path", "asyncio")})
+                          "client_path": result.get("client_path", "asyncio"),
+                          "late_reads": rec.late_reads})
 
     @staticmethod
     def _until(proc: subprocess.Popen, event: str, err: Any) -> dict[str, Any]:
@@ -614,6 +615,9 @@ class Point:
         s["harness_client"] = cell_label(self.client, self.engine)
         s["client_path"] = ", ".join(sorted({r.extra.get("client_path", "asyncio")
                                              for r in self.harness}))
+        late = sum(r.extra.get("late_reads") or 0 for r in self.harness)
+        if late:                        # the one-user loop's (harness.blocking_loop)
+            s["client_path"] += f" ({late} late read{'s' if late > 1 else ''})"
         if self.variant:
             s["harness_client"] += f" [{self.variant}]"
         s["variant"] = self.variant

@@ -14,7 +14,7 @@ embedding costs ~250-400 us to decode, more than wrk's whole client).
 The one risk is that N's decode and recording outlast the server's answer to N+1:
 N+1's response would then wait in the socket and be stamped late (by up to that
 work's length). Before every read the loop asks the transport whether the response is
-already there; such a read is counted (`late_reads` in the worker's result). A few
+already there; such a read is counted (`late_reads` in the row). A few
 are noise that a sequential client meets as well (the client thread preempted on a
 shared machine, a GC pause, the recorder folding its batches into the histograms), so
 the loop goes sequential for the rest of the point only when late reads are
@@ -117,6 +117,7 @@ class BlockingLoop:
                 self.on_done()
             if sent is not None and client.response_waiting():
                 self.late_reads += 1    # N's decode outlasted the server's answer to N+1
+                self.rec.late_reads += 1
                 if self.late_reads >= LATE_LIMIT and \
                         self.late_reads > LATE_SHARE * self.completed:
                     self.overlap = False

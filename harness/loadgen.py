@@ -176,9 +176,7 @@ class LoadRunner:
         if loop is None:
             overlapped = self.job.client_path != "sequential" and self.blocking.can_overlap
         elif loop.late_reads and not loop.overlap:      # the overlap was given up
-            return f"{name}, decode overlapped until {loop.late_reads} late reads"
-        elif loop.late_reads:
-            return f"{name}, decode overlapped ({loop.late_reads} late reads)"
+            return f"{name}, decode overlapped until late reads, then sequential"
         else:
             overlapped = loop.overlap
         return name + (", decode overlapped" if overlapped else "")
@@ -355,7 +353,6 @@ class LoadRunner:
         return {"wall_s": wall_ns / 1e9, "client_cpu_s": cpu,
                 "socket_wire": {k: wire1[k] - wire0[k] for k in wire1},
                 "t0_ns": t0, "client_path": self.client_path,
-                "late_reads": self._blocking_loop.late_reads if self._blocking_loop else 0,
                 "recorder": self.rec.to_json()}
 
     async def close(self) -> None:

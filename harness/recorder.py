@@ -90,6 +90,7 @@ class Recorder:
     handshakes: Counter = field(default_factory=Counter)
     calls: int = 0                        # pipeline: calls made by the user requests
     dns_queries: int = 0                  # DNS queries the clients sent (the DNS step)
+    late_reads: int = 0                   # one-user overlapped loop (harness.blocking_loop)
     pipeline_ns: dict[str, int] = field(default_factory=dict)   # bucket -> summed ns
     stages_ns: dict[str, int] = field(default_factory=dict)     # stage -> summed wall ns
     rows: list[tuple] | None = None       # per-request rows when asked
@@ -245,6 +246,7 @@ class Recorder:
                 "chunks": self.chunks, "late_starts": self.late_starts,
                 "handshakes": dict(self.handshakes),
                 "calls": self.calls, "dns_queries": self.dns_queries,
+                "late_reads": self.late_reads,
                 "pipeline_ns": self.pipeline_ns,
                 "stages_ns": self.stages_ns, "rows": self.rows, "traces": self.traces}
 
@@ -260,6 +262,7 @@ class Recorder:
             setattr(rec, k, data[k])
         rec.calls = data.get("calls", 0)
         rec.dns_queries = data.get("dns_queries", 0)
+        rec.late_reads = data.get("late_reads", 0)
         rec.pipeline_ns = dict(data.get("pipeline_ns") or {})
         rec.stages_ns = dict(data.get("stages_ns") or {})
         rec.handshakes = Counter(data.get("handshakes") or {})
@@ -275,7 +278,7 @@ class Recorder:
         for k, v in other.error_samples.items():
             self.error_samples.setdefault(k, v)
         for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
-                  "late_starts", "calls", "dns_queries"):
+                  "late_starts", "calls", "dns_queries", "late_reads"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for mine, theirs in ((self.pipeline_ns, other.pipeline_ns),
                              (self.stages_ns, other.stages_ns)):

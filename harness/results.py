@@ -224,6 +224,7 @@ class PointResult:
                                       if n and self.server_cpu_s is not None else None),
             "client_core_util": round(self.client_core_util, 3),
             "late_starts": rec.late_starts,
+            "late_reads": rec.late_reads,
             "ttft_p50_ms": pct("ttft", "p50"), "ttft_p99_ms": pct("ttft", "p99"),
             "ttst_p50_ms": pct("ttst", "p50"),
             "itl_p50_ms": pct("itl", "p50"), "itl_p99_ms": pct("itl", "p99"),

@@ -452,6 +452,7 @@ def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(proc_se
     loop, rec, done = _run_loop(proc_server(1), 30, engine)
     assert done == rec.n == 30 and not rec.errors
     assert loop.late_reads == LATE_LIMIT and not loop.overlap
+    assert Recorder.from_json(rec.to_json()).late_reads == LATE_LIMIT    # into the row
 
 
 def test_overlapped_loop_keeps_overlapping_through_rare_late_reads(proc_server,
