@@ -299,18 +299,21 @@ class BlockingH2Transport:
     def _write_request(self, pending: "_Pending", stream: int) -> None:
         block, body = pending.block, pending.body
         out = [_frame(HEADERS, END_HEADERS | (0 if body else END_STREAM), stream, block)]
-        sent = 0
+        sent, stream_window = 0, self._peer_window
         while sent < len(body):
-            # The server's window for a new stream and the connection's; wait for a
-            # WINDOW_UPDATE when both are spent (large request bodies only).
-            room = min(self._peer_window - sent, self._send_window, self._peer_frame)
+            # The stream's window and the connection's; wait for a WINDOW_UPDATE when
+            # one is spent (large request bodies only).
+            room = min(stream_window - sent, self._send_window, self._peer_frame)
             if room <= 0:
                 if out:
                     self.sock.sendall(b"".join(out))
                     out = []
-                if self._frame_in(pending.deadline, pending) is not None:
-                    raise ConnectionLost("HTTP/2 server answered before the request body "
-                                         "was sent")
+                frame = self._frame_in(pending.deadline, pending)
+                if frame is not None:
+                    if frame[0] != WINDOW_UPDATE:
+                        raise ConnectionLost("HTTP/2 server answered before the request "
+                                             "body was sent")
+                    stream_window += int.from_bytes(frame[2][:4], "big") & 0x7FFFFFFF
                 continue
             chunk = body[sent:sent + room]
             sent += len(chunk)

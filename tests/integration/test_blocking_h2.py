@@ -57,6 +57,8 @@ class H2Server:
             if not data:
                 return
             for ev in h2c.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):      # credit the body
+                    h2c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 if isinstance(ev, h2.events.StreamEnded):
                     if self.early is not None:
                         self.early(h2c, ev.stream_id)
@@ -178,3 +180,17 @@ def test_response_waiting_counts_response_frames_not_window_updates(h2_server):
         assert c.complete(c.receive(sent)).vectors.shape == (1, 3)
     finally:
         c.close()
+
+
+def test_a_body_larger_than_the_windows_waits_for_window_updates(h2_server):
+    """A request body past the server's 65,535-byte stream and connection windows is
+    sent as the server credits it (WINDOW_UPDATE), in frames of its size."""
+    srv = h2_server(lambda h2c, sid, n: ok(h2c, sid))
+    c = client(srv.port)
+    big = {**EMBED, "input": ["word " * 40_000]}        # ~200 KB of JSON
+    try:
+        for _ in range(2):
+            assert c.embed_sync(big).vectors.shape == (1, 3)
+    finally:
+        c.close()
+    assert srv.requests == 2
