@@ -348,10 +348,11 @@ def test_python_blocking_h1_large_body_in_many_reads(raw_server):
 
 # ------------------------------------------------------------------ the overlapped loop
 
-def _loop_against(srv, requests: int, overlap: bool, engine: str = "python"):
+def _run_loop(port: int, requests: int, engine: str = "python"):
+    """The overlapped one-user loop against a server: (loop, recorder, requests done)."""
     from harness.blocking_loop import BlockingLoop
-    c, rec, done = client_for(engine, srv.port), Recorder(), []
-    loop = BlockingLoop(c, lambda: EMBED, rec, lambda: done.append(1), overlap=overlap)
+    c, rec, done = client_for(engine, port, timeout_s=10), Recorder(), []
+    loop = BlockingLoop(c, lambda: EMBED, rec, lambda: done.append(1), overlap=True)
     try:
         loop.run(requests, None)
     finally:
@@ -376,7 +377,7 @@ def test_overlapped_loop_keeps_one_request_on_the_wire(raw_server, engine):
             outstanding[0] -= 1
             conn.sendall(OK % (len(body), body))
 
-    loop, rec, done = _loop_against(raw_server(handle), 40, overlap=True, engine=engine)
+    loop, rec, done = _run_loop(raw_server(handle).port, 40, engine)
     assert done == rec.n == 40 and not rec.errors
     assert worst[0] == 1 and loop.late_reads == 0 and loop.overlap
     assert rec.hist["decode"].count == 40
@@ -432,17 +433,6 @@ def proc_server():
         p.wait()
 
 
-def _run_loop(port: int, requests: int, engine: str = "python"):
-    from harness.blocking_loop import BlockingLoop
-    c, rec, done = client_for(engine, port, timeout_s=10), Recorder(), []
-    loop = BlockingLoop(c, lambda: EMBED, rec, lambda: done.append(1), overlap=True)
-    try:
-        loop.run(requests, None)
-    finally:
-        c.close()
-    return loop, rec, len(done)
-
-
 @pytest.mark.parametrize("engine", ["python", "curl"])
 def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(proc_server,
                                                                           engine):
@@ -490,7 +480,7 @@ def test_overlapped_loop_records_errors_and_goes_on(raw_server, engine):
         while read_request(conn):
             conn.sendall(OK % (len(good), good))
 
-    loop, rec, done = _loop_against(raw_server(handle), 10, overlap=True, engine=engine)
+    loop, rec, done = _run_loop(raw_server(handle).port, 10, engine)
     assert done == 10 and rec.n + sum(rec.errors.values()) == 10
     assert set(rec.errors) >= {"server"} and sum(rec.errors.values()) >= 2, rec.errors
 
