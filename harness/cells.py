@@ -15,9 +15,9 @@ from .protocols import PROTOCOLS
 
 # server kind -> server implementations, the default first
 SERVERS: dict[str, tuple[str, ...]] = {
-    "h1": ("uvicorn", "granian"),
-    "h2": ("hypercorn", "granian"),
-    "h3": ("hypercorn",),
+    "h1": ("uvicorn", "granian", "caddy", "fastapi"),
+    "h2": ("hypercorn", "granian", "caddy", "fastapi"),
+    "h3": ("hypercorn", "caddy", "fastapi"),
     "grpc": ("grpc.aio",),
     "ws": ("websockets",),
 }

@@ -22,7 +22,15 @@ _SERVER_NAMES = {
     ("granian", "h2"): lambda: _v("granian"),
     ("grpc.aio", "grpc"): lambda: f"grpc.aio ({_v('grpcio')})",
     ("websockets", "ws"): lambda: _v("websockets"),
+    **{("caddy", k): (lambda k=k: _native_name("caddy", k)) for k in ("h1", "h2", "h3")},
+    **{("fastapi", k): (lambda k=k: _native_name("fastapi", k)) for k in ("h1", "h2", "h3")},
 }
+
+
+def _native_name(server: str, kind: str) -> str:
+    """Caddy and FastAPI name their own stacks (front, hop and backend, with versions)."""
+    from importlib import import_module
+    return import_module(f"servers.{server}_server").implementation_name(kind)
 
 _PYTHON_ENGINES = {
     "h1": lambda: f"wirebench h1 ({_v('httptools')})",

@@ -27,7 +27,8 @@ PROTOCOLS: dict[str, ProtocolSpec] = {p.id: p for p in (
     ProtocolSpec("ws-stream", "ws", True, "WebSocket message stream", "ws_stream"),
 )}
 
-SERVER_KINDS = ("h1", "h2", "h3", "grpc", "ws", "granian-h1", "granian-h2")
+SERVER_KINDS = ("h1", "h2", "h3", "grpc", "ws", "granian-h1", "granian-h2",
+                "caddy-h1", "caddy-h2", "caddy-h3", "fastapi-h1", "fastapi-h2", "fastapi-h3")
 UNARY = tuple(p for p, s in PROTOCOLS.items() if not s.streaming)
 # Each unary protocol's streaming sibling on the same server (a pipeline's answer).
 STREAM_OF = {"rest-h1": "sse-h1", "rest-h2": "sse-h2", "rest-h3": "sse-h3",

@@ -32,7 +32,13 @@ SERVER_MODULES = {"h1": "servers.http_server", "h2": "servers.http_server",
                   "h3": "servers.http_server", "grpc": "servers.grpc_server",
                   "ws": "servers.ws_server",
                   "granian-h1": "servers.granian_server",
-                  "granian-h2": "servers.granian_server"}
+                  "granian-h2": "servers.granian_server",
+                  **{f"caddy-{v}": "servers.caddy_server" for v in ("h1", "h2", "h3")},
+                  **{f"fastapi-{v}": "servers.fastapi_server" for v in ("h1", "h2", "h3")}}
+# Kinds that serve TLS (TCP or QUIC) and so need the certificate files.
+TLS_KINDS = ("h2", "h3", "granian-h2", "caddy-h2", "caddy-h3", "fastapi-h2", "fastapi-h3")
+# Kinds that can also serve cleartext HTTP/2 (h2c) with --h2c-port.
+H2C_KINDS = ("h2", "granian-h2", "caddy-h2", "fastapi-h2")
 # Not a GenAI backend, so it parses its own flags (servers/dns_server.py).
 DNS_KIND = "dns"
 
@@ -63,11 +69,11 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         if a.what not in PROTOCOLS:
             p.error(f"unknown protocol or kind {a.what!r}")
         kind = PROTOCOLS[a.what].server
-    if a.h2c_port is not None and kind not in ("h2", "granian-h2"):
-        p.error("--h2c-port only applies to the h2 and granian-h2 servers")
+    if a.h2c_port is not None and kind not in H2C_KINDS:
+        p.error(f"--h2c-port only applies to the {', '.join(H2C_KINDS)} servers")
     limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
                     max_tokens=a.max_tokens)
-    tls = ensure_tls_files() if kind in ("h2", "h3", "granian-h2") else None
+    tls = ensure_tls_files() if kind in TLS_KINDS else None
     return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
                          limits=limits, tls=tls, h2c_port=a.h2c_port,
                          tls_version=a.tls_version)
