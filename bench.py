@@ -84,6 +84,7 @@ def dry_run(scenario) -> int:
 
 def run(scenario, out: Path, loopback: bool = False) -> int:
     from harness.console import RichProgress, console, final_table, table_console
+    from harness.conclusion import conclusions
     from harness.report import render
     from harness.runner import Interrupted, Runner, WorkerFailed
     from harness.verdict import check
@@ -108,6 +109,8 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
         mine = [r for r in rows if r["workload"] == kind]
         if mine:
             table_console.print(final_table(mine, kind == "stream"))
+    for line in conclusions(rows, scenario.groups):
+        table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for text in over:
         console.print(f"[red]errors over the limit: {text}[/red]")
     for text in failed:

@@ -58,6 +58,12 @@ class RichProgress(ProgressSink):
         self.bar.update(task, completed=self.bar.tasks[task].total or row["n"], note=note)
 
 
+def bound_note(r: dict[str, Any]) -> str:
+    """The row's saturation flags: such a row measures a library, not a protocol."""
+    return " ".join(f for f, key in (("server-bound", "server_bound"),
+                                     ("client-bound", "client_bound")) if r.get(key))
+
+
 def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
     table = Table(title="wirebench: protocols side by side", header_style="bold")
     cols = ["protocol", "load", "n", "err", "p50 ms", "p99 ms", "rps"]
@@ -82,6 +88,6 @@ def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
         cells += [fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
                   fmt(r["wire_down_bytes"], 0),
                   fmt(r["client_cpu_ms_per_req"], 3), fmt(r["server_cpu_ms_per_req"], 3),
-                  "client-bound" if r["client_bound"] else ""]
+                  bound_note(r)]
         table.add_row(*cells)
     return table

@@ -33,3 +33,19 @@ def process_cpu_s(pid: int) -> float | None:
         except (OSError, ValueError, IndexError):
             continue            # a thread that ended between listdir and open
     return total / 1e9
+
+
+def threads_cpu_s(pid: int) -> dict[int, float]:
+    """Per thread of a process: {tid: CPU seconds}; empty when the process is gone."""
+    out: dict[int, float] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[int(tid)] = int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue            # a thread that ended between listdir and open
+    return out

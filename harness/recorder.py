@@ -19,8 +19,10 @@ from typing import Any
 from clients.base import StreamResult, UnaryResult
 
 from .stats import Histogram
+from .saturation import RULES as SATURATION_RULES
 
 FORMULAS = {
+    "server_bound / client_bound": SATURATION_RULES,
     "latency": "intended start (open loop) or start (closed loop) -> response received and decoded",
     "service_time": "actual start -> response received and decoded",
     "overhead": "latency - server time (Server-Timing / trailing metadata / WS field)",

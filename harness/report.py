@@ -7,6 +7,7 @@ from typing import Any
 
 from .attribution import per_cell, protocol_or_library
 from .cells import parse_cell
+from .conclusion import conclusions, protocol_or_library as library_lines
 from .hol_report import HolPoint, render_hol_section
 from .pipeline_report import render_pipeline_section
 from .recorder import FORMULAS, PHASES
@@ -17,11 +18,18 @@ from .tables import fmt, load_label, table as _table
 def latency_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "n", "errors", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms",
-         "max ms", "achieved rps", "offered rps", "late starts"],
+         "max ms", "achieved rps", "offered rps", "late starts", "group", "saturated"],
         [[r["cell"], load_label(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
           fmt(r["latency_p90_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
           fmt(r["latency_p999_ms"]), fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
-          fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"])] for r in rows])
+          fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"]), r.get("group", "-"),
+          _bound_flag(r)] for r in rows])
+
+
+def _bound_flag(r: dict[str, Any]) -> str:
+    flags = [f for f, key in (("server-bound", "server_bound"), ("client-bound", "client_bound"))
+             if r.get(key)]
+    return " ".join(f"**{f}**" for f in flags) or "-"
 
 
 def wire_table(rows: list[dict[str, Any]]) -> str:
@@ -135,6 +143,10 @@ def curl_phase_check(rows: list[dict[str, Any]]) -> list[str]:
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
+        if r.get("server_bound"):
+            out.append(f"- {r['cell']} {load_label(r)}: **server-bound** "
+                       f"({r['server_bound']}): it measures the server library at its limit, "
+                       "not the protocol; it is never ranked.")
         if r["client_bound"]:
             out.append(f"- {r['cell']} {load_label(r)}: **the client side may be the "
                        f"bottleneck** ({r['client_bound']}); its throughput is a floor, not "
@@ -318,6 +330,9 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     lab = lab_line(summary)
     if lab:
         parts += [lab, ""]
+    shown = conclusions(rows, s.get("groups"))
+    if shown:
+        parts += ["## What this run shows", "", *shown, ""]
     parts += ["## Latency and throughput", "", latency_table(rows), ""]
     stream_rows = [r for r in rows if r["workload"] == "stream"]
     unary_rows = [r for r in rows if r["workload"] == "embed"]
@@ -354,7 +369,8 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
               f"headers ({wire_note}). Round trips to the first byte and stalls under "
               "loss need an emulated link (the network lab).", "", wire_table(rows), "",
               "## What this implementation costs", "", implementation_table(rows), "",
-              "## Protocol or library?", "", *protocol_or_library(rows), "",
+              "## Protocol or library?", "", *library_lines(rows, s.get("groups")),
+              *protocol_or_library(rows), "",
               "## The seed lab's table", "", seed_lab_table(rows), ""]
     phases = curl_phase_check(rows)
     if phases:

@@ -17,13 +17,14 @@ from typing import Any
 
 from .cells import parse_cell
 from .recorder import FORMULAS, PHASES, Recorder
+from .saturation import client_bound as client_saturation, merge_max, server_bound
 
 SCHEMA_VERSION = 1
 
 # CSV columns, in order. The first five are the seed lab's table.
 CSV_COLUMNS = [
     "protocol", "concurrency", "n", "median_wall_s", "p95_wall_s",
-    "cell", "server", "client",
+    "cell", "group", "server", "client",
     "mode", "rate_offered_rps", "workload", "network", "server_impl", "client_engine",
     "errors", "error_rate", "throughput_rps",
     "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
@@ -35,6 +36,7 @@ CSV_COLUMNS = [
     "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util", "late_starts",
     "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
     "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
+    "server_bound",
 ]
 
 
@@ -74,9 +76,15 @@ class PointResult:
     rec: Recorder = field(default_factory=Recorder)
     wall_s: list[float] = field(default_factory=list)        # per repeat
     repeat_n: list[int] = field(default_factory=list)        # per repeat
+    # Each repeat's own p50 (latency; TTFT for streams): the spread between repeats is
+    # the run-to-run noise a difference between rows has to beat.
+    repeat_p50_ms: dict[str, list[float]] = field(default_factory=dict)
     client_cpu_s: float = 0.0
     server_cpu_s: float | None = 0.0
     client_core_util: float = 0.0                              # busiest worker, 0..1
+    # Per server process over the measured window, the highest over repeats
+    # (harness.saturation): {label: {process, busiest_thread, cores}}.
+    server_util: dict[str, dict[str, float]] = field(default_factory=dict)
     wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
     wire_source: str = "not measured"
     server_impl: str = ""
@@ -98,6 +106,10 @@ class PointResult:
     def add_repeat(self, rec: Recorder, wall_s: float, client_cpu_s: float,
                    server_cpu_s: float | None, core_util: float) -> None:
         self.rec.merge(rec)
+        for metric in ("latency", "ttft"):
+            h = rec.hist.get(metric)
+            if h is not None and h.count:
+                self.repeat_p50_ms.setdefault(metric, []).append(round(h.summary_ms()["p50"], 4))
         self.wall_s.append(wall_s)
         self.repeat_n.append(rec.n)
         self.client_cpu_s += client_cpu_s
@@ -106,6 +118,9 @@ class PointResult:
         else:
             self.server_cpu_s += server_cpu_s
         self.client_core_util = max(self.client_core_util, core_util)
+
+    def add_server_util(self, util: dict[str, dict[str, float]]) -> None:
+        merge_max(self.server_util, util)
 
     def add_wire(self, up: int, down: int, up_packets: int, down_packets: int) -> None:
         for k, v in (("up", up), ("down", down), ("up_packets", up_packets),
@@ -156,11 +171,8 @@ class PointResult:
 
     def client_bound(self) -> str:
         """Why the client side, not the server, may have limited this point ('' if not)."""
-        reasons = []
-        if self.client_core_util > 0.9:
-            reasons.append(f"a client worker used {self.client_core_util:.0%} of a core")
-        if self.rec.n and self.rec.late_starts > 0.01 * self.rec.n:
-            reasons.append(f"{self.rec.late_starts} of {self.rec.n} requests started late")
+        bound = client_saturation(self.client_core_util, self.rec.late_starts, self.rec.n)
+        reasons = [bound] if bound else []
         late = self.emulator.get("late_over_500us", 0)
         if late > 0.01 * max(1, self.emulator.get("packets", 0)):
             reasons.append(f"the link emulator released {late} packets over 0.5 ms late "
@@ -199,6 +211,8 @@ class PointResult:
             "throughput_rps": round(n / wall, 2) if wall else None,
             "throughput_per_repeat_rps": [round(k / w, 2) for k, w in
                                           zip(self.repeat_n, self.wall_s) if w],
+            "latency_p50_per_repeat_ms": self.repeat_p50_ms.get("latency"),
+            "ttft_p50_per_repeat_ms": self.repeat_p50_ms.get("ttft"),
             "latency_ms": {k: round(v, 4) for k, v in lat.items() if k != "n"} if lat else None,
             **{f"latency_{p}_ms": pct("latency", p) for p in
                ("p50", "p90", "p95", "p99", "p999", "max")},
@@ -233,6 +247,8 @@ class PointResult:
             "tokens_per_chunk": round(rec.tokens / rec.chunks, 3) if rec.chunks else None,
             "tokens_per_request": round(rec.tokens / n, 3) if n and rec.tokens else None,
             "client_bound": self.client_bound(),
+            "server_bound": server_bound(self.server_util),
+            "server_core_util": self.server_util or None,
             "connections_policy": self.key.connections,
             "tls": self.tls, "tls_version": self.tls_version_used,
             "dns_cache": self.key.dns_cache,

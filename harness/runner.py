@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,8 @@ from .loadgen import LoadJob
 from .netns import SERVER_IP, Topology, namespaces_possible
 from .cells import Cell, parse_cell
 from .recorder import Recorder
+from .groups import group_of
+from .saturation import Snapshot, utilisation
 from .results import PointKey, PointResult, ResultWriter
 from .hol import StreamTrace, hol_summary, save_traces
 from .linkspec import LinkSpec
@@ -318,6 +321,7 @@ class Runner:
         try:
             self._events(procs, "warm")
             cpu0 = processes_cpu_s(srv.pids) if srv else None
+            threads0, window0 = Snapshot.take(srv.pids if srv else []), time.monotonic()
             if point.link is not None:
                 self._set_link(point.link)
                 self.topology.emulator_stats(reset=True)   # lateness of this point only
@@ -329,6 +333,8 @@ class Runner:
                 p.stdin.flush()
             results = self._events(procs, "result", lambda d: self.progress.update(task, d))
             cpu1 = processes_cpu_s(srv.pids) if srv else None
+            result.add_server_util(utilisation(threads0, Snapshot.take(srv.pids if srv else []),
+                                               time.monotonic() - window0))
             wire = self.topology.counters() - wire0 if wire0 is not None else None
             if logging:      # the log is the ground truth for this point's wire bytes
                 logging = False
@@ -418,7 +424,10 @@ class Runner:
     # ------------------------------------------------------------ whole run
 
     def rows(self) -> list[dict[str, Any]]:
-        return [p.row(self.s.workload_for(p.key.protocol).type) for p in self.points.values()]
+        rows = [p.row(self.s.workload_for(p.key.protocol).type) for p in self.points.values()]
+        for r in rows:
+            r["group"] = group_of(self.s.groups, r["cell"])
+        return rows
 
     def save(self) -> None:
         self.writer.write(self.rows(), self.status, list(self.points.values()),

@@ -27,6 +27,7 @@ import yaml
 
 from .cells import make_cell, parse_cell
 from .linkspec import LinkSpec
+from .groups import check_groups, parse_groups, restrict
 from .protocols import PROTOCOLS, STREAM_OF, STREAMING, UNARY
 from .scenario_network import Network, network_section
 from .schema import (
@@ -231,6 +232,8 @@ class Scenario:
     # Every workload: `workload` is the first; a scenario may give one embed and one
     # stream workload, and each protocol runs the one of its kind.
     workloads: tuple[Workload, ...] = ()
+    # Named groups of cells (harness.groups): the first is ranked, later ones beside it.
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     source: str = field(default="<string>", compare=False)   # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,6 +243,9 @@ class Scenario:
         workloads = data.pop("workloads")
         if len(workloads) > 1:
             data["workload"] = workloads
+        data["groups"] = {name: list(cells) for name, cells in self.groups}
+        if not data["groups"]:
+            del data["groups"]
         return data
 
     def workload_for(self, protocol_id: str) -> Workload:
@@ -677,10 +683,17 @@ def _check_dns(values: dict) -> None:
                              f"python clients only; remove {', '.join(curl)} or dns")
 
 
+def _groups(v: Any, path: str) -> tuple:
+    return parse_groups(v, path, _cell)
+
+
 def _cross_checks(values: dict, path: str) -> None:
     values["workloads"] = values["workload"]
     values["workload"] = values["workloads"][0]
+    if values["groups"] and values["protocols"] == "all":     # protocols: not given
+        values["protocols"] = tuple(c for _, cells in values["groups"] for c in cells)
     _resolve_protocols(values)
+    check_groups(values["groups"], values["protocols"])
     _check_threshold_metrics(values)
     _check_target(values)
     _check_dns(values)
@@ -692,6 +705,7 @@ _SCENARIO = Section(Scenario, (
     Field("description", optional(string(r".*", "a string")), None),
     Field("workload", _workloads),
     Field("protocols", _protocols, "all"),
+    Field("groups", _groups, None),
     Field("load", _LOAD),
     Field("warmup", Section(Warmup, (Field("requests", integer(0), 10),)), {}),
     Field("repeats", integer(1), 1),
@@ -827,7 +841,7 @@ def with_protocols(scenario: Scenario, ids) -> Scenario:
                                 f"{show(pid)} is not in this scenario; it has: "
                                 f"{', '.join(scenario.protocols)}")
     kept = tuple(p for p in scenario.protocols if p in wanted)
-    return dataclasses.replace(scenario, protocols=kept)
+    return dataclasses.replace(scenario, protocols=kept, groups=restrict(scenario.groups, kept))
 
 
 def expand_plan(scenario: Scenario) -> list[PlanPoint]:

@@ -54,9 +54,17 @@ async def serve(opts: ServerOptions, ready: Ready) -> None:
 
 
 async def _serve_uvicorn(app: App, opts: ServerOptions, ready: Ready) -> None:
+    sock = bind(opts.host, opts.port)
+    await serve_uvicorn(app, sock, opts, lambda: ready(
+        {"port": sock.getsockname()[1], "server": "uvicorn", "http": "1.1"}))
+
+
+async def serve_uvicorn(app: Any, sock: socket.socket, opts: ServerOptions,
+                        started: Callable[[], None]) -> None:
+    """uvicorn + httptools on a bound socket (TCP, or the unix socket behind a front);
+    `started` runs once it accepts."""
     import uvicorn
 
-    sock = bind(opts.host, opts.port)
     config = uvicorn.Config(app, http="httptools", lifespan="off", access_log=False,
                             log_level="warning", timeout_keep_alive=75,
                             h11_max_incomplete_event_size=opts.limits.max_body_bytes)
@@ -69,7 +77,7 @@ async def _serve_uvicorn(app: App, opts: ServerOptions, ready: Ready) -> None:
                 await task          # startup failed: raise its error
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.005)
-        ready({"port": sock.getsockname()[1], "server": "uvicorn", "http": "1.1"})
+        started()
         await asyncio.shield(task)
     finally:
         server.should_exit = True

@@ -1,0 +1,91 @@
+"""Conclusions rank only unsaturated rows of the first group, and say when a gap is noise."""
+
+import pytest
+import yaml
+
+from harness.conclusion import conclusions, latency_ranking, protocol_or_library
+from harness.scenario import ScenarioError, parse_scenario, with_protocols
+
+GROUPS = {"fastest": ["rest-h1@caddy+curl", "rest-h3@caddy+curl"], "python": ["rest-h3"]}
+
+
+def row(cell, protocol, group, p50, repeats=None, concurrency=1, bound="", rps=100.0):
+    return {"cell": cell, "protocol": protocol, "group": group, "mode": "closed",
+            "concurrency": concurrency, "n": 100, "workload": "embed",
+            "latency_p50_ms": p50, "latency_p50_per_repeat_ms": repeats,
+            "throughput_rps": rps, "throughput_per_repeat_rps": None,
+            "server_bound": bound, "client_bound": "", "server_impl": "srv",
+            "client_engine": "cli"}
+
+
+def test_ranks_first_group_and_calls_a_separated_gap_real():
+    rows = [row("rest-h3", "rest-h3", "python", 28.0, [27.5, 28.0, 28.4]),
+            row("rest-h3@caddy+curl", "rest-h3", "fastest", 1.5, [1.45, 1.5, 1.55]),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2, [1.15, 1.2, 1.25])]
+    text = "\n".join(latency_ranking(rows, GROUPS))
+    assert "rest-h1@caddy+curl p50 1.20" in text and "gap is real" in text
+    assert "rest-h3 p50 28" not in text          # the python group is not ranked
+
+
+def test_overlapping_repeats_say_no_difference():
+    rows = [row("rest-h3@caddy+curl", "rest-h3", "fastest", 1.25, [1.1, 1.25, 1.4]),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2, [1.0, 1.2, 1.3])]
+    assert "no difference" in "\n".join(latency_ranking(rows, GROUPS))
+
+
+def test_bound_row_is_named_and_never_ranked():
+    rows = [row("rest-h3@caddy+curl", "rest-h3", "fastest", 0.5, bound="server at 97%"),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2)]
+    lines = latency_ranking(rows, GROUPS)
+    assert not any("Lowest" in l and "**rest-h3" in l for l in lines)
+    assert any("rest-h3@caddy+curl c=1 is left out" in l and "97%" in l for l in lines)
+
+
+def test_library_factor_against_protocol_spread():
+    rows = [row("rest-h3", "rest-h3", "python", 28.0, bound="server at 95%"),
+            row("rest-h3@caddy+curl", "rest-h3", "fastest", 1.5),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2)]
+    text = "\n".join(protocol_or_library(rows, GROUPS))
+    assert "1.25x spread" in text and "18.67x" in text and "the library decides" in text
+
+
+def test_without_groups_there_is_no_library_verdict():
+    rows = [row("rest-h1", "rest-h1", "all", 1.2), row("rest-h2", "rest-h2", "all", 1.9)]
+    assert protocol_or_library(rows, None) == []
+    assert any("rest-h1 p50 1.20" in l for l in conclusions(rows, None))
+
+
+SCENARIO = """
+name: g
+workload: {type: embed}
+load: {mode: closed, concurrency: 1, requests: 10}
+groups:
+  fastest: [rest-h1@caddy+curl, grpc]
+  python: [rest-h1]
+"""
+
+
+def test_groups_give_protocols_and_survive_a_round_trip():
+    s = parse_scenario(yaml.safe_load(SCENARIO))
+    assert s.protocols == ("rest-h1@caddy+curl", "grpc", "rest-h1")
+    assert parse_scenario(s.to_dict()) == s
+    assert with_protocols(s, ["rest-h1"]).groups == (("python", ("rest-h1",)),)
+
+
+@pytest.mark.parametrize("groups, message", [
+    ({"a": ["rest-h1"], "b": ["rest-h1"]}, "already in group"),
+    ({"a": []}, "non-empty list"),
+    ({"a": ["rest-h9"]}, "unknown protocol"),
+])
+def test_bad_groups_name_the_field(groups, message):
+    data = yaml.safe_load(SCENARIO)
+    data["groups"] = groups
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(data)
+
+
+def test_grouped_cell_must_be_in_protocols():
+    data = yaml.safe_load(SCENARIO)
+    data["protocols"] = ["grpc"]
+    with pytest.raises(ScenarioError, match="not in protocols"):
+        parse_scenario(data)

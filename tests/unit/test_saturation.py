@@ -1,0 +1,65 @@
+"""The saturation rules: per thread, per process, and late starts only when systematic."""
+
+import os
+import threading
+import time
+
+from harness.saturation import (Snapshot, client_bound, merge_max, server_bound,
+                                utilisation)
+
+
+def util(process, thread, cores=2):
+    return {"process": process, "busiest_thread": thread, "cores": cores}
+
+
+def test_one_busy_thread_binds_a_process():
+    assert "busiest thread used 95%" in server_bound({"python[1]": util(0.95, 0.95)})
+
+
+def test_a_spread_process_binds_only_near_all_its_cores():
+    assert server_bound({"caddy[2]": util(1.2, 0.4)}) == ""
+    assert "used 1.80 of its 2 cores" in server_bound({"caddy[2]": util(1.8, 0.5)})
+
+
+def test_each_process_of_a_server_is_judged_alone():
+    reason = server_bound({"python[1]": util(0.5, 0.5), "caddy[2]": util(0.9, 0.88)})
+    assert reason.startswith("caddy[2]")
+
+
+def test_one_late_start_in_sixty_at_low_cpu_is_not_client_bound():
+    assert client_bound(0.04, 1, 60) == ""
+    assert client_bound(0.04, 2, 10) == ""           # under the minimum count
+
+
+def test_systematic_late_starts_or_a_busy_worker_are_client_bound():
+    assert "5 of 60 requests started late" in client_bound(0.1, 5, 60)
+    assert "used 90% of a core" in client_bound(0.9, 0, 60)
+
+
+def test_merge_keeps_the_repeat_nearest_saturation():
+    into = {"p": util(0.5, 0.5)}
+    merge_max(into, {"p": util(0.7, 0.6), "q": util(0.1, 0.1)})
+    assert into["p"]["process"] == 0.7 and "q" in into
+
+
+def test_utilisation_of_a_real_busy_thread():
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    before, t0 = Snapshot.take([os.getpid()]), time.monotonic()
+    time.sleep(0.3)
+    # Snapshot while the thread lives: an ended thread leaves /proc/<pid>/task.
+    after, wall = Snapshot.take([os.getpid()]), time.monotonic() - t0
+    done.set()
+    worker.join()
+    (label, figures), = utilisation(before, after, wall).items()
+    assert label.endswith(f"[{os.getpid()}]")
+    # The spinning thread carries the process (the main thread sleeps); on a shared
+    # machine it gets what the scheduler gives it, so only a loose floor.
+    assert figures["busiest_thread"] > 0.3
+    assert figures["busiest_thread"] >= 0.8 * figures["process"]
