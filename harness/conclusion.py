@@ -209,8 +209,35 @@ def hop_cost(rows: list[Row]) -> list[str]:
     return out
 
 
+# The bare ASGI app's cell on the same HTTP server as each FastAPI cell.
+_BARE_SERVER = {"h1": "", "h2": "", "h3": "@caddy"}
+
+
+def framework_cost(rows: list[Row]) -> list[str]:
+    """FastAPI against the bare ASGI app on the same server and client: per request."""
+    by_key = {(r["cell"], r["concurrency"]): r for r in rows if r["mode"] == "closed" and r["n"]}
+    out = []
+    for (cell, conc), fast in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        if "@fastapi" not in cell:
+            continue
+        version = fast["protocol"].rsplit("-", 1)[-1]
+        bare = by_key.get((cell.replace("@fastapi", _BARE_SERVER.get(version, "")), conc))
+        if bare is None:
+            continue
+        field, _, name = _metric(fast)
+        cpu = ("" if fast.get("server_cpu_ms_per_req") is None
+               or bare.get("server_cpu_ms_per_req") is None else
+               f"; server CPU {fast['server_cpu_ms_per_req']:.3f} vs "
+               f"{bare['server_cpu_ms_per_req']:.3f} ms per request "
+               f"({fast['server_cpu_ms_per_req'] - bare['server_cpu_ms_per_req']:+.3f})")
+        out.append(f"- FastAPI's cost at c={conc}: {cell} {name} {fast[field]:.3f} ms vs the bare "
+                   f"ASGI app {bare['cell']} {bare[field]:.3f} ms "
+                   f"({fast[field] - bare[field]:+.3f} ms){cpu}.")
+    return out
+
+
 def conclusions(rows: list[Row], groups: Any = None) -> list[str]:
     """Every conclusion line for the report and the terminal, in that order. `groups` is
     the scenario's (its order says which group is ranked)."""
     return (latency_ranking(rows, groups) + throughput_ranking(rows, groups)
-            + protocol_or_library(rows, groups) + hop_cost(rows))
+            + protocol_or_library(rows, groups) + hop_cost(rows) + framework_cost(rows))

@@ -361,7 +361,8 @@ class Runner:
             result.wire_source = SOCKET_SOURCE
             for r in results:
                 w = r["socket_wire"]
-                result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
+                if w["up"] or w["down"]:     # nothing counted (libcurl's QUIC): unknown, not 0
+                    result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
         wall = max(r["wall_s"] for r in results)
         util = max(r["client_cpu_s"] / r["wall_s"] for r in results if r["wall_s"])
         path = next((r["client_path"] for r in results

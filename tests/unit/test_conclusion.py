@@ -89,3 +89,16 @@ def test_grouped_cell_must_be_in_protocols():
     data["protocols"] = ["grpc"]
     with pytest.raises(ScenarioError, match="not in protocols"):
         parse_scenario(data)
+
+
+def test_framework_cost_pairs_fastapi_with_the_bare_app_on_the_same_server():
+    from harness.conclusion import framework_cost
+    rows = [row("rest-h1@fastapi", "rest-h1", "python", 1.6),
+            row("rest-h1", "rest-h1", "python", 1.2),
+            row("rest-h3@fastapi+curl", "rest-h3", "python", 2.9),
+            row("rest-h3@caddy+curl", "rest-h3", "fastest", 2.4)]
+    for r, cpu in zip(rows, (0.9, 0.6, 1.1, 0.8)):
+        r["server_cpu_ms_per_req"] = cpu
+    text = "\n".join(framework_cost(rows))
+    assert "rest-h1@fastapi p50 1.600 ms vs the bare ASGI app rest-h1 1.200 ms (+0.400 ms)" in text
+    assert "rest-h3@caddy+curl 2.400" in text and "(+0.300)" in text
