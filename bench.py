@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.scenario and not args.list_protocols:
         p.error("a scenario file is required (e.g. scenarios/embedding.yaml)")
     return args
+
+
+def out_problem(out: Path) -> str | None:
+    """Why result folders cannot be made under `out` (checked before anything starts)."""
+    if out.exists() and not out.is_dir():
+        return "it exists and is not a directory"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create it ({exc.strerror or exc})"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
 
 
 def list_protocols() -> int:
@@ -141,6 +155,10 @@ def main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     if args.dry_run:
         return dry_run(scenario)
+    problem = out_problem(Path(args.out))
+    if problem:
+        print(f"bad --out {args.out}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if scenario.network is not None:
         from harness.runner import lab_refusal
         refusal = lab_refusal(args.loopback)

@@ -51,6 +51,13 @@ class ServerError(ClientError):
         self.status = status
         self.message = message
         self.body = body
+        if str(status) in _AUTH_STATUSES:
+            self.kind = "auth"      # a refused key is the caller's setup, not a failing server
+
+
+# HTTP 401/403 and their gRPC and WebSocket counterparts.
+_AUTH_STATUSES = {"401", "403", "UNAUTHENTICATED", "PERMISSION_DENIED",
+                  "StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED"}
 
 
 class ProtocolViolation(ClientError):

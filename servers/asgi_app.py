@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -104,7 +105,7 @@ class App:
     def _check_auth(self, scope: Scope) -> None:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                if value == self._auth:
+                if hmac.compare_digest(value, self._auth):
                     return
                 raise RequestError("Incorrect API key provided", status=401,
                                    code="invalid_api_key")

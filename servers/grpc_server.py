@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from typing import Any, Callable, NoReturn
 
 import grpc
@@ -122,7 +123,7 @@ class InferenceService:
             return
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
-                if value == self.bearer:
+                if hmac.compare_digest(value.encode(), self.bearer.encode()):
                     return
                 raise RequestError("invalid API key in 'authorization' metadata", status=401)
         raise RequestError("missing 'authorization: Bearer <key>' metadata", status=401)

@@ -517,3 +517,15 @@ workers: 4
     proc = run_bench([path, "--out", out], tls_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [(r["concurrency"], r["n"]) for r in summary(out)["rows"]] == [(1, 21), (2, 21)]
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda tmp: (tmp / "file").write_text("x") and tmp / "file", "not a directory"),
+    (lambda tmp: (tmp / "file2").write_text("x") and tmp / "file2" / "sub", "cannot create it"),
+])
+def test_a_bad_out_path_is_refused_before_anything_starts(tmp_path, tls_dir, make, why):
+    out = make(tmp_path)
+    proc = run_bench([ROOT / "scenarios" / "embedding.yaml", "--out", out], tls_dir, timeout=30)
+    assert proc.returncode == 2
+    assert why in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
