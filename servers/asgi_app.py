@@ -24,7 +24,8 @@ from .clock import now_ns
 from .core import (GenerateParams, Limits, RequestError, Usage, parse_embed_request,
                    parse_generate_request)
 from .model import Model
-from .openai_format import StreamFormatter, dumps, embedding_response, models_response
+from .openai_format import (StreamFormatter, dumps, embedding_response, model_card,
+                            models_response)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -33,6 +34,7 @@ Send = Callable[[dict], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
+_MODEL_PREFIX = "/v1/models/"
 
 
 class _ClientGone(Exception):
@@ -70,6 +72,8 @@ class App:
             return
         self.stats.requests += 1
         route = self.routes.get(scope["path"])
+        if route is None and scope["path"].startswith(_MODEL_PREFIX):
+            route = (b"GET", self._model)
         try:
             if route is None or scope["method"].encode() != route[0]:
                 await _drain(receive)       # see _read_json: hypercorn h2 needs it
@@ -82,7 +86,14 @@ class App:
                                    f"; use {method.decode()}", status=405,
                                    code="method_not_allowed")
             if self._auth is not None and scope["path"] != "/health":
-                self._check_auth(scope)
+                try:
+                    self._check_auth(scope)
+                except RequestError:
+                    # Read the refused body first, as the 404/405 paths do: a response
+                    # that ends before its request wedged hypercorn's HTTP/3 server and
+                    # dropped its HTTP/2 connection (both seen with curl).
+                    await _drain(receive)
+                    raise
             await handler(scope, receive, send)
         except _ClientGone:
             return
@@ -152,6 +163,10 @@ class App:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._send_json(send, 200, models_response())
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET /v1/models/{id}: the SDK's models.retrieve."""
+        await self._send_json(send, 200, model_card(scope["path"][len(_MODEL_PREFIX):]))
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._read_json(scope, receive)

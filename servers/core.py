@@ -54,7 +54,10 @@ class RequestError(Exception):
         self.code = code
 
     def to_openai(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.code,
+        # OpenAI's shape: a broad type (invalid_request_error for every refusal of the
+        # caller's request, 401 and 404 included) and the specific reason in `code`.
+        kind = "server_error" if self.status >= 500 else "invalid_request_error"
+        return {"error": {"message": self.message, "type": kind,
                           "param": self.param, "code": self.code}}
 
 

@@ -24,7 +24,7 @@ from .clock import now_ns
 from .core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage, count_tokens,
                    parse_embed_request, parse_generate_request, vector_b64)
 from .model import Model
-from .openai_format import StreamFormatter, dumps, models_response
+from .openai_format import StreamFormatter, dumps, model_card, models_response
 
 # ------------------------------------------------------------------ OpenAI schemas
 
@@ -178,6 +178,11 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorised)])
     async def models() -> Any:
         return orjson.loads(models_response())
+
+    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=_ERRORS,
+             dependencies=[Depends(authorised)])
+    async def retrieve(model_id: str) -> Any:
+        return orjson.loads(model_card(model_id))
 
     @app.get("/health")
     async def health() -> Any:

@@ -189,6 +189,7 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
     handlers = service.handlers()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+    await _add_ecosystem_services(server)
     port = server.add_insecure_port(f"{_host(opts.host)}:{opts.port}")   # raises if it can't bind
     await server.start()
     try:
@@ -198,6 +199,23 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
         await asyncio.get_running_loop().create_future()
     finally:
         await server.stop(STOP_GRACE_S)
+
+
+async def _add_ecosystem_services(server: grpc.aio.Server) -> None:
+    """The standard health service (Kubernetes probes, grpc_health_probe) and server
+    reflection (grpcurl, grpcui: callable without the .proto file). Neither needs the
+    API key: a probe carries none, and both tell only what the .proto already says."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1.health import aio as health_aio
+    from grpc_reflection.v1alpha import reflection
+
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ("", SERVICE):      # "" is the whole server
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
 
 
 def _host(host: str) -> str:

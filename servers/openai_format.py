@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .core import EMBED_MODEL_ID, MODEL_ID, EmbedParams, GenerateParams, Usage, count_tokens, vector_b64
+from .core import (EMBED_MODEL_ID, MODEL_ID, EmbedParams, GenerateParams, RequestError, Usage,
+                   count_tokens, vector_b64)
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
@@ -35,11 +36,24 @@ def embedding_response(params: EmbedParams, vectors: np.ndarray) -> bytes:
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
+_CREATED = 1_700_000_000
+
+
+def _card(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": _CREATED, "owned_by": "wirebench",
+            "root": model_id, "parent": None}
+
+
 def models_response() -> bytes:
-    created = 1_700_000_000
-    models = [{"id": m, "object": "model", "created": created, "owned_by": "wirebench",
-               "root": m, "parent": None} for m in (MODEL_ID, EMBED_MODEL_ID)]
-    return dumps({"object": "list", "data": models})
+    return dumps({"object": "list", "data": [_card(m) for m in (MODEL_ID, EMBED_MODEL_ID)]})
+
+
+def model_card(model_id: str) -> bytes:
+    """One model (GET /v1/models/{id}); an unknown id is OpenAI's 404 model_not_found."""
+    if model_id not in (MODEL_ID, EMBED_MODEL_ID):
+        raise RequestError(f"The model '{model_id}' does not exist", status=404,
+                           param="model", code="model_not_found")
+    return dumps(_card(model_id))
 
 
 class StreamFormatter:

@@ -71,3 +71,21 @@ def test_bad_key_is_an_authentication_error(servers):
                            max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         client.embeddings.create(model="m", input="x")
+
+
+def test_models_retrieve_and_an_unknown_model_is_not_found(sdk):
+    assert sdk.models.retrieve("wirebench-embed-1").id == "wirebench-embed-1"
+    with pytest.raises(openai.NotFoundError) as err:
+        sdk.models.retrieve("no-such-model")
+    assert err.value.body["code"] == "model_not_found"
+    assert err.value.body["type"] == "invalid_request_error"
+
+
+def test_wrong_key_is_an_authentication_error_with_openai_types(servers):
+    srv = servers.start("h1", api_key="sk-test")
+    bad = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.port}/v1", api_key="wrong",
+                        max_retries=0, timeout=20)
+    with pytest.raises(openai.AuthenticationError) as err:
+        bad.embeddings.create(model="wirebench-embed-1", input=["x"])
+    assert (err.value.body["type"], err.value.body["code"]) == ("invalid_request_error",
+                                                                 "invalid_api_key")
