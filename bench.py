@@ -131,6 +131,10 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
         console.print(f"[yellow]threshold failed: {text}[/yellow]")
     if failure:
         console.print(f"[red]run {runner.status}: {failure}[/red]")
+    for text in runner.failures:
+        console.print(f"[red]point failed: {text.splitlines()[0]}[/red]")
+    if runner.failures and not code:
+        code = EXIT_ERRORS
     console.print(f"results: {runner.out}")
     if code:
         return code

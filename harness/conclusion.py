@@ -23,7 +23,9 @@ Row = dict[str, Any]
 
 
 def _bound(r: Row) -> str:
-    return "; ".join(x for x in (r.get("server_bound"), r.get("client_bound")) if x)
+    """Why a row is not a protocol result: saturated, or a failed (partial) point."""
+    return "; ".join(x for x in (r.get("server_bound"), r.get("client_bound"),
+                                 r.get("failed") and f"failed: {r['failed']}") if x)
 
 
 def _metric(r: Row) -> tuple[str, str, str]:

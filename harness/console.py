@@ -58,6 +58,11 @@ class RichProgress(ProgressSink):
         self.bar.update(task, completed=self.bar.tasks[task].total or row["n"], note=note)
 
 
+    def failed(self, point: PlanPoint, message: str) -> None:
+        first = message.strip().splitlines()[0] if message.strip() else "failed"
+        console.print(f"[red]{point.protocol} failed: {first}[/red] (the run goes on)")
+
+
 def bound_note(r: dict[str, Any]) -> str:
     """The row's saturation flags: such a row measures a library, not a protocol."""
     return " ".join(f for f, key in (("server-bound", "server_bound"),

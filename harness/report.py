@@ -143,6 +143,9 @@ def curl_phase_check(rows: list[dict[str, Any]]) -> list[str]:
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
+        if r.get("failed"):
+            out.append(f"- {r['cell']} {load_label(r)}: **failed** ({r['failed']}); what "
+                       "survived is kept here, never ranked.")
         if r.get("server_bound"):
             out.append(f"- {r['cell']} {load_label(r)}: **server-bound** "
                        f"({r['server_bound']}): it measures the server library at its limit, "

@@ -36,7 +36,7 @@ CSV_COLUMNS = [
     "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util", "late_starts",
     "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
     "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
-    "server_bound",
+    "server_bound", "failed",
 ]
 
 
@@ -85,6 +85,7 @@ class PointResult:
     # Per server process over the measured window, the highest over repeats
     # (harness.saturation): {label: {process, busiest_thread, cores}}.
     server_util: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)         # failed repeats (harness.watchdog)
     wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
     wire_source: str = "not measured"
     server_impl: str = ""
@@ -249,6 +250,7 @@ class PointResult:
             "client_bound": self.client_bound(),
             "server_bound": server_bound(self.server_util),
             "server_core_util": self.server_util or None,
+            "failed": "; ".join(self.failures),
             "connections_policy": self.key.connections,
             "tls": self.tls, "tls_version": self.tls_version_used,
             "dns_cache": self.key.dns_cache,

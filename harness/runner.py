@@ -34,6 +34,7 @@ from .cells import Cell, parse_cell
 from .recorder import Recorder
 from .groups import group_of
 from .saturation import Snapshot, utilisation
+from .watchdog import PointFailed, silence_limit_s
 from .results import PointKey, PointResult, ResultWriter
 from .hol import StreamTrace, hol_summary, save_traces
 from .linkspec import LinkSpec
@@ -105,6 +106,7 @@ class Runner:
         self.writer = ResultWriter(self.out, scenario.to_dict(), environment(),
                                    {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat()})
         self.workers: list[subprocess.Popen] = []
+        self.failures: list[str] = []        # points that failed; the run went on
 
     # ------------------------------------------------------------ targets
 
@@ -246,42 +248,78 @@ class Runner:
         return proc
 
     def _events(self, procs: list[subprocess.Popen], until: str,
-                on_progress: Callable[[int], None] | None = None) -> list[dict]:
-        """Read events until every worker sent `until`; a dead worker is an error."""
+                on_progress: Callable[[int], None] | None = None,
+                server: ServerProcess | None = None) -> list[dict]:
+        """Read events until every worker sent `until`. A worker that dies, reports an
+        error or falls silent (harness.watchdog), or a server that exits, fails the
+        point: the others are still read to the end, and PointFailed carries what they
+        reported (a dead server ends the point at once)."""
         sel = selectors.DefaultSelector()
         bufs = {p.stdout.fileno(): b"" for p in procs}
         got: dict[int, dict] = {}
+        failed: dict[int, str] = {}
         done: dict[int, int] = {}
+        heard = {p.pid: time.monotonic() for p in procs}
+        limit = silence_limit_s(self.s.load.timeout_s)
         for p in procs:
             sel.register(p.stdout, selectors.EVENT_READ, p)
         try:
-            while len(got) < len(procs):
-                for key, _ in sel.select(timeout=1.0):
+            while len(got) + len(failed) < len(procs):
+                for key, _ in sel.select(timeout=0.5):
                     p = key.data
                     chunk = os.read(p.stdout.fileno(), 1 << 20)
                     if not chunk:
                         sel.unregister(p.stdout)
                         if p.pid not in got:
-                            p.wait(5)        # EOF on stdout: it is exiting; let it finish
-                            p.errfile.seek(0)
-                            err = p.errfile.read().decode(errors="replace")[-2000:]
-                            raise WorkerFailed(f"worker for {p.protocol} exited early "
-                                               f"(code {p.returncode}):\n{err}")
+                            failed[p.pid] = self._worker_exit(p)
                         continue
+                    heard[p.pid] = time.monotonic()
                     bufs[p.stdout.fileno()] += chunk
                     *lines, bufs[p.stdout.fileno()] = bufs[p.stdout.fileno()].split(b"\n")
                     for line in lines:
                         ev = orjson.loads(line)
                         if ev["event"] == "error":
-                            raise WorkerFailed(ev["message"] + "\n" + ev.get("traceback", ""))
+                            failed[p.pid] = ev["message"] + "\n" + ev.get("traceback", "")
+                            sel.unregister(p.stdout)
+                            p.kill()
+                            break
                         if ev["event"] == "progress" and on_progress:
                             done[p.pid] = ev["done"]
                             on_progress(sum(done.values()))
                         if ev["event"] == until:
                             got[p.pid] = ev
+                if server is not None and not server.alive():
+                    raise PointFailed(f"the {server.kind} server exited with code "
+                                      f"{server.proc.returncode} during the point; its log "
+                                      f"ends:\n{server.log_tail(10)}")
+                now = time.monotonic()
+                for p in procs:
+                    if p.pid not in got and p.pid not in failed and now - heard[p.pid] > limit:
+                        p.kill()         # SIGKILL ends a stopped (SIGSTOP) process too
+                        sel.unregister(p.stdout)
+                        failed[p.pid] = (f"worker {p.pid} sent nothing for {limit:.0f} s "
+                                         f"(frozen or stopped): killed")
         finally:
             sel.close()
+        if failed:
+            reasons = "; ".join(f"worker for {p.protocol}: {failed[p.pid].strip()}"
+                                for p in procs if p.pid in failed)
+            raise PointFailed(reasons, [got[p.pid] for p in procs if p.pid in got])
         return [got[p.pid] for p in procs]
+
+    @staticmethod
+    def _worker_exit(p: subprocess.Popen) -> str:
+        """Why a worker's stdout closed before its result: exit status and stderr tail."""
+        try:
+            p.wait(5)        # EOF on stdout: it is exiting; let it finish
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.errfile.seek(0)
+        err = p.errfile.read().decode(errors="replace")[-2000:]
+        how = (f"killed by signal {-p.returncode}" if p.returncode and p.returncode < 0
+               else f"exit code {p.returncode}")
+        return f"exited early ({how}){chr(10) + err if err.strip() else ''}"
 
     def _key(self, point: PlanPoint) -> PointKey:
         network = point.link.name if point.link is not None else self.network
@@ -317,9 +355,9 @@ class Runner:
         total = sum(j.requests for j in jobs) if self.s.load.requests else None
         task = self.progress.start(point, total)
         procs = [self._spawn(job) for job in jobs]
-        logging, packets = False, None
+        logging, packets, failure = False, None, None
         try:
-            self._events(procs, "warm")
+            self._events(procs, "warm", server=srv)
             cpu0 = processes_cpu_s(srv.pids) if srv else None
             threads0, window0 = Snapshot.take(srv.pids if srv else []), time.monotonic()
             if point.link is not None:
@@ -331,7 +369,13 @@ class Runner:
             for p in procs:                      # all workers start together
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
-            results = self._events(procs, "result", lambda d: self.progress.update(task, d))
+            try:
+                results = self._events(procs, "result",
+                                       lambda d: self.progress.update(task, d), server=srv)
+            except PointFailed as exc:
+                if not exc.results:
+                    raise
+                results, failure = exc.results, exc     # keep what the survivors measured
             cpu1 = processes_cpu_s(srv.pids) if srv else None
             result.add_server_util(utilisation(threads0, Snapshot.take(srv.pids if srv else []),
                                                time.monotonic() - window0))
@@ -372,6 +416,10 @@ class Runner:
         server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         result.add_repeat(rec, wall, sum(r["client_cpu_s"] for r in results), server_cpu, util)
         self.progress.finish(task, result)
+        if failure is not None:
+            result.failures.append(f"partial: {len(results)} of {len(procs)} workers "
+                                   f"reported; {failure}")
+            raise failure
 
     def _save_packet_log(self, key: PointKey, repeat: int, result: PointResult) -> Path | None:
         """The link's per-packet log of this point (ground truth), kept with the results."""
@@ -424,6 +472,17 @@ class Runner:
 
     # ------------------------------------------------------------ whole run
 
+    def _point_failed(self, point: PlanPoint, exc: PointFailed) -> None:
+        """Record the failure on its row (created if nothing was measured) and go on; a
+        dead server is dropped so the next point that needs it starts a fresh one."""
+        key = self._key(point)
+        result = self.points.setdefault(key.label, PointResult(key))
+        if not any(str(exc) in f for f in result.failures):
+            result.failures.append(str(exc))
+        self.failures.append(f"{key.label} (repeat {point.repeat + 1}): {exc}")
+        self.servers.drop_dead()
+        self.progress.failed(point, str(exc))
+
     def rows(self) -> list[dict[str, Any]]:
         rows = [p.row(self.s.workload_for(p.key.protocol).type) for p in self.points.values()]
         for r in rows:
@@ -444,7 +503,10 @@ class Runner:
             plan = expand_plan(self.s)
             self.progress.plan(len(plan), self.out)
             for point in plan:
-                self.run_point(point)
+                try:
+                    self.run_point(point)
+                except PointFailed as exc:
+                    self._point_failed(point, exc)
                 self.save()
             self.status = "complete"
         except (KeyboardInterrupt, Interrupted):
@@ -483,3 +545,4 @@ class ProgressSink:
     def start(self, point: PlanPoint, total: int | None) -> Any: ...
     def update(self, task: Any, done: int) -> None: ...
     def finish(self, task: Any, result: PointResult) -> None: ...
+    def failed(self, point: PlanPoint, message: str) -> None: ...

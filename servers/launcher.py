@@ -157,9 +157,18 @@ class ServerGroup:
     def start(self, kind: str, **kwargs: Any) -> ServerProcess:
         """The running server of this kind and these options, started if need be."""
         key = (kind, repr(sorted(kwargs.items())))
+        if key in self.servers and not self.servers[key].alive():
+            self.servers.pop(key).stop()     # it died: a fresh one for this cell
         if key not in self.servers:
             self.servers[key] = start_server(kind, **kwargs)
         return self.servers[key]
+
+    def drop_dead(self) -> None:
+        """Forget servers that exited, so the next start() of their kind starts anew."""
+        for key, server in list(self.servers.items()):
+            if not server.alive():
+                server.stop()
+                del self.servers[key]
 
     def stop_all(self) -> None:
         for server in self.servers.values():

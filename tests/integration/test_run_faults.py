@@ -1,0 +1,110 @@
+"""A run survives its own parts: a frozen or killed worker and a dead server fail only
+their point (survivors' data kept and marked), the run goes on, exit 1 names the point."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_bench_cli import (BENCH, ROOT, assert_no_leftovers, bench_env,
+                                              result_dir, tagged_processes, write)
+
+SCENARIO = """
+name: faults
+workload: {{type: embed, batch_size: 1, dimensions: 8}}
+protocols: {protocols}
+load: {{mode: closed, concurrency: {concurrency}, duration_s: 4, timeout_s: 1}}
+warmup: {{requests: 5}}
+workers: {workers}
+repeats: {repeats}
+"""
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tls")
+
+
+def run_with_fault(tmp_path: Path, tls_dir: Path, fault, *, protocols="[rest-h1, ws]",
+                   workers=1, concurrency=1, repeats=1) -> tuple[subprocess.CompletedProcess,
+                                                                 dict]:
+    """Start a run, apply `fault(tag)` once its first worker measures, wait for the end."""
+    path = write(tmp_path / "s.yaml", SCENARIO.format(protocols=protocols, workers=workers,
+                                                      concurrency=concurrency, repeats=repeats))
+    out, tag = tmp_path / "out", uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, BENCH, str(path), "--out", str(out), "--loopback"],
+                            cwd=ROOT, env=bench_env(tls_dir, tag), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not [p for p in tagged_processes(tag) if "harness.worker" in p[1]]:
+            assert time.monotonic() < deadline, "no worker started"
+            time.sleep(0.1)
+        time.sleep(1.5)                 # warm, and measuring
+        fault(tag)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert_no_leftovers(tag)
+    summary = json.loads((result_dir(out) / "summary.json").read_text())
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), summary
+
+
+def signal_workers(sig: int, count: int = 1):
+    def fault(tag: str) -> None:
+        workers = [pid for pid, args in tagged_processes(tag) if "harness.worker" in args]
+        for pid in workers[:count]:
+            os.kill(pid, sig)
+    return fault
+
+
+def rows_by_cell(summary: dict) -> dict[str, dict]:
+    return {r["cell"]: r for r in summary["rows"]}
+
+
+def test_a_frozen_worker_fails_its_point_and_the_run_goes_on(tmp_path, tls_dir):
+    done, summary = run_with_fault(tmp_path, tls_dir, signal_workers(signal.SIGSTOP))
+    assert done.returncode == 1, done.stderr
+    assert "frozen or stopped" in done.stderr and "point failed" in done.stderr
+    rows = rows_by_cell(summary)
+    failed = [r for r in rows.values() if r["failed"]]
+    assert len(failed) == 1 and "frozen" in failed[0]["failed"]
+    other = next(r for r in rows.values() if not r["failed"])
+    assert other["n"] > 0                                  # the next protocol still ran
+
+
+def test_a_killed_worker_keeps_its_siblings_results(tmp_path, tls_dir):
+    done, summary = run_with_fault(tmp_path, tls_dir, signal_workers(signal.SIGKILL),
+                                   protocols="[rest-h1]", workers=2, concurrency=2)
+    assert done.returncode == 1, done.stderr
+    row, = summary["rows"]
+    assert "partial: 1 of 2 workers reported" in row["failed"]
+    assert "killed by signal 9" in row["failed"]
+    assert row["n"] > 50                                   # the survivor's requests kept
+
+
+def test_a_dead_server_fails_its_cell_at_once_and_a_fresh_one_serves_the_next(tmp_path,
+                                                                              tls_dir):
+    def kill_server(tag: str) -> None:
+        for pid, args in tagged_processes(tag):
+            if "-m servers" in args:
+                os.kill(pid, signal.SIGKILL)
+
+    t0 = time.monotonic()
+    done, summary = run_with_fault(tmp_path, tls_dir, kill_server, protocols="[rest-h1]",
+                                   repeats=2)
+    assert done.returncode == 1, done.stderr
+    assert "server exited with code -9" in done.stderr
+    row, = summary["rows"]
+    assert "server exited" in row["failed"] and row["n"] > 0   # the second repeat ran
+    assert time.monotonic() - t0 < 40
