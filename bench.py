@@ -106,6 +106,9 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
     from servers.launcher import ServerStartError
 
     runner = Runner(scenario, out, None, loopback=loopback)
+    for killed in runner.killed_runs:
+        console.print(f"[yellow]note: {killed} was killed mid-run; its summary now says "
+                      f"status \"killed\" (incomplete)[/yellow]")
     code, failure = EXIT_OK, None
     try:
         with RichProgress() as progress:

@@ -16,6 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .run_status import effective_status
+
 METRICS = [("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"), ("throughput_rps", "rps"),
            ("ttft_p50_ms", "ttft p50"), ("client_cpu_ms_per_req", "client CPU ms"),
            ("server_cpu_ms_per_req", "server CPU ms")]
@@ -29,7 +31,9 @@ def load_run(path: str) -> dict[str, Any]:
     p = Path(path)
     summary = p / "summary.json" if p.is_dir() else p
     try:
-        return json.loads(summary.read_text())
+        run = json.loads(summary.read_text())
+        run["status"] = effective_status(run)      # a killed run left "running"
+        return run
     except FileNotFoundError:
         raise CompareError(f"{path}: no summary.json (expected a results/<run> directory)") from None
     except json.JSONDecodeError as exc:
@@ -56,7 +60,8 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[s
             warn.append(f"{pkg}: {va} vs {vb}")
     for run in (a, b):
         if run.get("status") != "complete":
-            warn.append(f"run {run.get('started_utc')} is {run.get('status')}: partial results")
+            warn.append(f"run {run.get('started_utc')} is {run.get('status')}: partial "
+                        f"results (incomplete)")
     return unsafe, warn
 
 

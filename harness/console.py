@@ -58,6 +58,9 @@ class RichProgress(ProgressSink):
         self.bar.update(task, completed=self.bar.tasks[task].total or row["n"], note=note)
 
 
+    def warning(self, message: str) -> None:
+        console.print(f"[yellow]warning: {message}[/yellow]")
+
     def failed(self, point: PlanPoint, message: str) -> None:
         first = message.strip().splitlines()[0] if message.strip() else "failed"
         console.print(f"[red]{point.protocol} failed: {first}[/red] (the run goes on)")

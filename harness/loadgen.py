@@ -161,6 +161,7 @@ class LoadRunner:
                                                       engine=job.engine, **options)
                                    for c in self.clients}
         self.rec = Recorder()
+        self.phase_rec = self.rec       # the recorder of the phase running (warmup, measure)
         self.done = 0
         self._watchdog = _Watchdog(job.timeout_s)
         self.blocking = self._blocking_client(target)
@@ -323,7 +324,7 @@ class LoadRunner:
 
     async def warmup(self) -> Recorder:
         """Warmup requests (excluded from results); also opens the connections."""
-        rec = Recorder()
+        rec = self.phase_rec = Recorder()
         if self.job.warmup and self._use_blocking():
             await self._closed_blocking(rec, self.job.warmup, None)
         elif self.job.warmup:
@@ -334,6 +335,7 @@ class LoadRunner:
 
     async def measure(self) -> dict[str, Any]:
         job = self.job
+        self.phase_rec = self.rec
         if job.keep_rows:
             self.rec.rows = []
         if job.trace:

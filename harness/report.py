@@ -8,6 +8,7 @@ from typing import Any
 from .attribution import per_cell, protocol_or_library
 from .cells import parse_cell
 from .conclusion import conclusions, protocol_or_library as library_lines
+from .run_status import effective_status
 from .hol_report import HolPoint, render_hol_section
 from .pipeline_report import render_pipeline_section
 from .recorder import FORMULAS, PHASES
@@ -324,7 +325,7 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     parts = [f"# wirebench: {s['name']}", ""]
     if s.get("description"):
         parts += [s["description"].strip(), ""]
-    parts += [f"Status: **{summary['status']}** — started {summary.get('started_utc', '?')}; "
+    parts += [f"Status: **{effective_status(summary)}** — started {summary.get('started_utc', '?')}; "
               f"Python {env['python']}, kernel {env['kernel']}, {env['cpu']} x{env['cores']}, "
               f"host TCP congestion control {env['tcp_congestion_control']}, commit "
               f"{(env.get('git_commit') or '?')[:10]}{' (dirty)' if env.get('git_dirty') else ''}.",

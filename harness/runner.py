@@ -33,6 +33,7 @@ from .netns import SERVER_IP, Topology, namespaces_possible
 from .cells import Cell, parse_cell
 from .recorder import Recorder
 from .groups import group_of
+from .run_status import mark_killed_runs, runner_identity
 from .saturation import Snapshot, utilisation
 from .watchdog import PointFailed, silence_limit_s
 from .results import PointKey, PointResult, ResultWriter
@@ -103,8 +104,10 @@ class Runner:
         self.servers = ServerGroup()
         self.points: dict[str, PointResult] = {}
         self.status = "running"
+        self.killed_runs = mark_killed_runs(out_root)   # earlier runs that were SIGKILLed
         self.writer = ResultWriter(self.out, scenario.to_dict(), environment(),
-                                   {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat()})
+                                   {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                    **runner_identity()})
         self.workers: list[subprocess.Popen] = []
         self.failures: list[str] = []        # points that failed; the run went on
 
@@ -283,6 +286,8 @@ class Runner:
                             sel.unregister(p.stdout)
                             p.kill()
                             break
+                        if ev["event"] == "warning":
+                            self.progress.warning(f"worker for {p.protocol}: {ev['message']}")
                         if ev["event"] == "progress" and on_progress:
                             done[p.pid] = ev["done"]
                             on_progress(sum(done.values()))
@@ -546,3 +551,4 @@ class ProgressSink:
     def update(self, task: Any, done: int) -> None: ...
     def finish(self, task: Any, result: PointResult) -> None: ...
     def failed(self, point: PlanPoint, message: str) -> None: ...
+    def warning(self, message: str) -> None: ...

@@ -485,7 +485,18 @@ def _workloads(v: Any, path: str) -> tuple[Workload, ...]:
     return found
 
 
+# Closed-loop users per scenario: each may hold a connection (a file descriptor and an
+# ephemeral port on both ends) and a task; past a few thousand a 2-core machine measures
+# its scheduler, not a protocol, and far past it a run exhausts descriptors or hangs.
+MAX_CONCURRENCY = 4096
+
+
 def _one_of_requests_or_duration(values: dict, path: str) -> None:
+    users = max(values.get("concurrency") or (1,))
+    if values["requests"] is not None and users > values["requests"]:
+        raise Invalid(join(path, "concurrency"), f"{users} users for {values['requests']} "
+                                                  f"requests: a user would never send one; "
+                                                  f"use at most as many users as requests")
     if values["requests"] is not None and values["duration_s"] is not None:
         raise Invalid(join(path, "duration_s"), "give either requests or duration_s, not both")
     if values["duration_s"] is None and values["requests"] is None:
@@ -494,7 +505,8 @@ def _one_of_requests_or_duration(values: dict, path: str) -> None:
 
 _LOAD = Section(Load, (
     Field("mode", choice("closed", "open"), "closed"),
-    Field("concurrency", points(integer(1), "an integer >= 1"), 1, _CLOSED),
+    Field("concurrency", points(integer(1, MAX_CONCURRENCY),
+                                f"an integer in 1..{MAX_CONCURRENCY}"), 1, _CLOSED),
     Field("rate", points(number(0, lo_open=True), "a number > 0"), REQUIRED, _OPEN),
     Field("arrival", choice("poisson", "constant", "gamma"), "poisson", _OPEN),
     Field("gamma_shape", number(0, lo_open=True), 0.5, _OPEN + (("arrival", "gamma"),)),

@@ -25,6 +25,8 @@ from .loadgen import LoadJob, LoadRunner
 from .recorder import Recorder
 from .watchdog import HEARTBEAT_S
 
+SILENT_TIMEOUTS = 3     # timed-out requests, none answered, that stop a point early
+
 
 def emit(obj: dict[str, Any]) -> None:
     sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
@@ -35,13 +37,34 @@ async def _read_line() -> str:
     return (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
 
 
-async def _progress(runner: LoadRunner, measuring: asyncio.Event) -> None:
+def _silence(runner: LoadRunner, warned: list[bool]) -> str | None:
+    """Watch for a target that accepts but never answers: warn at the first timeouts,
+    and say why to stop once the phase's first requests all timed out (none answered)."""
+    rec, job = runner.phase_rec, runner.job
+    timeouts = rec.errors.get("timeout", 0)
+    if timeouts and not warned[0]:
+        warned[0] = True
+        emit({"event": "warning", "message": f"{timeouts} request(s) got no complete response "
+                                             f"within {job.timeout_s:g} s"})
+    if rec.n == 0 and timeouts >= min(SILENT_TIMEOUTS, max(1, job.concurrency)):
+        return (f"the first {timeouts} requests all timed out ({job.timeout_s:g} s each) and "
+                f"none was answered: the target accepts connections but does not answer; "
+                f"the point was stopped early")
+    return None
+
+
+async def _progress(runner: LoadRunner, measuring: asyncio.Event,
+                    main: asyncio.Task | None = None, stop: list[str] | None = None) -> None:
     """Progress every 0.2 s while measuring; a heartbeat at least every HEARTBEAT_S
     always, so the parent can tell a slow worker from a frozen one (harness.watchdog)."""
-    last, quiet = -1, 0.0
+    last, quiet, warned = -1, 0.0, [False]
     while True:
         await asyncio.sleep(0.2)
         quiet += 0.2
+        why = _silence(runner, warned)
+        if why and main is not None and stop is not None and not stop:
+            stop.append(why)
+            main.cancel()
         if measuring.is_set() and runner.done != last:
             last, quiet = runner.done, 0.0
             emit({"event": "progress", "done": last})
@@ -52,8 +75,8 @@ async def _progress(runner: LoadRunner, measuring: asyncio.Event) -> None:
 
 async def main(job: LoadJob) -> int:
     runner = LoadRunner(job)
-    measuring = asyncio.Event()
-    ticker = asyncio.ensure_future(_progress(runner, measuring))
+    measuring, stop = asyncio.Event(), []
+    ticker = asyncio.ensure_future(_progress(runner, measuring, asyncio.current_task(), stop))
     try:
         warm: Recorder = await runner.warmup()
         sample = next(iter(warm.error_samples.values()), "")
@@ -65,6 +88,11 @@ async def main(job: LoadJob) -> int:
         ticker.cancel()
         emit({"event": "result", **result})
         return 0
+    except asyncio.CancelledError:
+        if not stop:
+            raise
+        emit({"event": "error", "message": stop[0]})
+        return 1
     finally:
         ticker.cancel()
         await runner.close()

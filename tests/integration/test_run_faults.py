@@ -108,3 +108,98 @@ def test_a_dead_server_fails_its_cell_at_once_and_a_fresh_one_serves_the_next(tm
     row, = summary["rows"]
     assert "server exited" in row["failed"] and row["n"] > 0   # the second repeat ran
     assert time.monotonic() - t0 < 40
+
+
+def test_a_target_that_accepts_but_never_answers_is_warned_and_stopped_early(tmp_path,
+                                                                              tls_dir):
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+
+    def accept_and_hold() -> None:          # reads nothing back, answers nothing
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_hold, daemon=True).start()
+    port = listener.getsockname()[1]
+    path = write(tmp_path / "silent.yaml", f"""
+name: silent
+workload: {{type: embed, batch_size: 1, dimensions: 8}}
+protocols: [rest-h1]
+target: {{base_url: "http://127.0.0.1:{port}/v1", model: m}}
+load: {{mode: closed, concurrency: 2, requests: 200, timeout_s: 1}}
+warmup: {{requests: 0}}
+""")
+    t0, tag = time.monotonic(), uuid.uuid4().hex
+    try:
+        done = subprocess.run([sys.executable, BENCH, str(path), "--out", str(tmp_path / "o")],
+                              cwd=ROOT, env=bench_env(tls_dir, tag), capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+        assert_no_leftovers(tag)
+    assert done.returncode == 1, done.stderr
+    assert "warning" in done.stderr and "no complete response within 1 s" in done.stderr
+    assert "does not answer" in done.stderr
+    assert time.monotonic() - t0 < 20                  # not 200 timeouts
+
+
+def test_a_sigkilled_run_reads_as_killed_in_the_next_run_and_in_compare(tmp_path, tls_dir):
+    out = tmp_path / "out"
+
+    def kill_bench(tag: str) -> None:
+        for pid, args in tagged_processes(tag):
+            if "bench.py" in args:
+                os.kill(pid, signal.SIGKILL)
+
+    path = write(tmp_path / "s.yaml", SCENARIO.format(protocols="[rest-h1, ws]", workers=1,
+                                                      concurrency=1, repeats=1))
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, BENCH, str(path), "--out", str(out), "--loopback"],
+                            cwd=ROOT, env=bench_env(tls_dir, tag), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        summary_path = None
+        deadline = time.monotonic() + 40
+        while summary_path is None:      # killed after its first point was written
+            assert time.monotonic() < deadline
+            found = list(out.glob("*/summary.json")) if out.exists() else []
+            if found and json.loads(found[0].read_text())["rows"]:
+                summary_path = found[0]
+            time.sleep(0.2)
+        kill_bench(tag)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        deadline = time.monotonic() + 10     # its servers and workers follow it
+        while tagged_processes(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert_no_leftovers(tag)
+    assert json.loads(summary_path.read_text())["status"] == "running"
+    compare = subprocess.run([sys.executable, BENCH, "compare", str(summary_path.parent),
+                              str(summary_path.parent)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=30)
+    assert "Traceback" not in compare.stderr
+    assert "is killed: partial results (incomplete)" in compare.stdout + compare.stderr
+    quick = write(tmp_path / "q.yaml", SCENARIO.format(protocols="[rest-h1]", workers=1,
+                                                       concurrency=1, repeats=1)
+                  .replace("duration_s: 4", "duration_s: 1"))
+    tag = uuid.uuid4().hex
+    try:
+        nxt = subprocess.run([sys.executable, BENCH, str(quick), "--out", str(out),
+                              "--loopback"], cwd=ROOT, env=bench_env(tls_dir, tag),
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        assert_no_leftovers(tag)
+    assert "was killed mid-run" in nxt.stderr
+    assert json.loads(summary_path.read_text())["status"] == "killed"

@@ -172,7 +172,7 @@ def test_threshold_check_and_units():
 
 def test_error_str_names_source_field_expected_and_got():
     err = assert_error(minimal(load={"concurrency": [1, 4, -3]}), "load.concurrency[2]")
-    assert str(err) == "s.yaml: load.concurrency[2]: expected an integer >= 1, got -3"
+    assert str(err) == "s.yaml: load.concurrency[2]: expected an integer in 1..4096, got -3"
     assert err.source == "s.yaml"
 
 
@@ -235,7 +235,7 @@ def test_protocol_of_wrong_kind(data, field, fragment):
 
 
 @pytest.mark.parametrize("data, field, fragment", [
-    (minimal(load={"concurrency": 0}), "load.concurrency", "an integer >= 1, got 0"),
+    (minimal(load={"concurrency": 0}), "load.concurrency", "an integer in 1..4096, got 0"),
     (minimal(load={"concurrency": []}), "load.concurrency", "non-empty"),
     (minimal(load={"concurrency": [4, 2, 4]}), "load.concurrency[2]",
      "duplicate of load.concurrency[0]"),
@@ -355,7 +355,7 @@ def test_validation_error_from_file_names_the_file(tmp_path):
     path.write_text(FULL_YAML.replace("concurrency: [1, 4, 8, 16]", "concurrency: [1, 4, -3]"))
     with pytest.raises(ScenarioError) as info:
         load_scenario(str(path))
-    assert str(info.value) == f"{path}: load.concurrency[2]: expected an integer >= 1, got -3"
+    assert str(info.value) == f"{path}: load.concurrency[2]: expected an integer in 1..4096, got -3"
 
 
 def test_missing_and_empty_files(tmp_path):
@@ -465,3 +465,14 @@ def test_open_loop_plan_points():
     s = plan_of(protocols=["grpc"], load={"mode": "open", "rate": [50, 10]})
     assert expand_plan(s) == [PlanPoint(0, "grpc", "open", None, 10.0),
                               PlanPoint(0, "grpc", "open", None, 50.0)]
+
+
+@pytest.mark.parametrize("concurrency, requests, message", [
+    (100_000_000, 20, "1..4096"),
+    (30, 20, "30 users for 20 requests"),
+])
+def test_concurrency_is_bounded(concurrency, requests, message):
+    data = {"name": "x", "workload": {"type": "embed"},
+            "load": {"mode": "closed", "concurrency": concurrency, "requests": requests}}
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(data)
