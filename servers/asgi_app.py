@@ -6,7 +6,8 @@ larger than the protocol differences this tool exists to show. Validation lives 
 servers.core and is shared with gRPC and WebSocket, so errors read the same everywhere.
 
 Routes: POST /v1/embeddings, POST /v1/chat/completions, POST /v1/completions,
-GET /v1/models, GET /health (server counters; never needs the API key).
+GET /v1/models, GET /v1/models/{id}, GET /health (liveness for anyone; its counters
+only with the API key when one is set).
 Every non-streaming response carries `Server-Timing: app;dur=<ms>` (request fully
 received to response ready); streams carry the server time in their last chunk.
 """
@@ -159,7 +160,16 @@ class App:
     # ------------------------------------------------------------ routes
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._send_json(send, 200, dumps({"status": "ok", "stats": self.stats.as_dict()}))
+        """Liveness for anyone (probes carry no key); the counters only with the key
+        when one is set (they tell a stranger how busy the server is)."""
+        body: dict = {"status": "ok"}
+        try:
+            if self._auth is not None:
+                self._check_auth(scope)
+            body["stats"] = self.stats.as_dict()
+        except RequestError:
+            pass
+        await self._send_json(send, 200, dumps(body))
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._send_json(send, 200, models_response())

@@ -163,7 +163,13 @@ class InferenceService:
         context.set_trailing_metadata(_stream_trailers(t0, context))
 
     async def stats_rpc(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        # Unauthenticated and uncounted, like HTTP /health: a probe must not perturb.
+        # Uncounted, like HTTP /health; behind the key when one is set (liveness for
+        # probes is the standard health service, open to all).
+        try:
+            self._check_auth(context)
+        except RequestError as exc:
+            self.stats.errors -= 1          # _refuse counts it; a probe must not perturb
+            await self._refuse(context, exc, now_ns())
         return pb.StatsResponse(counters=self.stats.as_dict()).SerializeToString()
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:

@@ -106,6 +106,9 @@ def _hypercorn_config(opts: ServerOptions):
 async def _serve_hypercorn(app: App, opts: ServerOptions, ready: Ready) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
 
+    from .h2_frames import install
+    install()       # garbage after the preface gets GOAWAY at once (servers/h2_frames.py)
+
     config = _hypercorn_config(opts)
     sockets: list[socket.socket] = []
     info: dict = {"server": "hypercorn"}
