@@ -293,10 +293,8 @@ class Runner:
                             on_progress(sum(done.values()))
                         if ev["event"] == until:
                             got[p.pid] = ev
-                if server is not None and not server.alive():
-                    raise PointFailed(f"the {server.kind} server exited with code "
-                                      f"{server.proc.returncode} during the point; its log "
-                                      f"ends:\n{server.log_tail(10)}")
+                if server is not None:
+                    self._check_server(server)
                 now = time.monotonic()
                 for p in procs:
                     if p.pid not in got and p.pid not in failed and now - heard[p.pid] > limit:
@@ -311,6 +309,20 @@ class Runner:
                                 for p in procs if p.pid in failed)
             raise PointFailed(reasons, [got[p.pid] for p in procs if p.pid in got])
         return [got[p.pid] for p in procs]
+
+    @staticmethod
+    def _check_server(server: ServerProcess) -> None:
+        """A server that exited or was stopped fails its point at once (its requests
+        would only time out, one timeout_s each)."""
+        if not server.alive():
+            raise PointFailed(f"the {server.kind} server exited with code "
+                              f"{server.proc.returncode} during the point; its log "
+                              f"ends:\n{server.log_tail(10)}")
+        stopped = server.stopped()
+        if stopped:
+            raise PointFailed(f"the {server.kind} server is stopped (process "
+                              f"{', '.join(map(str, stopped))} in state T, e.g. SIGSTOP): "
+                              f"it was killed and a fresh one serves the next point")
 
     @staticmethod
     def _worker_exit(p: subprocess.Popen) -> str:

@@ -10,6 +10,7 @@ with the process that launched them even if it is SIGKILLed (servers.lifetime);
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -55,6 +56,18 @@ class ServerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def stopped(self) -> list[int]:
+        """PIDs of this server that are stopped (SIGSTOP, a debugger): alive, serving nothing."""
+        out = []
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                        out.append(pid)
+            except (OSError, IndexError):
+                continue
+        return out
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -164,9 +177,13 @@ class ServerGroup:
         return self.servers[key]
 
     def drop_dead(self) -> None:
-        """Forget servers that exited, so the next start() of their kind starts anew."""
+        """Forget servers that exited or are stopped (those are killed), so the next
+        start() of their kind starts anew."""
         for key, server in list(self.servers.items()):
-            if not server.alive():
+            if not server.alive() or server.stopped():
+                for pid in server.stopped():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 server.stop()
                 del self.servers[key]
 

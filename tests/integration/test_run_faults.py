@@ -203,3 +203,19 @@ def test_a_sigkilled_run_reads_as_killed_in_the_next_run_and_in_compare(tmp_path
         assert_no_leftovers(tag)
     assert "was killed mid-run" in nxt.stderr
     assert json.loads(summary_path.read_text())["status"] == "killed"
+
+
+def test_a_stopped_server_fails_its_cell_at_once(tmp_path, tls_dir):
+    def stop_server(tag: str) -> None:
+        for pid, args in tagged_processes(tag):
+            if "-m servers" in args:
+                os.kill(pid, signal.SIGSTOP)
+
+    t0 = time.monotonic()
+    done, summary = run_with_fault(tmp_path, tls_dir, stop_server, protocols="[rest-h1]",
+                                   repeats=2)
+    assert done.returncode == 1, done.stderr
+    assert "server is stopped" in done.stderr
+    row, = summary["rows"]
+    assert "stopped" in row["failed"] and row["n"] > 0       # a fresh server ran repeat 2
+    assert time.monotonic() - t0 < 40
