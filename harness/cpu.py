@@ -21,18 +21,9 @@ def processes_cpu_s(pids: list[int]) -> float | None:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue            # a thread that ended between listdir and open
-    return total / 1e9
+    """All threads of a process; None once it has exited."""
+    threads = threads_cpu_s(pid)
+    return sum(threads.values()) if threads else None
 
 
 def threads_cpu_s(pid: int) -> dict[int, float]:

@@ -1,7 +1,10 @@
 """Token emission holds its absolute schedule: t0 + ttft + k*itl, no drift."""
 
 import asyncio
+import gc
 import time
+
+import pytest
 
 from servers.clock import now_ns, sleep_until_ns
 from servers.core import GenerateParams
@@ -22,7 +25,21 @@ def _reference_wakeups(t0: int, deadlines: list[int]) -> list[int]:
     return late
 
 
-async def test_200_tokens_at_10ms_stay_within_1ms_at_p99():
+@pytest.fixture
+def no_gc_pauses():
+    """A full test session's heap makes a cyclic-GC pass take milliseconds, and one landing
+    in the stream's 2 s shows up as the pytest process's pause, not the schedule's: the
+    schedule is measured with the collector off (collected first), as a server's hot
+    loop would see it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_200_tokens_at_10ms_stay_within_1ms_at_p99(no_gc_pauses):
     params = GenerateParams("schedule", max_tokens=200, ttft_ms=20, itl_ms=10)
     t0 = now_ns()
     slots = [t0 + 20_000_000 + k * 10_000_000 for k in range(200)]
