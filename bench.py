@@ -100,7 +100,7 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
     from harness.console import RichProgress, console, final_table, table_console
     from harness.conclusion import conclusions
     from harness.report import render
-    from harness.runner import Interrupted, Runner, WorkerFailed
+    from harness.runner import Interrupted, Runner
     from harness.verdict import check
     from harness.netns import NetnsUnavailable
     from servers.launcher import ServerStartError
@@ -116,7 +116,7 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
             runner.run()
     except Interrupted:
         code, failure = EXIT_INTERRUPTED, "interrupted"
-    except (ServerStartError, WorkerFailed, NetnsUnavailable) as exc:
+    except (ServerStartError, NetnsUnavailable) as exc:
         code, failure = EXIT_ERRORS, str(exc)
     rows = runner.rows()
     lines, failed, over = check(scenario, rows)

@@ -52,10 +52,6 @@ class Interrupted(Exception):
     """SIGINT or SIGTERM: stop now, keep what was measured."""
 
 
-class WorkerFailed(RuntimeError):
-    pass
-
-
 class LabUnavailable(RuntimeError):
     """A scenario with `network:` on a machine (or with options) that cannot run it."""
 
