@@ -38,7 +38,7 @@ def _error_frame(rid: Any, exc: RequestError) -> bytes:
     return _dumps({"id": rid, "type": "error", **exc.to_openai(), "status": exc.status})
 
 
-def _message(raw: bytes) -> tuple[Any, dict]:
+def _message(raw: str | bytes) -> tuple[Any, dict]:
     """(id, message) of a request, or RequestError naming what is wrong with it."""
     try:
         msg = orjson.loads(raw)
@@ -66,7 +66,9 @@ class _Session:
     async def run(self) -> None:
         try:
             while True:
-                raw = await self.ws.recv(decode=False)
+                # Text frames are decoded here, so invalid UTF-8 closes the connection
+                # with 1007 (RFC 6455 section 8.1); orjson takes str or bytes alike.
+                raw = await self.ws.recv()
                 await self.dispatch(raw, now_ns())
         except ConnectionClosed:
             pass
@@ -76,7 +78,7 @@ class _Session:
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    async def dispatch(self, raw: bytes, t0: int) -> None:
+    async def dispatch(self, raw: str | bytes, t0: int) -> None:
         try:
             rid, msg = _message(raw)
         except RequestError as exc:
