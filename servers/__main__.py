@@ -22,7 +22,7 @@ from harness.protocols import PROTOCOLS, SERVER_KINDS
 
 from .core import Limits
 from .lifetime import die_with_parent
-from .options import ServerOptions
+from .options import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, ServerOptions
 from .tls import ensure_tls_files
 
 READY_PREFIX = "WIREBENCH-READY "
@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
                    help="h2 only: also serve cleartext HTTP/2 (h2c) on this port (0: any)")
     p.add_argument("--tls-version", choices=("1.2", "1.3"), default="1.2",
                    help="h2: lowest TLS version accepted (default 1.2, so clients pick)")
+    p.add_argument("--header-timeout-s", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                   help="HTTP/1.1 (uvicorn): close a connection whose request head has not "
+                        f"arrived in this time (slowloris; default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    p.add_argument("--idle-timeout-s", type=float, default=DEFAULT_IDLE_TIMEOUT_S,
+                   help="HTTP/1.1 (uvicorn): close a keep-alive connection idle this long "
+                        f"(default {DEFAULT_IDLE_TIMEOUT_S:g})")
     d = Limits()
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help=f"largest request body/message (default {d.max_body_bytes})")
@@ -76,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
     tls = ensure_tls_files() if kind in TLS_KINDS else None
     return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
                          limits=limits, tls=tls, h2c_port=a.h2c_port,
-                         tls_version=a.tls_version)
+                         tls_version=a.tls_version, header_timeout_s=a.header_timeout_s,
+                         idle_timeout_s=a.idle_timeout_s)
 
 
 def announce(info: dict) -> None:

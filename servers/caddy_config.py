@@ -84,5 +84,5 @@ def _proxy(backend: Path) -> dict[str, Any]:
         "transport": {"protocol": "http", "versions": ["1.1"], "compression": False,
                       "keep_alive": {"enabled": True, "max_idle_conns": MAX_IDLE_CONNS,
                                      "max_idle_conns_per_host": MAX_IDLE_CONNS,
-                                     "idle_timeout": "5m"}},
+                                     "idle_timeout": "60s"}},   # < the backend's 75 s
     }]}

@@ -23,6 +23,7 @@ import ssl
 from typing import Any, Callable
 
 from .asgi_app import App
+from .h1_timeouts import with_header_timeout
 from .options import ServerOptions
 
 Ready = Callable[[dict], None]
@@ -30,6 +31,7 @@ Ready = Callable[[dict], None]
 # hypercorn closes every connection after 1,000 requests by default, and h2load never
 # reconnects: runs silently capped (ANCHORS.md). A benchmark server must not do that.
 _KEEP_ALIVE_MAX_REQUESTS = 2**31
+BACKEND_IDLE_TIMEOUT_S = 75       # longer than Caddy's idle keep-alive to the backend (60 s)
 
 
 def bind(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
@@ -65,8 +67,14 @@ async def serve_uvicorn(app: Any, sock: socket.socket, opts: ServerOptions,
     `started` runs once it accepts."""
     import uvicorn
 
-    config = uvicorn.Config(app, http="httptools", lifespan="off", access_log=False,
-                            log_level="warning", timeout_keep_alive=75,
+    if sock.family == socket.AF_UNIX:
+        # Behind a front (Caddy) that owns the client-facing timeouts: its idle
+        # connections to us must outlive its own keep-alive (caddy_config.py).
+        http, idle = "httptools", BACKEND_IDLE_TIMEOUT_S
+    else:
+        http, idle = with_header_timeout(opts.header_timeout_s), opts.idle_timeout_s
+    config = uvicorn.Config(app, http=http, lifespan="off", access_log=False,
+                            log_level="warning", timeout_keep_alive=idle,
                             h11_max_incomplete_event_size=opts.limits.max_body_bytes)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # the CLI owns SIGINT/SIGTERM

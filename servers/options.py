@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .core import Limits
+
+# HTTP/1.1: a request head must be complete this long after a connection opens or a
+# request begins (slowloris), and a keep-alive connection may idle this long.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_IDLE_TIMEOUT_S = 30.0
 from .tls import TlsFiles
 
 
@@ -18,3 +23,5 @@ class ServerOptions:
     tls: TlsFiles | None = None      # h2 (TCP) and h3 (QUIC) serve TLS from these
     h2c_port: int | None = None      # h2 only: also serve cleartext h2c on this port
     tls_version: str = "1.3"          # minimum TLS version offered by h2 ("1.2" or "1.3")
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S   # h1: a request head must arrive in
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S       # h1: an idle keep-alive connection
