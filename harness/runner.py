@@ -35,7 +35,7 @@ from .recorder import Recorder
 from .groups import group_of
 from .run_status import mark_killed_runs, runner_identity
 from .saturation import Snapshot, utilisation
-from .watchdog import PointFailed, silence_limit_s
+from .watchdog import PointFailed, phase_deadline_s, silence_limit_s
 from .results import PointKey, PointResult, ResultWriter
 from .hol import StreamTrace, hol_summary, save_traces
 from .linkspec import LinkSpec
@@ -241,6 +241,7 @@ class Runner:
             err.close()
             raise
         proc.errfile, proc.protocol = err, job.protocol   # for _events' error message
+        proc.job = job                                     # for _events' plan deadline
         self.workers.append(proc)
         proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
         proc.stdin.flush()
@@ -260,6 +261,7 @@ class Runner:
         done: dict[int, int] = {}
         heard = {p.pid: time.monotonic() for p in procs}
         limit = silence_limit_s(self.s.load.timeout_s)
+        ends = {p.pid: time.monotonic() + phase_deadline_s(p.job, until) for p in procs}
         for p in procs:
             sel.register(p.stdout, selectors.EVENT_READ, p)
         try:
@@ -298,6 +300,13 @@ class Runner:
                         sel.unregister(p.stdout)
                         failed[p.pid] = (f"worker {p.pid} sent nothing for {limit:.0f} s "
                                          f"(frozen or stopped): killed")
+                    elif p.pid not in got and p.pid not in failed and now > ends[p.pid]:
+                        p.kill()         # alive but never done: past what its plan allows
+                        sel.unregister(p.stdout)
+                        failed[p.pid] = (f"worker {p.pid} did not reach '{until}' within "
+                                         f"{phase_deadline_s(p.job, until):.0f} s, the most "
+                                         f"its plan allows with every request timing out "
+                                         f"(stuck): killed")
         finally:
             sel.close()
         if failed:

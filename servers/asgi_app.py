@@ -7,7 +7,7 @@ servers.core and is shared with gRPC and WebSocket, so errors read the same ever
 
 Routes: POST /v1/embeddings, POST /v1/chat/completions, POST /v1/completions,
 GET /v1/models, GET /v1/models/{id}, GET /health (liveness for anyone; its counters
-only with the API key when one is set).
+only with the API key when one is set), GET /openapi.json (servers.fastapi_app's document).
 Every non-streaming response carries `Server-Timing: app;dur=<ms>` (request fully
 received to response ready); streams carry the server time in their last chunk.
 """
@@ -36,6 +36,7 @@ _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
 _MODEL_PREFIX = "/v1/models/"
+_OPEN_PATHS = ("/health", "/openapi.json")      # no key needed (FastAPI's are open too)
 
 
 class _ClientGone(Exception):
@@ -63,6 +64,7 @@ class App:
             "/v1/completions": (b"POST", self._completions),
             "/v1/models": (b"GET", self._models),
             "/health": (b"GET", self._health),
+            "/openapi.json": (b"GET", self._openapi),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,7 +88,7 @@ class App:
                 raise RequestError(f"method {scope['method']} not allowed on {scope['path']}"
                                    f"; use {method.decode()}", status=405,
                                    code="method_not_allowed")
-            if self._auth is not None and scope["path"] != "/health":
+            if self._auth is not None and scope["path"] not in _OPEN_PATHS:
                 try:
                     self._check_auth(scope)
                 except RequestError:
@@ -170,6 +172,12 @@ class App:
         except RequestError:
             pass
         await self._send_json(send, 200, dumps(body))
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The FastAPI app's document (same routes, schemas and errors), imported on the
+        first request for it so no other request pays for FastAPI."""
+        from .fastapi_app import openapi_document
+        await self._send_json(send, 200, openapi_document())
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._send_json(send, 200, models_response())

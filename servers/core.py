@@ -147,6 +147,18 @@ def _knobs(body: dict) -> dict:
     return knobs
 
 
+def _known_model(model: Any) -> str:
+    """The request's model: one this server serves, or OpenAI's 404 model_not_found (either
+    id is accepted on every endpoint: the fake model answers both kinds of request)."""
+    if not isinstance(model, str):
+        raise RequestError("'model' must be a string", param="model")
+    if model not in (MODEL_ID, EMBED_MODEL_ID):
+        raise RequestError(f"The model '{model}' does not exist; this server serves "
+                           f"'{MODEL_ID}' and '{EMBED_MODEL_ID}'", status=404, param="model",
+                           code="model_not_found")
+    return model
+
+
 def _require_object(body: Any) -> dict:
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
@@ -177,9 +189,7 @@ def parse_embed_request(body: Any, limits: Limits = Limits()) -> EmbedParams:
     if encoding not in ("float", "base64"):
         raise RequestError(f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
                            param="encoding_format")
-    model = body.get("model", EMBED_MODEL_ID)
-    if not isinstance(model, str):
-        raise RequestError("'model' must be a string", param="model")
+    model = _known_model(body.get("model", EMBED_MODEL_ID))
     dimensions = _integer(body, "dimensions", "", default=1536, lo=1, hi=limits.max_dimensions)
     knobs = _knobs(body)
     compute_ms = _number(knobs, "compute_ms", "wirebench.", default=0.0, lo=0.0,
@@ -231,9 +241,7 @@ def parse_generate_request(body: Any, *, chat: bool, limits: Limits = Limits()) 
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise RequestError("'stream_options' must be an object", param="stream_options")
-    model = body.get("model", MODEL_ID)
-    if not isinstance(model, str):
-        raise RequestError("'model' must be a string", param="model")
+    model = _known_model(body.get("model", MODEL_ID))
     knobs = _knobs(body)
     ttft = _number(knobs, "ttft_ms", "wirebench.", default=0.0, lo=0.0, hi=limits.max_model_ms)
     itl = _number(knobs, "itl_ms", "wirebench.", default=0.0, lo=0.0, hi=limits.max_model_ms)

@@ -5,13 +5,15 @@ response goes through FastAPI's `response_model` serialisation, as a typical ser
 does: the difference from the bare ASGI app (servers.asgi_app) is what the framework
 costs per request. Validation of the values themselves (limits, batch size, knobs)
 stays in servers.core, so both apps refuse the same requests with the same codes.
-Served at /openapi.json (and /docs) by FastAPI itself.
+Served at /openapi.json (and /docs) by FastAPI itself; `openapi_document()` is the same
+document for the bare app's /openapi.json.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
-from typing import Any, Literal, Optional, Union
+from typing import Any, Awaitable, Callable, Literal, Optional, Union
 
 import orjson
 from fastapi import Depends, FastAPI, Request
@@ -121,8 +123,10 @@ _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 
 def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     model = Model()
-    app = FastAPI(title="wirebench (FastAPI)", version="1",
+    app = FastAPI(title="wirebench", version="1",
                   description="OpenAI-compatible fake embedding and streaming-LLM backend")
+    app.openapi = functools.partial(_openapi, app)
+    app.add_middleware(_WholeBody, limit=limits.max_body_bytes, stats=model.stats)
     expected = f"Bearer {api_key}".encode() if api_key is not None else None
 
     def authorised(request: Request) -> None:
@@ -144,6 +148,9 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     async def _invalid(request: Request, err: RequestValidationError) -> Response:
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
+        if first.get("type") == "json_invalid":
+            return await _refused(request, RequestError(
+                f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}"))
         return await _refused(request, RequestError(
             f"invalid request: {first.get('msg', 'bad body')} ({where})", param=where))
 
@@ -151,8 +158,14 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     async def _http(request: Request, err: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code,
                                                                  "invalid_request_error")
-        return await _refused(request, RequestError(str(err.detail), status=err.status_code,
-                                                    code=code))
+        where = f"{request.method} {request.url.path}"
+        message = {404: f"no route {where}",      # the bare app's words
+                   405: f"method {request.method} not allowed on {request.url.path}; use "
+                        f"{_header(err.headers, 'allow') or 'another method'}"}
+        response = await _refused(request, RequestError(
+            message.get(err.status_code, str(err.detail)), status=err.status_code, code=code))
+        response.headers.update(err.headers or {})      # 405's Allow
+        return response
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS,
               dependencies=[Depends(authorised)])
@@ -175,7 +188,8 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     async def completions(body: CompletionRequest) -> Response:
         return await _generate(model, limits, body.model_dump(exclude_none=True), chat=False)
 
-    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorised)])
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS,
+             dependencies=[Depends(authorised)])
     async def models() -> Any:
         return orjson.loads(models_response())
 
@@ -185,19 +199,97 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
         return orjson.loads(model_card(model_id))
 
     @app.get("/health")
-    async def health() -> Any:
+    async def health(request: Request) -> Any:
+        # As the bare app: liveness for anyone, the counters only with the key.
+        try:
+            authorised(request)
+        except RequestError:
+            return {"status": "ok"}
         return {"status": "ok", "stats": model.stats.as_dict()}
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        model.stats.requests += 1
-        return await call_next(request)
 
     return app
 
 
+class _WholeBody:
+    """Reads the whole request body before the routes see it, as the bare app does: a body
+    over the limit is refused with 413 once drained, and every early refusal (401, 404,
+    405) answers a request whose body was read (hypercorn's HTTP/2 drops the connection
+    when DATA arrives for a stream whose response already ended). Counts requests."""
+
+    def __init__(self, app: Any, limit: int, stats: Any) -> None:
+        self.app, self.limit, self.stats = app, limit, stats
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.stats.requests += 1
+        declared = next((int(v) for k, v in scope["headers"]
+                         if k == b"content-length" and v.isdigit()), 0)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size <= self.limit and declared <= self.limit:
+                chunks.append(chunk)
+        if max(size, declared) > self.limit:
+            self.stats.errors += 1
+            body = dumps(RequestError(f"request body of {max(size, declared)} bytes exceeds the "
+                                      f"limit of {self.limit} bytes", status=413,
+                                      code="request_too_large").to_openai())
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:                    # afterwards: the client's disconnect
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document without its 422 responses: validation failures answer 400 in
+    OpenAI's error shape here (the handler above), as the bare app does."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)
+        for operations in doc["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            doc.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """The FastAPI app's /openapi.json, for the bare app (built on first use, so the bare
+    app's requests never pay for FastAPI)."""
+    return dumps(make_app().openapi())
+
+
+def _header(headers: dict | None, name: str) -> str | None:
+    return next((v for k, v in (headers or {}).items() if k.lower() == name), None)
+
+
 def _vector(v: Any, encoding: str) -> Any:
-    return vector_b64(v) if encoding == "base64" else v.tolist()
+    # Floats as the bare app writes them, float32's shortest form (orjson's numpy path):
+    # `v.tolist()` widens to float64 and its 17-digit reprs made the body 1.7x larger.
+    return vector_b64(v) if encoding == "base64" else orjson.loads(dumps(v))
 
 
 def _timing(t0_ns: int) -> str:

@@ -33,6 +33,7 @@ STOP_GRACE_S = 1.0
 
 _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT,
            401: grpc.StatusCode.UNAUTHENTICATED,
+           404: grpc.StatusCode.NOT_FOUND,          # model_not_found
            413: grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 _KNOBS = ("compute_ms", "ttft_ms", "itl_ms", "seed", "cache")

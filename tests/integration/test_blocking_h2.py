@@ -21,7 +21,7 @@ from clients.sync_rest import blocking_client
 
 BODY = orjson.dumps({"object": "list", "data": [
     {"object": "embedding", "index": 0, "embedding": [0.5, -0.25, 1.0]}]})
-EMBED = {"input": "x", "dimensions": 3, "model": "m"}
+EMBED = {"input": "x", "dimensions": 3, "model": "wirebench-embed-1"}
 
 
 class H2Server:

@@ -18,7 +18,7 @@ from servers import core
 from servers.launcher import ROOT, start_server
 from tests.processes import gone
 
-EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "m"}
+EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "wirebench-embed-1"}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": True,
         "wirebench": {"itl_ms": 20}}
 

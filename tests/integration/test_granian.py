@@ -16,8 +16,8 @@ from servers import core, granian_server
 from servers.launcher import ServerStartError, start_server
 from tests.processes import gone
 
-EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "m"}
-SMALL = {"input": ["text 0"], "dimensions": 8, "model": "m"}
+EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "wirebench-embed-1"}
+SMALL = {"input": ["text 0"], "dimensions": 8, "model": "wirebench-embed-1"}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": True,
         "stream_options": {"include_usage": True}, "wirebench": {"itl_ms": 1}}
 

@@ -181,6 +181,12 @@ async def test_dimensions_out_of_range(target: Target, dims: int) -> None:
     await assert_serves(target)
 
 
+async def test_an_unknown_model_is_not_found(target: Target) -> None:
+    error = await embed_error(target, {**EMBED_REQ, "model": "gpt-x"})
+    assert error.status == "NOT_FOUND" and "'gpt-x' does not exist" in error.message
+    await assert_serves(target)
+
+
 async def test_batch_over_max_batch(target: Target) -> None:
     error = await embed_error(target, {"input": ["x"] * (MAX_BATCH + 1)})
     assert error.status == "RESOURCE_EXHAUSTED" and "batch" in error.message

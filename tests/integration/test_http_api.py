@@ -16,7 +16,7 @@ from servers import core
 
 from ..conftest import target_for
 
-EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "m"}
+EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "wirebench-embed-1"}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": True,
         "stream_options": {"include_usage": True}, "wirebench": {"itl_ms": 1}}
 

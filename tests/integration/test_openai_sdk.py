@@ -89,3 +89,29 @@ def test_wrong_key_is_an_authentication_error_with_openai_types(servers):
         bad.embeddings.create(model="wirebench-embed-1", input=["x"])
     assert (err.value.body["type"], err.value.body["code"]) == ("invalid_request_error",
                                                                  "invalid_api_key")
+
+
+def test_an_unknown_model_in_a_request_is_not_found(sdk):
+    # OpenAI answers 404 model_not_found; the SDK raises NotFoundError (it was a 200).
+    for call in (lambda: sdk.embeddings.create(model="gpt-x", input=["x"]),
+                 lambda: sdk.chat.completions.create(
+                     model="gpt-x", messages=[{"role": "user", "content": "hi"}]),
+                 lambda: sdk.completions.create(model="gpt-x", prompt="hi")):
+        with pytest.raises(openai.NotFoundError) as err:
+            call()
+        assert (err.value.body["type"], err.value.body["code"], err.value.body["param"]) == (
+            "invalid_request_error", "model_not_found", "model")
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("post", "/nowhere", {}, 404, "not_found"),
+    ("get", "/embeddings", None, 405, "method_not_allowed"),
+    ("post", "/embeddings", {"input": "a" * 5_000_000}, 413, "request_too_large"),
+])
+def test_refusals_carry_openais_type_and_a_specific_code(sdk, method, path, body, status,
+                                                         code):
+    kwargs = {"cast_to": object} | ({"body": body} if method == "post" else {})
+    with pytest.raises(openai.APIStatusError) as err:
+        getattr(sdk, method)(path, **kwargs)
+    assert err.value.status_code == status
+    assert (err.value.body["type"], err.value.body["code"]) == ("invalid_request_error", code)

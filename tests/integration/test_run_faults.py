@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -219,3 +220,65 @@ def test_a_stopped_server_fails_its_cell_at_once(tmp_path, tls_dir):
     row, = summary["rows"]
     assert "stopped" in row["failed"] and row["n"] > 0       # a fresh server ran repeat 2
     assert time.monotonic() - t0 < 40
+
+
+STUCK_WORKER = """
+import asyncio, harness.loadgen as loadgen, harness.worker as worker
+
+def stuck(*args, **kw):                 # a client that swallows its request's cancellation
+    client = open_client(*args, **kw)
+    async def embed(request):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+    client.embed = embed
+    return client
+
+open_client, loadgen.open_client = loadgen.open_client, stuck
+worker.run()
+"""
+
+
+def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(tmp_path):
+    import threading
+    from dataclasses import asdict
+
+    import orjson
+
+    from harness.loadgen import LoadJob
+    from harness.runner import Runner
+    from harness.scenario import parse_scenario
+    from harness.watchdog import PointFailed, phase_deadline_s
+
+    scenario = parse_scenario({"name": "stuck", "workload": {"type": "embed"},
+                               "load": {"concurrency": 1, "requests": 2, "timeout_s": 0.5}})
+    runner = Runner(scenario, tmp_path, None, loopback=True)
+    job = LoadJob(protocol="rest-h1", target={"host": "127.0.0.1", "port": 9},
+                  workload=asdict(scenario.workload), mode="closed", requests=2, warmup=0,
+                  timeout_s=0.5, client_path="async")
+    err = tempfile.TemporaryFile()          # as Runner._spawn gives it
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_WORKER], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    proc.errfile, proc.protocol, proc.job = err, job.protocol, job
+    guard = threading.Timer(30, proc.kill)  # the code as it was waits forever
+    guard.start()
+    try:
+        proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
+        proc.stdin.flush()
+        runner._events([proc], "warm")
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        t0 = time.monotonic()
+        with pytest.raises(PointFailed, match="did not reach 'result' within 6 s.*stuck"):
+            runner._events([proc], "result")
+        waited = time.monotonic() - t0
+    finally:
+        guard.cancel()
+        proc.kill()
+        proc.wait()
+        for f in (proc.stdin, proc.stdout, err):
+            f.close()
+    # its heartbeat went on (not silent), and it was killed at the plan's deadline
+    assert phase_deadline_s(job, "result") <= waited < phase_deadline_s(job, "result") + 3

@@ -167,6 +167,8 @@ GOOD_BODY = {"input": "x", "dimensions": 4}
     ({"id": "d", "type": "embed", "body": {"input": ["x"] * (MAX_BATCH + 1)}}, "d", 413,
      f"exceeds the limit of {MAX_BATCH}"),
     ({"id": "e", "type": "generate", "body": {"messages": []}}, "e", 400, "'messages'"),
+    ({"id": "f", "type": "embed", "body": {**GOOD_BODY, "model": "gpt-x"}}, "f", 404,
+     "'gpt-x' does not exist"),
 ])
 async def test_bad_message_is_answered_and_connection_stays_usable(port, message, rid, status,
                                                                    words):
