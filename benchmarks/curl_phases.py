@@ -132,8 +132,8 @@ def measure(cfg: dict) -> dict:
 
 def run(requests: int = 15, rtt_ms: float = 20.0, rounds: int = 5) -> dict:
     """Set up the lab, measure, tear it down; per protocol the runs and p50s (ms)."""
-    from harness.linkspec import DirectionSpec, LinkSpec
-    from harness.netns import SERVER_IP, Topology
+    from harness.scenario.linkspec import DirectionSpec, LinkSpec
+    from harness.netlab.netns import SERVER_IP, Topology
     from servers.launcher import ServerGroup
     from servers.tls import ensure_tls_files
 

@@ -13,8 +13,8 @@ turn with a native tool and with the harness, sending the same request:
 at concurrency 1 and 16, for two requests: "small" (1 input x 8 dims: the protocol
 engine alone) and "embed" (8 inputs x 1536 float32 as JSON floats, ~154 KB per
 response: the realistic one). The harness runs as the product runs: a
-`python -m harness.worker` process fed a LoadJob, warmed up, told "go", and read back
-(harness/runner.py `run_point`). Each native/harness pair runs interleaved `--repeats`
+`python -m harness.run.worker` process fed a LoadJob, warmed up, told "go", and read back
+(harness/run/runner.py `run_point`). Each native/harness pair runs interleaved `--repeats`
 times (order alternating) and the table reports medians; ratios are taken within a
 pair, so slow drift of a shared machine cancels out.
 
@@ -62,14 +62,14 @@ if str(ROOT) not in sys.path:          # runnable as `python benchmarks/fidelity
 
 import orjson  # noqa: E402
 
-from harness.cpu import processes_cpu_s  # noqa: E402
-from harness.environment import environment  # noqa: E402
-from harness.loadgen import CLIENT_PATHS, LoadJob  # noqa: E402
-from harness.recorder import Recorder  # noqa: E402
+from harness.measure.cpu import processes_cpu_s  # noqa: E402
+from harness.run.environment import environment  # noqa: E402
+from harness.run.loadgen import CLIENT_PATHS, LoadJob  # noqa: E402
+from harness.measure.recorder import Recorder  # noqa: E402
 from harness.scenario import Scenario, parse_scenario  # noqa: E402
-from harness.workload import embed_requests  # noqa: E402
+from harness.scenario.workload import embed_requests  # noqa: E402
 from servers.launcher import ServerProcess, start_server  # noqa: E402
-from servers.lifetime import child_env, pdeathsig_prefix  # noqa: E402
+from base.lifetime import child_env, pdeathsig_prefix  # noqa: E402
 
 SEED = 1
 TARGET_RPS_RATIO = 0.8        # harness req/s >= 0.8 x native
@@ -115,7 +115,7 @@ def scenario(size: str) -> Scenario:
 
 
 def workload_dict(size: str) -> dict[str, Any]:
-    return asdict(scenario(size).workload)      # what harness.runner puts in a LoadJob
+    return asdict(scenario(size).workload)      # what harness.run.runner puts in a LoadJob
 
 
 def request_body(size: str) -> bytes:
@@ -149,7 +149,7 @@ class Pinning:
     def client_prefix(self) -> list[str]:
         """Command prefix for a native client: its CPU, and death with this process.
 
-        Not preexec_fn: the project forbids it (servers/lifetime.py says why).
+        Not preexec_fn: the project forbids it (base/lifetime.py says why).
         """
         prefix = pdeathsig_prefix() if shutil.which("setpriv") else []
         if self.client is not None and shutil.which("taskset"):
@@ -438,11 +438,11 @@ def cell_label(client: str, spec: str) -> str:
 
 
 class Harness:
-    """One `python -m harness.worker` per measurement, driven as harness.runner does."""
+    """One `python -m harness.run.worker` per measurement, driven as harness.run.runner does."""
 
     def __init__(self, pin: Pinning, root: Path = ROOT, variant: str = "") -> None:
         self.pin = pin
-        self.root = root            # the tree whose harness.worker runs
+        self.root = root            # the tree whose harness.run.worker runs
         self.variant = variant      # its label ("" for this tree)
 
     def run(self, protocol: str, target: dict[str, Any], size: str, conc: int,
@@ -457,7 +457,7 @@ class Harness:
         # stderr to a file, not a pipe nobody reads until the end (a chatty worker would
         # block on a full pipe); the worker sets its own PDEATHSIG (child_env).
         err = tempfile.TemporaryFile()
-        proc = subprocess.Popen([sys.executable, "-m", "harness.worker"], cwd=self.root,
+        proc = subprocess.Popen([sys.executable, "-m", "harness.run.worker"], cwd=self.root,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                 env=child_env())
         if self.pin.client is not None:
@@ -503,7 +503,7 @@ class Harness:
                           "server_reported_p50_ms": srv_t.get("p50"),
                           "response_bytes_per_req": rec.payload_down / n if n else None,
                           "connections": job.connections, "errors": dict(rec.errors),
-                          # which client path the worker ran (harness.loadgen)
+                          # which client path the worker ran (harness.run.loadgen)
                           "client_path": result.get("client_path", "asyncio"),
                           "late_reads": rec.late_reads})
 
@@ -616,7 +616,7 @@ class Point:
         s["client_path"] = ", ".join(sorted({r.extra.get("client_path", "asyncio")
                                              for r in self.harness}))
         late = sum(r.extra.get("late_reads") or 0 for r in self.harness)
-        if late:                        # the one-user loop's (harness.blocking_loop)
+        if late:                        # the one-user loop's (harness.run.blocking_loop)
             s["client_path"] += f" ({late} late read{'s' if late > 1 else ''})"
         if self.variant:
             s["harness_client"] += f" [{self.variant}]"
@@ -721,7 +721,7 @@ Where the time went (medians):
 - Native: `wrk -t1 -cC` (C keep-alive connections) and `h2load -t1 -c1 -mC` (one
   connection, C streams); harness: `rest-h1` with C users each on its own keep-alive
   connection, `rest-h2` with C users multiplexed on one connection, each run in a real
-  `python -m harness.worker` process (warmed up, then told "go").
+  `python -m harness.run.worker` process (warmed up, then told "go").
 - Same request everywhere: POST /v1/embeddings with the identical JSON body
   (small = 1 input x 8 dims, {meta['request_bytes']['small']} B request; embed = 8 inputs
   x 1536 dims as JSON floats, {meta['request_bytes']['embed']} B request, ~154 KB response).
@@ -778,7 +778,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", default="python",
                    help="harness client engines to compare, comma list (default python; "
                         "curl where the harness has it); ENGINE:PATH forces a client path "
-                        "(auto, async, blocking, sequential; harness.loadgen), e.g. python:async for "
+                        "(auto, async, blocking, sequential; harness.run.loadgen), e.g. python:async for "
                         "the asyncio path beside the default")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "

@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:          # runnable as `python benchmarks/link_emulator.py`
     sys.path.insert(0, str(ROOT))
 
-from harness.linkspec import DirectionSpec, LinkSpec  # noqa: E402
-from harness.netns import SERVER_IP, Topology, namespaces_possible  # noqa: E402
+from harness.scenario.linkspec import DirectionSpec, LinkSpec  # noqa: E402
+from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible  # noqa: E402
 
-PROBE = [sys.executable, "-m", "harness.linkemu.probe"]
+PROBE = [sys.executable, "-m", "harness.netlab.linkemu.probe"]
 
 
 class Lab:

@@ -26,7 +26,8 @@ from clients.base import clock_ns  # noqa: E402
 from clients.connect import open_connection  # noqa: E402
 from clients.phases import ConnectStamps  # noqa: E402
 from servers.launcher import start_server  # noqa: E402
-from servers.tls import client_context, ensure_tls_files  # noqa: E402
+from servers.tls import ensure_tls_files  # noqa: E402
+from base.client_tls import client_context  # noqa: E402
 
 
 class _Keep(asyncio.Protocol):

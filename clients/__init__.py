@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from harness.protocols import spec
+from base.protocols import spec
 
 from .base import Client, Target
 

@@ -3,7 +3,7 @@
 The HTTP/1.1 and HTTP/2 transports connect the TCP socket first (`sock_connect`), stamp
 it, then hand the connected socket to `create_connection(sock=..., ssl=ctx)`, which
 runs only the TLS handshake: curl's time_connect and time_appconnect, apart. The
-SSLContext is the transport's own (servers.tls.client_context), so whatever is done to
+SSLContext is the transport's own (base.client_tls.client_context), so whatever is done to
 it (session resumption) applies. Measured on loopback, the split costs nothing
 noticeable against one `create_connection(host, port, ssl=ctx)` (benchmarks/tls_split.py).
 

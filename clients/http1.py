@@ -25,7 +25,7 @@ from .connect import open_connection
 from .http_api import (Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange,
                        socket_port)
 from .wire import METER
-from servers.tls import resumption_outcome
+from base.client_tls import resumption_outcome
 
 
 class RequestHead:
@@ -198,7 +198,7 @@ class Http1Transport(HttpTransport):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ssl: ssl.SSLContext | None = None
         if target.tls:
-            from servers.tls import client_context  # noqa: PLC0415 (TLS is optional here)
+            from base.client_tls import client_context  # noqa: PLC0415 (TLS is optional here)
             self._ssl = client_context(target.ca, ["http/1.1"], target.tls_version,
                                        resume=target.resumption is not None)
         host = target.server_name if target.port in (80, 443) else target.authority

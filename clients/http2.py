@@ -43,7 +43,7 @@ from .base import ConnectionLost, FallbackError, ProtocolViolation, Target, cloc
 from .connect import open_connection
 from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport, socket_port
 from .wire import METER
-from servers.tls import resumption_outcome
+from base.client_tls import resumption_outcome
 
 RECEIVE_WINDOW = 16 * 1024 * 1024
 
@@ -443,7 +443,7 @@ class Http2Transport(HttpTransport):
         self.tls = target.tls is not False
         self._ssl: ssl.SSLContext | None = None
         if self.tls:
-            from servers.tls import client_context
+            from base.client_tls import client_context
             self._ssl = client_context(target.ca, ["h2"], target.tls_version,
                                        resume=target.resumption is not None)
         self.shared: _H2Protocol | None = None

@@ -4,7 +4,7 @@ TCP: the kernel's own per-socket counts (TCP_INFO: bytes acked by the peer, byte
 received, segments out and in), read when a connection closes and at each snapshot,
 plus an estimated 52 B of IPv4 + TCP (with timestamps) headers per segment. QUIC: every
 UDP datagram this process sends or receives, plus 28 B of IPv4 + UDP headers each.
-Results label these figures as socket-level estimates; interface counters (harness.netns)
+Results label these figures as socket-level estimates; interface counters (harness.netlab.netns)
 are the measured ones. gRPC's sockets live inside its C core, out of reach here.
 
 Why TCP is modelled: on loopback the kernel hands TCP 64 KB segments (lo's MTU is 64 KiB,

@@ -18,10 +18,10 @@ import json
 import signal
 import sys
 
-from harness.protocols import PROTOCOLS, SERVER_KINDS
+from base.protocols import PROTOCOLS, SERVER_KINDS
 
 from .core import Limits
-from .lifetime import die_with_parent
+from base.lifetime import die_with_parent
 from .options import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, ServerOptions
 from .tls import ensure_tls_files
 

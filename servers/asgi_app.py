@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from .clock import now_ns
+from base.clock import now_ns
 from .core import (GenerateParams, Limits, RequestError, Usage, parse_embed_request,
                    parse_generate_request)
 from .model import Model

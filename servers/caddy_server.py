@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from .caddy_config import FrontSpec, build
 from .http_server import _bind_same_port, bind, serve_uvicorn
-from .lifetime import pdeathsig_prefix
+from base.lifetime import pdeathsig_prefix
 from .options import ServerOptions
 
 Ready = Callable[[dict], None]

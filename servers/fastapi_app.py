@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from .clock import now_ns
+from base.clock import now_ns
 from .core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage, count_tokens,
                    parse_embed_request, parse_generate_request, vector_b64)
 from .model import Model

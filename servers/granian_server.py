@@ -23,7 +23,7 @@ its process (signals, blocking loop), so it cannot live inside this asyncio proc
 granian-h2 with h2c runs two such pairs (one listener each; a granian server has one
 TLS setting), each with its own App instance, so /health counts per listener. Every
 PID of the tree is listed in the ready info as "pids"; the server's CPU is the sum of
-their CPU (harness.cpu.process_cpu_s over each), the worker carrying nearly all of it.
+their CPU (harness.measure.cpu.process_cpu_s over each), the worker carrying nearly all of it.
 
 Sockets are bound here, before granian starts (port 0 works, the real port is known),
 and handed down as inherited file descriptors; granian takes them through its socket
@@ -60,8 +60,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from base.paths import PACKAGE_ROOT
 from .core import Limits
-from .lifetime import PARENT_ENV, child_env, die_with_parent
+from base.lifetime import PARENT_ENV, child_env, die_with_parent
 from .options import ServerOptions
 
 Ready = Callable[[dict], None]
@@ -69,7 +70,6 @@ Ready = Callable[[dict], None]
 APP_ENV = "WIREBENCH_GRANIAN_APP"            # JSON: {"limits": {...}, "api_key": ...}
 _READY_FD_ENV = "WIREBENCH_GRANIAN_READY_FD"  # worker writes its PID here once loaded
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_CONCURRENT_STREAMS = 100                 # hypercorn's h2_max_concurrent_streams
 HEADER_READ_TIMEOUT_MS = 60_000              # granian's maximum
 START_TIMEOUT_S = 30.0
@@ -201,7 +201,7 @@ class _Granian:
                 [sys.executable, "-m", "servers.granian_server", json.dumps(config)],
                 # granian logs to stdout: send it to our stderr, the server log (our
                 # stdout carries only the ready line).
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=2,
+                cwd=PACKAGE_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=2,
                 pass_fds=(sock.fileno(), wfd),
                 start_new_session=True)   # its own group: a stop reaches the worker too
         except BaseException:

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from protos import inference_pb2 as pb
 
-from .clock import now_ns
+from base.clock import now_ns
 from .core import (EmbedParams, GenerateParams, RequestError, TokenEvent, count_tokens,
                    parse_embed_request, parse_generate_request)
 from .model import Model

@@ -4,7 +4,7 @@
         ...
 
 A server is ready when it prints `WIREBENCH-READY {...}` (after binding). Servers die
-with the process that launched them even if it is SIGKILLed (servers.lifetime);
+with the process that launched them even if it is SIGKILLed (base.lifetime);
 `stop()` sends SIGTERM, then SIGKILL after a grace period.
 """
 
@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from base.paths import PACKAGE_ROOT
+from base.errors import RunFailed
 from .__main__ import READY_PREFIX
-from .lifetime import child_env
-
-ROOT = Path(__file__).resolve().parent.parent
+from base.lifetime import child_env
 
 
-class ServerStartError(RuntimeError):
+
+class ServerStartError(RunFailed):
     pass
 
 
@@ -117,7 +118,7 @@ def start_server(kind: str, *, host: str = "127.0.0.1", port: int = 0,
     cmd = (wrap or []) + server_command(kind, host=host, port=port, api_key=api_key,
                                         extra=extra)
     log = tempfile.NamedTemporaryFile(prefix=f"wirebench-{kind}-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
+    proc = subprocess.Popen(cmd, cwd=PACKAGE_ROOT, stdout=subprocess.PIPE, stderr=log,
                             stdin=subprocess.DEVNULL,
                             env=child_env({**(env or {}), "PYTHONUNBUFFERED": "1"}))
     log.close()

@@ -1,7 +1,7 @@
 """The fake model driven in time: simulated model time is awaited, never burned.
 
 Adapters call `embed()` and iterate `stream()`; both sleep to absolute CLOCK_MONOTONIC
-deadlines (servers.clock), so server CPU measures the protocol and nothing else.
+deadlines (base.clock), so server CPU measures the protocol and nothing else.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from .clock import now_ns, sleep_until_ns
+from base.clock import now_ns, sleep_until_ns
 from .core import EmbedParams, GenerateParams, ServerStats, StreamPlan, TokenEvent, embed_batch
 
 

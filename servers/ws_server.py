@@ -23,7 +23,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .clock import now_ns
+from base.clock import now_ns
 from .core import Limits, RequestError, Usage, parse_embed_request, parse_generate_request
 from .model import Model
 from .openai_format import embedding_response

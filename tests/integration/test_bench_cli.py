@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from harness.scenario import load_scenario
-from harness.workload import embed_requests
+from harness.scenario.workload import embed_requests
 from protos import inference_pb2 as pb
 from servers import core, openai_format
 
@@ -47,7 +47,7 @@ def bench_env(tls_dir: Path, tag: str) -> dict[str, str]:
 
 def tagged_processes(tag: str) -> list[tuple[int, str]]:
     """(pid, command line) of every process a run started: servers (`-m servers`),
-    workers (`harness.worker`), and the namespace holders and nsenter wrappers a run
+    workers (`harness.run.worker`), and the namespace holders and nsenter wrappers a run
     as root adds. All inherit the run's environment, so all carry `tag`."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                          check=True).stdout
@@ -440,6 +440,20 @@ def test_list_protocols(tls_dir):
     ids = [line.split()[0] for line in proc.stdout.splitlines()
            if line.strip() and not line.startswith("#")]
     assert ids == list(ALL_PROTOCOLS)
+
+
+def test_the_installed_wirebench_command_is_bench_py(tmp_path):
+    """`pip install -e .` gives a `wirebench` command doing what `python bench.py` does,
+    from any directory."""
+    wirebench = Path(sys.executable).with_name("wirebench")
+    command = [str(wirebench)] if wirebench.exists() else ["wirebench"]
+    scenario = str(ROOT / "scenarios" / "embedding.yaml")
+    installed = subprocess.run([*command, scenario, "--dry-run"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
+    checkout = subprocess.run([sys.executable, BENCH, scenario, "--dry-run"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout == checkout.stdout and "load points" in installed.stdout
 
 
 SWEEP_YAML = """\

@@ -13,9 +13,10 @@ import pytest
 
 from clients import open_client
 from clients.base import Target
-from harness.cpu import process_cpu_s
+from harness.measure.cpu import process_cpu_s
 from servers import core
-from servers.launcher import ROOT, start_server
+from base.paths import PACKAGE_ROOT as ROOT
+from servers.launcher import start_server
 from tests.processes import gone
 
 EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "wirebench-embed-1"}

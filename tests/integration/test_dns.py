@@ -14,7 +14,8 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from clients.resolver import DnsError, Resolver
 from servers.dns_server import fetch_stats
-from servers.launcher import ROOT, start_server
+from base.paths import PACKAGE_ROOT as ROOT
+from servers.launcher import start_server
 from tests.processes import gone
 
 NAME = "wirebench.test"

@@ -8,7 +8,7 @@ import pytest
 
 from clients import open_client
 from clients.base import Target
-from harness.protocols import PROTOCOLS, STREAMING, UNARY
+from base.protocols import PROTOCOLS, STREAMING, UNARY
 from servers import core
 
 EMBED = {"input": ["the quick brown fox", "jumps over", "the lazy dog"], "dimensions": 1536,

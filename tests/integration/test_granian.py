@@ -11,7 +11,7 @@ from clients import open_client
 from clients.base import FallbackError, Target
 from clients.http1 import Http1Transport
 from clients.http2 import Http2Transport
-from harness.cpu import process_cpu_s
+from harness.measure.cpu import process_cpu_s
 from servers import core, granian_server
 from servers.launcher import ServerStartError, start_server
 from tests.processes import gone
@@ -210,7 +210,7 @@ def test_the_whole_tree_dies_with_a_sigkilled_launcher(tls_files):
     import subprocess
     import sys
 
-    from servers.launcher import ROOT
+    from base.paths import PACKAGE_ROOT as ROOT
 
     script = ("import sys, json; sys.path.insert(0, %r)\n"
               "from servers.launcher import start_server\n"

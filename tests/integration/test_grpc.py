@@ -15,7 +15,7 @@ from clients.base import ConnectError, ServerError, Target
 from clients.grpc_common import EMBED, GENERATE, generate_request, open_channel, server_stats
 from clients.grpc_stream import GrpcStreamClient
 from clients.grpc_unary import GrpcUnaryClient
-from harness.protocols import PROTOCOLS
+from base.protocols import PROTOCOLS
 from protos import inference_pb2 as pb
 from servers import core
 from servers.launcher import start_server

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from tests.processes import gone
-from servers.launcher import ROOT, ServerGroup, ServerStartError, start_server
+from base.paths import PACKAGE_ROOT as ROOT
+from servers.launcher import ServerGroup, ServerStartError, start_server
 
 KINDS = ["h1", "h2", "h3", "grpc", "ws"]
 

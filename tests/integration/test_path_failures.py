@@ -148,8 +148,8 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
     """One closed-loop run, three users: one on the good server, one on the expired
     certificate, one on a refused port. Every request is made; the failures are counted
     per request by class, with a sample message each, beside the successes."""
-    from harness.loadgen import LoadJob, LoadRunner
-    from harness.recorder import Recorder
+    from harness.run.loadgen import LoadJob, LoadRunner
+    from harness.measure.recorder import Recorder
     from tests.unit.test_loadgen_timeouts import WORKLOAD
 
     cases, servers = bad_servers

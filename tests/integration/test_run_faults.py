@@ -46,7 +46,7 @@ def run_with_fault(tmp_path: Path, tls_dir: Path, fault, *, protocols="[rest-h1,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not [p for p in tagged_processes(tag) if "harness.worker" in p[1]]:
+        while not [p for p in tagged_processes(tag) if "harness.run.worker" in p[1]]:
             assert time.monotonic() < deadline, "no worker started"
             time.sleep(0.1)
         time.sleep(1.5)                 # warm, and measuring
@@ -63,7 +63,7 @@ def run_with_fault(tmp_path: Path, tls_dir: Path, fault, *, protocols="[rest-h1,
 
 def signal_workers(sig: int, count: int = 1):
     def fault(tag: str) -> None:
-        workers = [pid for pid, args in tagged_processes(tag) if "harness.worker" in args]
+        workers = [pid for pid, args in tagged_processes(tag) if "harness.run.worker" in args]
         for pid in workers[:count]:
             os.kill(pid, sig)
     return fault
@@ -223,7 +223,7 @@ def test_a_stopped_server_fails_its_cell_at_once(tmp_path, tls_dir):
 
 
 STUCK_WORKER = """
-import asyncio, harness.loadgen as loadgen, harness.worker as worker
+import asyncio, harness.run.loadgen as loadgen, harness.run.worker as worker
 
 def stuck(*args, **kw):                 # a client that swallows its request's cancellation
     client = open_client(*args, **kw)
@@ -247,10 +247,10 @@ def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(t
 
     import orjson
 
-    from harness.loadgen import LoadJob
-    from harness.runner import Runner
+    from harness.run.loadgen import LoadJob
+    from harness.run.runner import Runner
     from harness.scenario import parse_scenario
-    from harness.watchdog import PointFailed, phase_deadline_s
+    from harness.run.watchdog import PointFailed, phase_deadline_s
 
     scenario = parse_scenario({"name": "stuck", "workload": {"type": "embed"},
                                "load": {"concurrency": 1, "requests": 2, "timeout_s": 0.5}})

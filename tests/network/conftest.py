@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from harness.netns import namespaces_possible
+from harness.netlab.netns import namespaces_possible
 
 WHY_NOT = namespaces_possible()
 

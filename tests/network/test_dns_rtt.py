@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.roundtrips import dns_accounting
+from harness.measure.roundtrips import dns_accounting
 from tests.network.conftest import run_lab_scenario
 
 pytestmark = pytest.mark.network

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.packetlog import read_csv
+from harness.measure.packetlog import read_csv
 from tests.integration.test_bench_cli import ROOT, result_dir, run_bench, write
 
 pytestmark = pytest.mark.network

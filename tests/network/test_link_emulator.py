@@ -3,7 +3,7 @@
 Each check compares what the receiver saw with the emulator's packet log and the
 LinkSpec: delay (ICMP echo RTT), Bernoulli loss, rate (TCP goodput), drop-list, jitter
 order, and that nothing outlives close() or a SIGKILLed owner. Every probe is a
-time-bounded subprocess (harness.linkemu.probe).
+time-bounded subprocess (harness.netlab.linkemu.probe).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import time
 
 import pytest
 
-from harness.linkspec import Bernoulli, DirectionSpec, DropRule, LinkSpec
-from harness.netns import CLIENT_DEV, OWNER_ENV, SERVER_IP, Topology, stale_cleanup
-from harness.packetlog import read_csv
-from servers.launcher import ROOT
+from harness.scenario.linkspec import Bernoulli, DirectionSpec, DropRule, LinkSpec
+from harness.netlab.netns import CLIENT_DEV, OWNER_ENV, SERVER_IP, Topology, stale_cleanup
+from harness.measure.packetlog import read_csv
+from base.paths import PACKAGE_ROOT as ROOT
 from tests.processes import gone
 
 pytestmark = pytest.mark.network
-PROBE = [sys.executable, "-m", "harness.linkemu.probe"]
+PROBE = [sys.executable, "-m", "harness.netlab.linkemu.probe"]
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_close_leaves_no_device_holder_or_emulator():
 
 def test_a_sigkilled_owner_leaves_nothing():
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from harness.netns import Topology\n"
+              "from harness.netlab.netns import Topology\n"
               "t = Topology(backend='tun').__enter__()\n"
               "print(t.holders['client'].pid, t.holders['server'].pid, t.emulator.pid,"
               " flush=True)\n"

@@ -9,9 +9,10 @@ import sys
 import orjson
 import pytest
 
-from harness.netns import CLIENT_DEV, SERVER_IP, Topology
+from harness.netlab.netns import CLIENT_DEV, SERVER_IP, Topology
 from tests.processes import gone
-from servers.launcher import ROOT, start_server
+from base.paths import PACKAGE_ROOT as ROOT
+from servers.launcher import start_server
 
 pytestmark = pytest.mark.network
 MSS = 1448          # 1500 MTU less IPv4, TCP and timestamp option headers
@@ -74,7 +75,7 @@ def test_client_namespace_reaches_the_server_only_over_the_link(tls_files):
 
 def test_a_sigkilled_owner_leaves_no_namespace_or_device():
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from harness.netns import Topology\n"
+              "from harness.netlab.netns import Topology\n"
               "t = Topology().__enter__()\n"
               "print(t.holders['client'].pid, t.holders['server'].pid, flush=True)\n"
               "time.sleep(60)\n") % str(ROOT)

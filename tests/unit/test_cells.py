@@ -1,6 +1,6 @@
 import pytest
 
-from harness.cells import make_cell, parse_cell
+from base.cells import make_cell, parse_cell
 from harness.scenario import ScenarioError, parse_scenario, with_protocols
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from harness.compare import main
+from harness.report.compare import main
 
 ROW = {"protocol": "rest-h1", "mode": "closed", "concurrency": 1, "rate_offered_rps": None,
        "network": "loopback", "latency_p50_ms": 2.0, "latency_p99_ms": 4.0,
@@ -46,5 +46,7 @@ def test_environment_differences_are_shown(tmp_path, capsys):
 
 def test_missing_run_is_a_clear_error(tmp_path, capsys):
     a = write(tmp_path, "a", [ROW])
-    assert main([a, str(tmp_path / "nope")]) == 2
-    assert "no summary.json" in capsys.readouterr().out
+    from harness.cli import main as cli_main
+    assert cli_main(["compare", a, str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no summary.json" in err and len(err.strip().splitlines()) == 1

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from harness.conclusion import conclusions, latency_ranking, protocol_or_library
+from harness.report.conclusion import conclusions, latency_ranking, protocol_or_library
 from harness.scenario import ScenarioError, parse_scenario, with_protocols
 
 GROUPS = {"fastest": ["rest-h1@caddy+curl", "rest-h3@caddy+curl"], "python": ["rest-h3"]}
@@ -92,7 +92,7 @@ def test_grouped_cell_must_be_in_protocols():
 
 
 def test_framework_cost_pairs_fastapi_with_the_bare_app_on_the_same_server():
-    from harness.conclusion import framework_cost
+    from harness.report.conclusion import framework_cost
     rows = [row("rest-h1@fastapi", "rest-h1", "python", 1.6),
             row("rest-h1", "rest-h1", "python", 1.2),
             row("rest-h3@fastapi+curl", "rest-h3", "python", 2.9),

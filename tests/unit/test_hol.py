@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.hol import (
+from harness.measure.hol import (
     HolParams,
     PointAnalysis,
     StreamTrace,
@@ -14,8 +14,8 @@ from harness.hol import (
     load_traces,
     save_traces,
 )
-from harness.hol_report import HolPoint, render_hol_section
-from harness.packetlog import PacketRecord
+from harness.report.hol import HolPoint, render_hol_section
+from harness.measure.packetlog import PacketRecord
 
 MS = 1_000_000
 ITL, OWD, RECOVERY, STAGGER, WIRE = 20 * MS, 20 * MS, 60 * MS, 2_500_000, 100_000
@@ -311,8 +311,8 @@ def test_report_says_so_when_http3_kept_streams_apart(tmp_path):
 def test_hol_summary_reads_the_link_and_feeds_the_report(tmp_path):
     import json
 
-    from harness.hol import hol_summary
-    from harness.linkspec import Bernoulli, DirectionSpec, DropRule, LinkSpec
+    from harness.measure.hol import hol_summary
+    from harness.scenario.linkspec import Bernoulli, DirectionSpec, DropRule, LinkSpec
     traces, packets = lab()
     probe = LinkSpec(up=DirectionSpec(delay_ms=20),
                      down=DirectionSpec(delay_ms=20, drops=(DropRule(nth=(40,)),)), name="drop1")

@@ -8,14 +8,14 @@ import struct
 
 import pytest
 
-from harness.linkemu.log import PacketLog, transport
-from harness.linkemu.model import (BLACKHOLE, DROPLIST, FWD, LOSS, MS, QUEUE,
+from harness.netlab.linkemu.log import PacketLog, transport
+from harness.netlab.linkemu.model import (BLACKHOLE, DROPLIST, FWD, LOSS, MS, QUEUE,
                                    DirectionModel, LinkModel)
-from harness.linkemu.netem import NTH_MOD, merged_windows, netem_plan, nft_script, qdisc_commands
-from harness.linkemu.specdict import spec_from_dict, spec_to_dict
-from harness.linkspec import (Bernoulli, Blackhole, DirectionSpec, DropRule, GilbertElliott,
+from harness.netlab.linkemu.netem import NTH_MOD, merged_windows, netem_plan, nft_script, qdisc_commands
+from harness.netlab.linkemu.specdict import spec_from_dict, spec_to_dict
+from harness.scenario.linkspec import (Bernoulli, Blackhole, DirectionSpec, DropRule, GilbertElliott,
                               LinkSpec)
-from harness.packetlog import read_csv, write_csv
+from harness.measure.packetlog import read_csv, write_csv
 
 UDP, TCP = 17, 6
 T0 = 1_000_000_000

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clients.base import Client, ConnectionLost, UnaryResult, clock_ns
-from harness.loadgen import LoadJob, LoadRunner
+from harness.run.loadgen import LoadJob, LoadRunner
 
 WORKLOAD = {"type": "embed", "batch_size": 1, "dimensions": 8, "input_words": 4,
             "distinct_inputs": 1, "encoding": "float", "compute_ms": 0,

@@ -4,8 +4,8 @@ import pytest
 
 from clients.base import UnaryResult
 from clients.phases import ConnectStamps, curl_style
-from harness.recorder import Recorder
-from harness.roundtrips import accounting, dns_accounting, measured_round_trips, textbook
+from harness.measure.recorder import Recorder
+from harness.measure.roundtrips import accounting, dns_accounting, measured_round_trips, textbook
 
 MS = 1_000_000
 
@@ -86,7 +86,7 @@ def test_dns_accounting_cache_on_only_the_first_lookup_queries():
 
 
 def test_round_trip_note_names_grpcs_settings_wait_only_when_the_connect_shows_it():
-    from harness.report import round_trip_lines
+    from harness.report.markdown import round_trip_lines
 
     def row(cell: str, tcp_ms: float) -> dict:
         return {"cell": cell, "protocol": cell, "concurrency": 1, "mode": "closed",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from clients.base import StreamResult, StreamToken, UnaryResult
-from harness.pipeline import BUCKETS, Pipeline, call_components
-from harness.pipeline_report import render_pipeline_section
+from harness.run.pipeline import BUCKETS, Pipeline, call_components
+from harness.report.pipeline import render_pipeline_section
 from harness.scenario import ScenarioError, parse_scenario, quick
 
 MS = 1_000_000

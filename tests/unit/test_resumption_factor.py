@@ -3,7 +3,7 @@ for resumed handshakes, and the accounting's flag when a handshake did not resum
 
 import pytest
 
-from harness.roundtrips import accounting, textbook
+from harness.measure.roundtrips import accounting, textbook
 from harness.scenario import ScenarioError, expand_plan, parse_scenario
 
 BASE = {
@@ -111,7 +111,7 @@ def _report_row(cell, policy, p50, resumption=None, handshakes=None, wait_ms=50.
 
 
 def test_report_keeps_resumed_rows_apart():
-    from harness.report import cold_warm_table, round_trip_lines
+    from harness.report.markdown import cold_warm_table, round_trip_lines
     rows = [_report_row("rest-h3", "new", 112.0, wait_ms=100.0),
             _report_row("rest-h3", "new", 63.0, "0rtt", {"0rtt": 18, "full": 2}),
             _report_row("rest-h3", "auto", 55.0)]

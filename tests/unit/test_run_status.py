@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from harness.run_status import boot_id, effective_status, mark_killed_runs, runner_identity
+from harness.run.status import boot_id, effective_status, mark_killed_runs, runner_identity
 
 
 def dead_pid() -> int:

@@ -4,7 +4,7 @@ import os
 import threading
 import time
 
-from harness.saturation import (Snapshot, client_bound, merge_max, server_bound,
+from harness.measure.saturation import (Snapshot, client_bound, merge_max, server_bound,
                                 utilisation)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.linkspec import Bernoulli, DropRule, GilbertElliott
+from harness.scenario.linkspec import Bernoulli, DropRule, GilbertElliott
 from harness.scenario import ScenarioError, expand_plan, load_scenario, parse_scenario, quick
 
 

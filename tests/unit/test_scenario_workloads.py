@@ -3,7 +3,7 @@
 import pytest
 
 from harness.scenario import ScenarioError, load_scenario, parse_scenario, quick
-from harness.verdict import check
+from harness.report.verdict import check
 
 BOTH = [{"type": "embed", "dimensions": 8}, {"type": "stream", "max_tokens": 40}]
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from servers.clock import now_ns, sleep_until_ns
+from base.clock import now_ns, sleep_until_ns
 from servers.core import GenerateParams
 from servers.model import Model
 

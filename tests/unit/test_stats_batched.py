@@ -3,7 +3,7 @@
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from harness.stats import _HIGHEST_US, Histogram
+from harness.measure.stats import _HIGHEST_US, Histogram
 
 
 def test_batched_records_match_record_value_bucket_for_bucket():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.loadgen import LoadJob
-from harness.watchdog import (SLACK_FRACTION, SLACK_S, STARTUP_S, phase_deadline_s,
+from harness.run.loadgen import LoadJob
+from harness.run.watchdog import (SLACK_FRACTION, SLACK_S, STARTUP_S, phase_deadline_s,
                               silence_limit_s)
 
 

@@ -1,0 +1,179 @@
+"""The command line: `wirebench ...` and `python bench.py ...` run this.
+
+    python bench.py scenarios/embedding.yaml            run a scenario
+    python bench.py scenarios/lab.yaml --quick          a fast smoke version of it
+    python bench.py SCENARIO --protocols rest-h1,grpc   a subset of its protocols
+    python bench.py SCENARIO --dry-run                  print the expanded plan only
+    python bench.py --list-protocols                    protocol ids and implementations
+    python bench.py compare RUN_A RUN_B                 two result dirs side by side
+
+(`wirebench` is the same command once the package is installed.)
+
+Exit codes (base.errors): 0 ok, 1 errors over the limit (or a server, worker or the lab
+failed), 2 bad scenario, arguments or missing privileges, 99 thresholds failed,
+130 interrupted (partial results kept, marked). Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from base.errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_THRESHOLDS, BadInput,
+                         Interrupted, WirebenchError)
+from harness.scenario import load_scenario, quick, with_protocols
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="?", help="a scenario YAML file (see scenarios/README.md)")
+    p.add_argument("--out", default="results",
+                   help="directory for result folders (default: results/ here)")
+    p.add_argument("--protocols", help="comma-separated subset of the scenario's protocols")
+    p.add_argument("--quick", action="store_true", help="a fast smoke version of the scenario")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded plan and exit")
+    p.add_argument("--list-protocols", action="store_true", help="list protocol ids and exit")
+    p.add_argument("--loopback", action="store_true",
+                   help="stay on loopback even as root (no network namespaces, so no wire "
+                        "bytes)")
+    args = p.parse_args(argv)
+    if not args.scenario and not args.list_protocols:
+        p.error("a scenario file is required (e.g. scenarios/embedding.yaml)")
+    return args
+
+
+def out_problem(out: Path) -> str | None:
+    """Why result folders cannot be made under `out` (checked before anything starts)."""
+    if out.exists() and not out.is_dir():
+        return "it exists and is not a directory"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create it ({exc.strerror or exc})"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
+
+
+def list_protocols() -> int:
+    from harness.run.implementations import alternatives, client_engine, server_impl
+    from base.protocols import PROTOCOLS
+    print("# id        kind    transport                    default server / client engine; "
+          "cells: id[@server][+client]")
+    for pid, s in PROTOCOLS.items():
+        kind = "stream" if s.streaming else "unary"
+        print(f"{pid:<12} {kind:<7} {s.transport:<28} {server_impl(pid)} / "
+              f"{client_engine(pid)};  {alternatives(pid)}")
+    return EXIT_OK
+
+
+def dry_run(scenario) -> int:
+    from harness.scenario import expand_plan
+    plan = expand_plan(scenario)
+    load = scenario.load
+    per_point = (f"{load.requests} requests" if load.requests else f"{load.duration_s:g} s")
+    print(f"scenario {scenario.name} ({scenario.source}): "
+          f"{' + '.join(scenario.workload_types)} workload, "
+          f"{len(plan)} load points, {per_point} each after {scenario.warmup.requests} warmup, "
+          f"{scenario.workers} worker(s), connection policy {scenario.connection.policy}")
+    if scenario.network is not None:
+        net = scenario.network
+        print(f"network lab: backend {net.backend}, congestion control "
+              f"{net.congestion_control}, seed {net.seed}, {len(net.links)} link variant(s)")
+    for p in plan:
+        load = f"concurrency {p.concurrency}" if p.load_kind == "closed" else f"rate {p.rate:g}/s"
+        conn = f"  connections {p.connection.label}" if p.connection else ""
+        link = f"  link {p.link.name}" if p.link else ""
+        tls = f"  tls {p.tls_version}" if p.tls_version else ""
+        dns = f"  dns cache {'on' if p.dns_cache else 'off'}" if p.dns_cache is not None else ""
+        resume = f"  resumption {p.resumption}" if p.resumption else ""
+        print(f"  repeat {p.repeat + 1}  {p.protocol:<12} {load}{conn}{tls}{dns}{resume}{link}")
+    return EXIT_OK
+
+
+def run(scenario, out: Path, loopback: bool = False) -> int:
+    from harness.report.console import RichProgress, console, final_table, table_console
+    from harness.report.conclusion import conclusions
+    from harness.report.markdown import render
+    from harness.report.verdict import check
+    from harness.run.runner import Runner
+
+    runner = Runner(scenario, out, None, loopback=loopback)
+    for killed in runner.killed_runs:
+        console.print(f"[yellow]note: {killed} was killed mid-run; its summary now says "
+                      f"status \"killed\" (incomplete)[/yellow]")
+    code, failure = EXIT_OK, None
+    try:
+        with RichProgress() as progress:
+            runner.progress = progress
+            runner.run()
+    except Interrupted:
+        code, failure = EXIT_INTERRUPTED, "interrupted"
+    except WirebenchError as exc:       # what was measured is still written below
+        code, failure = exc.exit_code, str(exc)
+    rows = runner.rows()
+    lines, failed, over = check(scenario, rows)
+    summary = json.loads((runner.out / "summary.json").read_text())
+    (runner.out / "report.md").write_text(render(summary, lines, runner.out))
+    for kind in scenario.workload_types:      # one table per workload: their columns differ
+        mine = [r for r in rows if r["workload"] == kind]
+        if mine:
+            table_console.print(final_table(mine, kind == "stream"))
+    for line in conclusions(rows, scenario.groups):
+        table_console.print(line.replace("**", ""), markup=False, highlight=False)
+    for text in over:
+        console.print(f"[red]errors over the limit: {text}[/red]")
+    for text in failed:
+        console.print(f"[yellow]threshold failed: {text}[/yellow]")
+    if failure:
+        console.print(f"[red]run {runner.status}: {failure}[/red]")
+    for text in runner.failures:
+        console.print(f"[red]point failed: {text.splitlines()[0]}[/red]")
+    if runner.failures and not code:
+        code = EXIT_RUN_FAILED
+    console.print(f"results: {runner.out}")
+    if code:
+        return code
+    return EXIT_RUN_FAILED if over else EXIT_THRESHOLDS if failed else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; every WirebenchError ends as one line and its exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except WirebenchError as exc:
+        print(f"{exc.label}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
+    if argv and argv[0] == "compare":
+        from harness.report.compare import main as compare_main
+        return compare_main(argv[1:])
+    args = parse_args(argv)
+    if args.list_protocols:
+        return list_protocols()
+    scenario = load_scenario(args.scenario)
+    if args.protocols:
+        scenario = with_protocols(scenario, [p.strip() for p in args.protocols.split(",")])
+    if args.quick:
+        scenario = quick(scenario)
+    if args.dry_run:
+        return dry_run(scenario)
+    problem = out_problem(Path(args.out))
+    if problem:
+        raise BadInput(f"--out {args.out}: {problem}")
+    if scenario.network is not None:
+        from harness.run.runner import lab_refusal
+        refusal = lab_refusal(args.loopback)
+        if refusal:
+            raise BadInput(f"cannot run {args.scenario}: {refusal}")
+    return run(scenario, Path(args.out), args.loopback)

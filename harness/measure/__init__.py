@@ -1,0 +1,1 @@
+"""What a run measures: recorders, histograms, result rows, CPU, wire figures."""

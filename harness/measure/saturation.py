@@ -1,0 +1,102 @@
+"""Was a row's server or client saturated? Then it measures a library, not a protocol.
+
+Utilisation is CPU time over the measured window (warmup excluded), per process and per
+thread, from /proc/<pid>/task/*/schedstat (harness.measure.cpu). Rules, in one place:
+
+- A process is **bound** when its busiest thread used >= BUSY_THREAD of one core (an
+  event loop, or grpc-core's or Go's busiest thread, can go no faster), or when the
+  process as a whole used >= BUSY_PROCESS of the cores it may run on (a multi-threaded
+  server such as Caddy or grpc-core spread over every core).
+- A client worker is bound when it used >= BUSY_THREAD of a core (a worker is one event
+  loop or one blocking loop; its process time covers every thread), or when its
+  requests started late *systematically*: at least LATE_MIN and more than LATE_SHARE of
+  them (one late start in 60 is a scheduling hiccup, not a saturated client).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from harness.measure.cpu import threads_cpu_s
+
+BUSY_THREAD = 0.85       # of one core
+BUSY_PROCESS = 0.85      # of the cores the process may use
+LATE_MIN = 3
+LATE_SHARE = 0.05
+
+RULES = (f"server-bound / client-bound: a process whose busiest thread used >= "
+         f"{BUSY_THREAD:.0%} of one core, or which used >= {BUSY_PROCESS:.0%} of the cores "
+         f"it may run on, over the measured window; a client worker also when at least "
+         f"{LATE_MIN} and over {LATE_SHARE:.0%} of its requests started late")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Per-thread CPU seconds of some processes at one instant."""
+    threads: dict[int, dict[int, float]]      # pid -> tid -> seconds
+
+    @classmethod
+    def take(cls, pids: list[int]) -> "Snapshot":
+        return cls({pid: threads_cpu_s(pid) for pid in pids})
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f"{f.read().strip()}[{pid}]"
+    except OSError:
+        return f"pid {pid}"
+
+
+def _cores(pid: int) -> int:
+    try:
+        return len(os.sched_getaffinity(pid))
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def utilisation(before: Snapshot, after: Snapshot, wall_s: float) -> dict[str, dict[str, float]]:
+    """{process label: {"process": cores used, "busiest_thread": share of one core,
+    "cores": cores it may use}} over the window between the snapshots."""
+    out = {}
+    if wall_s <= 0:
+        return out
+    for pid, t1 in after.threads.items():
+        t0 = before.threads.get(pid, {})
+        deltas = [t1[tid] - t0.get(tid, 0.0) for tid in t1]
+        if not deltas:
+            continue
+        out[_name(pid)] = {"process": round(sum(deltas) / wall_s, 3),
+                           "busiest_thread": round(max(deltas) / wall_s, 3),
+                           "cores": _cores(pid)}
+    return out
+
+
+def server_bound(util: dict[str, dict[str, float]]) -> str:
+    """Why the server was saturated ('' if it was not)."""
+    reasons = []
+    for name, u in util.items():
+        if u["busiest_thread"] >= BUSY_THREAD:
+            reasons.append(f"{name}'s busiest thread used {u['busiest_thread']:.0%} of a core")
+        elif u["process"] >= BUSY_PROCESS * u["cores"]:
+            reasons.append(f"{name} used {u['process']:.2f} of its {u['cores']} cores")
+    return "; ".join(reasons)
+
+
+def client_bound(core_util: float, late_starts: int, n: int) -> str:
+    """Why a client worker limited the point ('' if it did not)."""
+    reasons = []
+    if core_util >= BUSY_THREAD:
+        reasons.append(f"a client worker used {core_util:.0%} of a core")
+    if late_starts >= LATE_MIN and late_starts > LATE_SHARE * n:
+        reasons.append(f"{late_starts} of {n} requests started late")
+    return "; ".join(reasons)
+
+
+def merge_max(into: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> None:
+    """Across repeats keep each process's highest utilisation (the repeat nearest saturation).
+    A restarted server gets new pids; its labels then stand beside the old ones."""
+    for name, u in new.items():
+        old = into.get(name)
+        into[name] = u if old is None else {k: max(old[k], u[k]) for k in u}

@@ -1,0 +1,1 @@
+"""The network lab: namespaces, veth links and the TUN link emulator."""

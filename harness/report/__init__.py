@@ -1,0 +1,1 @@
+"""What a run says: report.md, the console, compare, verdicts, conclusions."""

@@ -1,0 +1,1 @@
+"""Running a scenario: the runner, its worker processes and their load loops."""

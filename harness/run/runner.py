@@ -1,0 +1,566 @@
+"""Runs a scenario: servers up, every protocol x load point through worker processes,
+result files after every point, servers down — also on error, Ctrl-C and SIGTERM.
+
+The parent measures nothing itself (as pyperf): workers measure, the parent merges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import orjson
+
+from clients.wire import SOURCE as SOCKET_SOURCE
+from servers.launcher import ServerGroup, ServerProcess
+from base.paths import PACKAGE_ROOT
+from base.lifetime import child_env
+
+from harness.measure.cpu import processes_cpu_s
+from harness.run.environment import environment
+from harness.run.implementations import client_engine, server_impl
+from harness.run.loadgen import LoadJob
+from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible
+from base.cells import Cell, parse_cell
+from harness.measure.recorder import Recorder
+from harness.scenario.groups import group_of
+from harness.run.status import mark_killed_runs, runner_identity
+from harness.measure.saturation import Snapshot, utilisation
+from harness.run.watchdog import PointFailed, phase_deadline_s, silence_limit_s
+from harness.measure.results import PointKey, PointResult, ResultWriter
+from harness.measure.hol import StreamTrace, hol_summary, save_traces
+from harness.scenario.linkspec import LinkSpec
+from harness.measure.packetlog import read_csv as read_packet_log
+from harness.scenario import Connection, PlanPoint, Scenario, expand_plan
+from base.errors import BadInput, Interrupted
+
+LOG_SOURCE = "emulated link's packet log (IP bytes incl. headers, sent, lost ones included)"
+
+
+class LabUnavailable(BadInput):
+    """A scenario with `network:` on a machine (or with options) that cannot run it."""
+
+
+def lab_refusal(loopback: bool) -> str | None:
+    """Why the network lab cannot run here, with how to run it; None if it can."""
+    reason = "--loopback was given" if loopback else namespaces_possible()
+    if reason is None:
+        return None
+    return (f"this scenario sets network:, which needs the network lab, but {reason}. "
+            f"Run it as root (sudo python bench.py ...) or in the compose service "
+            f"(docker compose run --rm bench python bench.py ...); scenarios without "
+            f"network: run anywhere")
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def result_dir(root: Path, name: str) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = root / f"{stamp}-{name}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{name}-{n}"
+    return path
+
+
+def split(total: int | None, parts: int) -> list[int | None]:
+    if total is None:
+        return [None] * parts
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, out_root: Path, progress: "ProgressSink | None",
+                 *, loopback: bool = False) -> None:
+        self.s = scenario
+        self.loopback = loopback            # never use namespaces (no wire bytes)
+        self.topology: Topology | None = None
+        self.network = "loopback"
+        self.wire_source = "not measured"
+        self.out = result_dir(out_root, scenario.name)
+        self.progress = progress or ProgressSink()
+        self.servers = ServerGroup()
+        self.points: dict[str, PointResult] = {}
+        self.status = "running"
+        self.killed_runs = mark_killed_runs(out_root)   # earlier runs that were SIGKILLed
+        self.writer = ResultWriter(self.out, scenario.to_dict(), environment(),
+                                   {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
+                                    **runner_identity()})
+        self.workers: list[subprocess.Popen] = []
+        self.failures: list[str] = []        # points that failed; the run went on
+
+    # ------------------------------------------------------------ targets
+
+    def _target(self, cell: Cell, tls_version: str | None = None
+                ) -> tuple[dict[str, Any], ServerProcess | None, str]:
+        """(Target fields for workers, the server process if ours, server impl name)."""
+        ext = self.s.target
+        if ext is not None:
+            u = urlsplit(ext.base_url)
+            tls = u.scheme == "https"
+            fields = {"host": u.hostname, "port": u.port or (443 if tls else 80), "tls": tls,
+                      "server_name": u.hostname, "base_path": u.path.rstrip("/") or "",
+                      "model": ext.model,
+                      "api_key": os.environ.get(ext.api_key_env) if ext.api_key_env else None}
+            return fields, None, f"external {u.hostname}"
+        kind = cell.kind
+        h2c = kind == "h2" and not self.s.tls
+        where: dict[str, Any] = {}
+        fields: dict[str, Any] = {"ca": str(self._ca())}
+        if self.topology is not None:
+            where = {"host": SERVER_IP, "wrap": self.topology.wrap("server")}
+            fields.update(host=SERVER_IP, server_name="wirebench.test")   # in the cert
+        extra = ["--h2c-port", "0"] if h2c else []
+        if self.s.uses_tls(cell.label) and kind != "h3":     # QUIC is TLS 1.3 only
+            version = tls_version or self.s.tls_version[0]
+            extra += ["--tls-version", version]
+            fields["tls_version"] = version
+        srv = self.servers.start(cell.server_kind, extra=extra or None, **where)
+        fields["port"] = srv.info["h2c_port"] if h2c else srv.port
+        if h2c:
+            fields["tls"] = False
+        if self.s.dns is not None:
+            fields.update(self._dns_fields(where), host="wirebench.test",
+                          server_name="wirebench.test")
+        return fields, srv, server_impl(cell)
+
+    def _dns_fields(self, where: dict[str, Any]) -> dict[str, Any]:
+        """The DNS step: a DNS server next to the app server answering for its name."""
+        host = where.get("host", "127.0.0.1")
+        dns = self.s.dns
+        srv = self.servers.start("dns", extra=["--name", "wirebench.test", "--address", host,
+                                               "--ttl", str(dns.ttl_s),
+                                               "--delay-ms", f"{dns.delay_ms:g}"], **where)
+        return {"dns": [host, srv.port]}
+
+    def _setup_network(self) -> None:
+        """Namespaces and a link where allowed: a plain veth so wire bytes can be counted,
+        or the emulated link when the scenario sets network:."""
+        lab = self.s.network
+        if self.s.target is not None:
+            self.wire_source = "not measured: external target"
+            return
+        if lab is not None:
+            refusal = lab_refusal(self.loopback)
+            if refusal:
+                raise LabUnavailable(refusal)
+        reason = "--loopback asked for" if self.loopback else namespaces_possible()
+        if reason:
+            self.wire_source = f"not measured: {reason}"
+            return
+        if lab is None:
+            self.topology = Topology(backend="veth").__enter__()
+        else:
+            self.topology = Topology(backend=lab.backend,
+                                     congestion_control=lab.congestion_control).__enter__()
+        self.network = "veth"
+        self.wire_source = "netns interface counters (IP bytes incl. headers)"
+        self.writer.meta["network_lab"] = self.topology.info()
+
+    @staticmethod
+    def _ca() -> Path:
+        from servers.tls import ensure_tls_files
+        return ensure_tls_files().ca
+
+    # ------------------------------------------------------------ one point
+
+    def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
+        s, load = self.s, self.s.load
+        cell = parse_cell(point.protocol)
+        conn = point.connection or s.connection
+        workload = s.workload_for(point.protocol)
+        trace = point.link is not None and workload.type == "stream"
+        n = s.workers
+        # Never more workers than users (closed loop) or requests: a worker without a
+        # user or a request would drop its share of the requests or of the rate.
+        if point.load_kind == "closed":
+            n = min(n, point.concurrency)
+        if load.requests is not None:
+            n = min(n, load.requests)
+        workload = asdict(workload)
+        jobs = []
+        # Open loop: each worker's in-flight requests spread over its connections.
+        users = split(point.concurrency, n) if point.load_kind == "closed" else [1] * n
+        for i, (share, w_users) in enumerate(zip(split(load.requests, n), users)):
+            if w_users == 0 or share == 0:
+                continue
+            jobs.append(LoadJob(
+                protocol=cell.protocol, engine=cell.client, target=target, workload=workload,
+                mode=point.load_kind, concurrency=w_users or 1,
+                rate=(point.rate or 0.0) / n, arrival=load.arrival,
+                gamma_shape=load.gamma_shape, max_in_flight=load.max_in_flight,
+                requests=share, duration_s=load.duration_s,
+                warmup=s.warmup.requests, timeout_s=load.timeout_s,
+                reuse=conn.policy == "reuse",
+                connections=conn.connections_for(cell.protocol, w_users or 1),
+                max_connections=self._pool_cap(cell, conn),
+                seed=s.seed * 1000 + point.repeat * 100 + i,
+                keep_rows=s.outputs.requests_csv,
+                stagger_ms=load.stagger_ms or 0.0, trace=trace, worker=i))
+        return jobs
+
+    @staticmethod
+    def _pool_cap(cell: Cell, conn: Connection) -> int | None:
+        """An explicit connection count holds for HTTP/1.1 too: one connection per client,
+        its users queueing for it (else the pool would quietly open one per user)."""
+        explicit = (conn.connections not in ("auto", "per_stream")
+                    or conn.streams_per_connection is not None)
+        if conn.policy == "reuse" and explicit and cell.kind == "h1":
+            return 1
+        return None
+
+    def _spawn(self, job: LoadJob) -> subprocess.Popen:
+        # stderr goes to an unlinked temp file, not a pipe: nobody reads it until the
+        # worker exits, and a worker logging more than a pipe buffer (64 KiB) would block.
+        err = tempfile.TemporaryFile()
+        try:
+            wrap = self.topology.wrap("client") if self.topology else []
+            proc = subprocess.Popen(wrap + [sys.executable, "-m", "harness.run.worker"], cwd=PACKAGE_ROOT,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=err, env=child_env(),
+                                    start_new_session=True)
+        except BaseException:
+            err.close()
+            raise
+        proc.errfile, proc.protocol = err, job.protocol   # for _events' error message
+        proc.job = job                                     # for _events' plan deadline
+        self.workers.append(proc)
+        proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
+        proc.stdin.flush()
+        return proc
+
+    def _events(self, procs: list[subprocess.Popen], until: str,
+                on_progress: Callable[[int], None] | None = None,
+                server: ServerProcess | None = None) -> list[dict]:
+        """Read events until every worker sent `until`. A worker that dies, reports an
+        error or falls silent (harness.run.watchdog), or a server that exits, fails the
+        point: the others are still read to the end, and PointFailed carries what they
+        reported (a dead server ends the point at once)."""
+        sel = selectors.DefaultSelector()
+        bufs = {p.stdout.fileno(): b"" for p in procs}
+        got: dict[int, dict] = {}
+        failed: dict[int, str] = {}
+        done: dict[int, int] = {}
+        heard = {p.pid: time.monotonic() for p in procs}
+        limit = silence_limit_s(self.s.load.timeout_s)
+        ends = {p.pid: time.monotonic() + phase_deadline_s(p.job, until) for p in procs}
+        for p in procs:
+            sel.register(p.stdout, selectors.EVENT_READ, p)
+        try:
+            while len(got) + len(failed) < len(procs):
+                for key, _ in sel.select(timeout=0.5):
+                    p = key.data
+                    chunk = os.read(p.stdout.fileno(), 1 << 20)
+                    if not chunk:
+                        sel.unregister(p.stdout)
+                        if p.pid not in got:
+                            failed[p.pid] = self._worker_exit(p)
+                        continue
+                    heard[p.pid] = time.monotonic()
+                    bufs[p.stdout.fileno()] += chunk
+                    *lines, bufs[p.stdout.fileno()] = bufs[p.stdout.fileno()].split(b"\n")
+                    for line in lines:
+                        ev = orjson.loads(line)
+                        if ev["event"] == "error":
+                            failed[p.pid] = ev["message"] + "\n" + ev.get("traceback", "")
+                            sel.unregister(p.stdout)
+                            p.kill()
+                            break
+                        if ev["event"] == "warning":
+                            self.progress.warning(f"worker for {p.protocol}: {ev['message']}")
+                        if ev["event"] == "progress" and on_progress:
+                            done[p.pid] = ev["done"]
+                            on_progress(sum(done.values()))
+                        if ev["event"] == until:
+                            got[p.pid] = ev
+                if server is not None:
+                    self._check_server(server)
+                now = time.monotonic()
+                for p in procs:
+                    if p.pid not in got and p.pid not in failed and now - heard[p.pid] > limit:
+                        p.kill()         # SIGKILL ends a stopped (SIGSTOP) process too
+                        sel.unregister(p.stdout)
+                        failed[p.pid] = (f"worker {p.pid} sent nothing for {limit:.0f} s "
+                                         f"(frozen or stopped): killed")
+                    elif p.pid not in got and p.pid not in failed and now > ends[p.pid]:
+                        p.kill()         # alive but never done: past what its plan allows
+                        sel.unregister(p.stdout)
+                        failed[p.pid] = (f"worker {p.pid} did not reach '{until}' within "
+                                         f"{phase_deadline_s(p.job, until):.0f} s, the most "
+                                         f"its plan allows with every request timing out "
+                                         f"(stuck): killed")
+        finally:
+            sel.close()
+        if failed:
+            reasons = "; ".join(f"worker for {p.protocol}: {failed[p.pid].strip()}"
+                                for p in procs if p.pid in failed)
+            raise PointFailed(reasons, [got[p.pid] for p in procs if p.pid in got])
+        return [got[p.pid] for p in procs]
+
+    @staticmethod
+    def _check_server(server: ServerProcess) -> None:
+        """A server that exited or was stopped fails its point at once (its requests
+        would only time out, one timeout_s each)."""
+        if not server.alive():
+            raise PointFailed(f"the {server.kind} server exited with code "
+                              f"{server.proc.returncode} during the point; its log "
+                              f"ends:\n{server.log_tail(10)}")
+        stopped = server.stopped()
+        if stopped:
+            raise PointFailed(f"the {server.kind} server is stopped (process "
+                              f"{', '.join(map(str, stopped))} in state T, e.g. SIGSTOP): "
+                              f"it was killed and a fresh one serves the next point")
+
+    @staticmethod
+    def _worker_exit(p: subprocess.Popen) -> str:
+        """Why a worker's stdout closed before its result: exit status and stderr tail."""
+        try:
+            p.wait(5)        # EOF on stdout: it is exiting; let it finish
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.errfile.seek(0)
+        err = p.errfile.read().decode(errors="replace")[-2000:]
+        how = (f"killed by signal {-p.returncode}" if p.returncode and p.returncode < 0
+               else f"exit code {p.returncode}")
+        return f"exited early ({how}){chr(10) + err if err.strip() else ''}"
+
+    def _key(self, point: PlanPoint) -> PointKey:
+        network = point.link.name if point.link is not None else self.network
+        conn = str(point.connection.label) if point.connection is not None else None
+        return PointKey(point.protocol, point.load_kind, point.concurrency, point.rate,
+                        network, conn, point.tls_version, point.dns_cache, point.resumption)
+
+    def _set_link(self, link: LinkSpec | None) -> None:
+        """(Re)configure the emulated link. Configuring restarts its drop-list counts,
+        blackhole clock and loss RNG, so this runs again just before "go": the nth packet
+        of a drop-list is the nth of the measured traffic, whatever the warmup sent."""
+        if link is not None:
+            self.topology.configure(link)
+
+    def run_point(self, point: PlanPoint) -> None:
+        cell = parse_cell(point.protocol)
+        self._set_link(point.link)
+        target, srv, impl = self._target(cell, point.tls_version)
+        if point.dns_cache is not None:
+            target["dns_cache"] = point.dns_cache
+        if point.resumption is not None:
+            target["resumption"] = point.resumption   # the clients resume new connections
+        key = self._key(point)
+        result = self.points.setdefault(key.label, PointResult(key))
+        result.wire_source = self.wire_source
+        result.server_impl, result.client_engine = impl, client_engine(cell)
+        result.tls = self.s.uses_tls(cell.label)
+        result.tls_version_used = ("1.3" if cell.kind == "h3" else target.get("tls_version")
+                                   if result.tls else None)
+        if point.link is not None:
+            result.link = point.link.describe()
+        jobs = self._jobs(point, target)
+        total = sum(j.requests for j in jobs) if self.s.load.requests else None
+        task = self.progress.start(point, total)
+        procs = [self._spawn(job) for job in jobs]
+        logging, packets, failure = False, None, None
+        try:
+            self._events(procs, "warm", server=srv)
+            cpu0 = processes_cpu_s(srv.pids) if srv else None
+            threads0, window0 = Snapshot.take(srv.pids if srv else []), time.monotonic()
+            if point.link is not None:
+                self._set_link(point.link)
+                self.topology.emulator_stats(reset=True)   # lateness of this point only
+                self.topology.log_start()
+                logging = True
+            wire0 = self.topology.counters() if self.topology else None   # with the log
+            for p in procs:                      # all workers start together
+                p.stdin.write(b"go\n")
+                p.stdin.flush()
+            try:
+                results = self._events(procs, "result",
+                                       lambda d: self.progress.update(task, d), server=srv)
+            except PointFailed as exc:
+                if not exc.results:
+                    raise
+                results, failure = exc.results, exc     # keep what the survivors measured
+            cpu1 = processes_cpu_s(srv.pids) if srv else None
+            result.add_server_util(utilisation(threads0, Snapshot.take(srv.pids if srv else []),
+                                               time.monotonic() - window0))
+            wire = self.topology.counters() - wire0 if wire0 is not None else None
+            if logging:      # the log is the ground truth for this point's wire bytes
+                logging = False
+                # Read before log_stop: forwarding pauses while the log is written.
+                result.add_emulator(self.topology.emulator_stats())
+                packets = self._save_packet_log(key, point.repeat, result)
+            if wire is not None:
+                if packets is None:
+                    result.add_wire(*wire.ip_bytes(), wire.tx_packets, wire.rx_packets)
+                else:            # kept beside the log's figures, as a cross-check
+                    window = self.topology.log_counters or wire   # same window as the log
+                    result.add_counter_check(*window.ip_bytes())
+        finally:
+            if logging:      # keep what the link saw even when the point failed
+                self._save_packet_log(key, point.repeat, result)
+            self._reap(procs)
+        rec = Recorder()
+        for r in results:
+            rec.merge(Recorder.from_json(r["recorder"]))
+        if rec.traces is not None:
+            self._save_traces(rec, key, point, packets, result)
+        if wire0 is None and self.s.target is None and cell.kind != "grpc":
+            # No namespace: the workers' socket-level counts, labeled as estimates.
+            result.wire_source = SOCKET_SOURCE
+            for r in results:
+                w = r["socket_wire"]
+                if w["up"] or w["down"]:     # nothing counted (libcurl's QUIC): unknown, not 0
+                    result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
+        wall = max(r["wall_s"] for r in results)
+        util = max(r["client_cpu_s"] / r["wall_s"] for r in results if r["wall_s"])
+        path = next((r["client_path"] for r in results
+                     if str(r.get("client_path", "")).startswith("blocking")), None)
+        if path and path not in result.client_engine:   # one user: no asyncio per request
+            result.client_engine += f" ({path})"
+        server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+        result.add_repeat(rec, wall, sum(r["client_cpu_s"] for r in results), server_cpu, util)
+        self.progress.finish(task, result)
+        if failure is not None:
+            result.failures.append(f"partial: {len(results)} of {len(procs)} workers "
+                                   f"reported; {failure}")
+            raise failure
+
+    def _save_packet_log(self, key: PointKey, repeat: int, result: PointResult) -> Path | None:
+        """The link's per-packet log of this point (ground truth), kept with the results."""
+        path = self.out / "packets" / f"{key.file_label}-r{repeat + 1}.csv.gz"
+        path.parent.mkdir(exist_ok=True)
+        if not self.topology.log_stop(path):
+            return None                # this backend keeps no log: counters it is
+        result.files.setdefault("packets", [])
+        result.files["packets"].append(str(path.relative_to(self.out)))
+        up = down = up_packets = down_packets = 0
+        for rec in read_packet_log(path):    # sent bytes, whether the link lost them or not
+            if rec.direction == "up":
+                up, up_packets = up + rec.size, up_packets + 1
+            else:
+                down, down_packets = down + rec.size, down_packets + 1
+        result.add_wire(up, down, up_packets, down_packets)
+        result.wire_source = LOG_SOURCE
+        return path
+
+    def _save_traces(self, rec: Recorder, key: PointKey, point: PlanPoint,
+                     packets: Path | None, result: PointResult) -> None:
+        """Every stream's tokens, and the head-of-line analysis of them against the
+        packet log. Traces are not kept in memory: a long run has millions of tokens."""
+        traces = [StreamTrace(stream=i, **t) for i, t in enumerate(rec.traces)]
+        rec.traces = None
+        path = self.out / "traces" / f"{key.file_label}-r{point.repeat + 1}.json.gz"
+        path.parent.mkdir(exist_ok=True)
+        save_traces(path, traces)
+        result.files.setdefault("traces", [])
+        result.files["traces"].append(str(path.relative_to(self.out)))
+        log = list(read_packet_log(packets)) if packets is not None else None
+        itl_ms = self.s.workload_for(point.protocol).itl_ms or 0.0
+        result.hol_repeats.append(hol_summary(traces, log, itl_ms, point.link))
+
+    def _reap(self, procs: list[subprocess.Popen]) -> None:
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.stdin.close()          # EOF instead of "go": the worker leaves
+                except OSError:
+                    pass
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            for f in (p.stdout, p.errfile):
+                f.close()
+            self.workers.remove(p)
+
+    # ------------------------------------------------------------ whole run
+
+    def _point_failed(self, point: PlanPoint, exc: PointFailed) -> None:
+        """Record the failure on its row (created if nothing was measured) and go on; a
+        dead server is dropped so the next point that needs it starts a fresh one."""
+        key = self._key(point)
+        result = self.points.setdefault(key.label, PointResult(key))
+        if not any(str(exc) in f for f in result.failures):
+            result.failures.append(str(exc))
+        self.failures.append(f"{key.label} (repeat {point.repeat + 1}): {exc}")
+        self.servers.drop_dead()
+        self.progress.failed(point, str(exc))
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = [p.row(self.s.workload_for(p.key.protocol).type) for p in self.points.values()]
+        for r in rows:
+            r["group"] = group_of(self.s.groups, r["cell"])
+        return rows
+
+    def save(self) -> None:
+        self.writer.write(self.rows(), self.status, list(self.points.values()),
+                          self.s.outputs.hgrm)
+
+    def run(self) -> list[dict[str, Any]]:
+        # SIGINT gets a handler too: a run started in the background by a shell inherits
+        # SIGINT ignored, and Python would then never raise KeyboardInterrupt.
+        old = {sig: signal.signal(sig, _raise_interrupted)
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._setup_network()
+            plan = expand_plan(self.s)
+            self.progress.plan(len(plan), self.out)
+            for point in plan:
+                try:
+                    self.run_point(point)
+                except PointFailed as exc:
+                    self._point_failed(point, exc)
+                self.save()
+            self.status = "complete"
+        except (KeyboardInterrupt, Interrupted):
+            self.status = "aborted"
+            raise Interrupted("interrupted") from None
+        except BaseException:
+            self.status = "failed"
+            raise
+        finally:
+            # A second Ctrl-C / SIGTERM must not cut cleanup short (servers left behind,
+            # no final summary.json): cleanup is bounded (kill, then a few seconds'
+            # grace per server), so further signals wait until it is done.
+            for sig in old:
+                signal.signal(sig, signal.SIG_IGN)
+            try:
+                for p in list(self.workers):
+                    p.kill()
+                    p.wait()
+                    for f in (p.stdout, p.errfile):
+                        f.close()
+                self.workers.clear()
+                self.servers.stop_all()
+                if self.topology is not None:
+                    self.topology.close()
+                self.save()
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+        return self.rows()
+
+
+class ProgressSink:
+    """What the runner tells the user while it works (harness.report.console implements it)."""
+
+    def plan(self, points: int, out: Path) -> None: ...
+    def start(self, point: PlanPoint, total: int | None) -> Any: ...
+    def update(self, task: Any, done: int) -> None: ...
+    def finish(self, task: Any, result: PointResult) -> None: ...
+    def failed(self, point: PlanPoint, message: str) -> None: ...
+    def warning(self, message: str) -> None: ...

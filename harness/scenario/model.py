@@ -1,0 +1,268 @@
+"""A scenario as frozen dataclasses, and the one error every bad scenario raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from base.cells import parse_cell
+from base.errors import BadInput
+from base.protocols import PROTOCOLS
+from harness.scenario.linkspec import LinkSpec
+from harness.scenario.network import Network
+
+# TLS modes each server kind offers, first = the one used when `tls` asks for the
+# other. Mirrors servers/: uvicorn (h1), grpc.aio and websockets serve cleartext;
+# hypercorn h2 serves TLS and optionally h2c; QUIC is always TLS.
+_TLS_MODES = {"h1": (False,), "h2": (True, False), "h3": (True,),
+              "grpc": (False,), "ws": (False,)}
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def _multiplexed(protocol_id: str) -> bool:
+    return parse_cell(protocol_id).kind != "h1"
+
+
+# --------------------------------------------------------------------------- errors
+
+class ScenarioError(BadInput):
+    """A bad scenario: `source: field: message` (field is a dotted path, or "")."""
+
+    def __init__(self, source: str, field: str, message: str,
+                 line: int | None = None, column: int | None = None):
+        self.source, self.field, self.message = source, field, message
+        self.line, self.column = line, column      # 1-based, YAML syntax errors only
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.source, self.field, self.message) if part)
+
+    def __reduce__(self):
+        # Worker processes pickle errors back to the parent: keep every attribute.
+        return (type(self), (self.source, self.field, self.message, self.line, self.column))
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+@dataclass(frozen=True)
+class Workload:
+    type: Literal["embed", "stream", "pipeline"]
+    # embed only (None for stream)
+    batch_size: int | None
+    input_words: int | None
+    distinct_inputs: int | None
+    dimensions: int | None
+    encoding: Literal["float", "base64"] | None
+    compute_ms: float | None
+    server_cache: bool | None
+    # stream only (None for embed)
+    prompt_tokens: int | None
+    max_tokens: int | None
+    ttft_ms: float | None
+    itl_ms: float | None
+    # pipeline only: one user request is these stages, run one after another
+    stages: tuple["Stage", ...] | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline user request: `calls` calls of one kind, at most
+    `parallel` of them in flight at once (1: strictly one after another)."""
+    name: str
+    calls: int
+    parallel: int
+    work: Workload                  # what each call sends (an embed or stream workload)
+
+
+@dataclass(frozen=True)
+class Load:
+    mode: Literal["closed", "open"]
+    concurrency: tuple[int, ...] | None     # closed only, ascending
+    rate: tuple[float, ...] | None          # open only, requests/s, ascending
+    arrival: Literal["poisson", "constant", "gamma"] | None   # open only
+    gamma_shape: float | None               # open + gamma only
+    max_in_flight: int | None               # open only
+    requests: int | None                    # exactly one of requests / duration_s is set
+    duration_s: float | None
+    timeout_s: float
+    stagger_ms: float | None = None         # closed only: user u starts u x stagger_ms late
+
+    def points(self) -> list[tuple[int | None, float | None]]:
+        """(concurrency, rate) of every load point, ascending."""
+        if self.mode == "closed":
+            return [(c, None) for c in self.concurrency]
+        return [(None, r) for r in self.rate]
+
+
+@dataclass(frozen=True)
+class Warmup:
+    requests: int
+
+
+@dataclass(frozen=True)
+class Connection:
+    policy: Literal["reuse", "new"] | tuple     # a tuple of both: a sweep (cold vs warm)
+    # "auto": one multiplexed connection, or one per user where the protocol cannot
+    # multiplex; "per_stream": one per user always; a tuple of these is a sweep.
+    connections: int | Literal["auto", "per_stream"] | tuple | None   # None with policy "new"
+    streams_per_connection: int | None
+
+    def sweep(self) -> list["Connection"]:
+        """One Connection per swept policy x connection count (itself if nothing is swept)."""
+        out = []
+        for policy in self.policy if isinstance(self.policy, tuple) else (self.policy,):
+            if policy == "new":
+                out.append(dataclasses.replace(self, policy="new", connections=None))
+                continue
+            counts = self.connections if isinstance(self.connections, tuple) else (self.connections,)
+            out += [dataclasses.replace(self, policy="reuse", connections=c) for c in counts]
+        return out
+
+    @property
+    def swept(self) -> bool:
+        return isinstance(self.connections, tuple) or isinstance(self.policy, tuple)
+
+    @property
+    def label(self) -> str:
+        return "new" if self.policy == "new" else str(self.connections)
+
+    def connections_for(self, protocol_id: str, users: int) -> int:
+        """Connections one worker opens for `users` concurrent requests of a protocol."""
+        if self.policy == "new":
+            return users            # each request in flight has its own
+        if self.streams_per_connection is not None:
+            return math.ceil(users / self.streams_per_connection)
+        if self.connections == "per_stream":
+            return users
+        if self.connections != "auto":
+            return self.connections
+        return 1 if _multiplexed(protocol_id) else users
+
+
+@dataclass(frozen=True)
+class Target:
+    base_url: str
+    model: str
+    api_key_env: str | None
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    op: Literal["<", "<=", ">", ">="]
+    value: float        # base unit: ms (latency, ttft, itl), fraction (error_rate), rps
+    text: str           # as written, for messages and to_dict()
+
+    def check(self, value: float) -> bool:
+        """True when `value` (in the metric's base unit) passes; NaN (no data) fails."""
+        return _OPS[self.op](value, self.value)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Dns:
+    """A real DNS step: a DNS server beside the app server, clients resolve through it."""
+    cache: tuple[bool, ...]          # the client's resolver cache, on/off (a sweep)
+    delay_ms: float                  # the server's delay before each answer
+    ttl_s: int
+
+
+@dataclass(frozen=True)
+class Outputs:
+    hgrm: bool
+    requests_csv: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str | None
+    workload: Workload
+    protocols: tuple[str, ...]
+    load: Load
+    warmup: Warmup
+    repeats: int
+    seed: int
+    workers: int
+    connection: Connection
+    tls: bool
+    thresholds: tuple[Threshold, ...]
+    max_error_rate: float
+    outputs: Outputs
+    target: Target | None
+    network: Network | None = None
+    tls_version: tuple[str, ...] = ("1.3",)     # one or more (a sweep)
+    dns: Dns | None = None
+    resumption: tuple[str, ...] = ("none",)     # none / session / 0rtt (a sweep)
+    # Every workload: `workload` is the first; a scenario may give one embed and one
+    # stream workload, and each protocol runs the one of its kind.
+    workloads: tuple[Workload, ...] = ()
+    # Named groups of cells (harness.scenario.groups): the first is ranked, later ones beside it.
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    source: str = field(default="<string>", compare=False)   # where it was read from
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario as plain data (parse_scenario(to_dict()) == self)."""
+        data = _plain(self)
+        del data["source"]
+        workloads = data.pop("workloads")
+        if len(workloads) > 1:
+            data["workload"] = workloads
+        data["groups"] = {name: list(cells) for name, cells in self.groups}
+        if not data["groups"]:
+            del data["groups"]
+        return data
+
+    def workload_for(self, protocol_id: str) -> Workload:
+        """The workload a protocol cell runs: the stream one for streaming protocols."""
+        streaming = PROTOCOLS[parse_cell(protocol_id).protocol].streaming
+        return next(w for w in self.workloads or (self.workload,)
+                    if (w.type == "stream") == streaming)
+
+    @property
+    def workload_types(self) -> tuple[str, ...]:
+        return tuple(w.type for w in self.workloads or (self.workload,))
+
+    def uses_tls(self, protocol_id: str) -> bool:
+        """Whether this protocol runs over TLS in this scenario."""
+        if self.target is not None:
+            return urlsplit(self.target.base_url).scheme == "https"
+        modes = _TLS_MODES[parse_cell(protocol_id).kind]
+        return self.tls if self.tls in modes else modes[0]
+
+
+@dataclass(frozen=True)
+class PlanPoint:
+    repeat: int
+    protocol: str
+    load_kind: Literal["closed", "open"]
+    concurrency: int | None
+    rate: float | None
+    connection: Connection | None = None     # the swept connection count's policy, if swept
+    link: LinkSpec | None = None             # the emulated link, when network: is set
+    tls_version: str | None = None           # when the scenario sweeps it
+    dns_cache: bool | None = None            # with dns: the resolver cache on or off
+    resumption: str | None = None            # "session" / "0rtt": new connections resume
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Threshold):
+        return value.text
+    if isinstance(value, Network):
+        return value.raw                     # as written: sweeps unexpanded
+    if isinstance(value, Stage):             # as written: the call's fields inline
+        work = _plain(value.work)
+        return {"name": value.name, "call": work.pop("type"), "calls": value.calls,
+                "parallel": value.parallel, **work}
+    if dataclasses.is_dataclass(value):
+        pairs = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+        return {k: _plain(v) for k, v in pairs if v is not None}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
