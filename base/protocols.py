@@ -18,13 +18,13 @@ PROTOCOLS: dict[str, ProtocolSpec] = {p.id: p for p in (
     ProtocolSpec("rest-h1", "h1", False, "HTTP/1.1 over TCP", "rest_h1"),
     ProtocolSpec("rest-h2", "h2", False, "HTTP/2 over TLS (ALPN h2)", "rest_h2"),
     ProtocolSpec("rest-h3", "h3", False, "HTTP/3 over QUIC", "rest_h3"),
-    ProtocolSpec("grpc", "grpc", False, "gRPC unary (HTTP/2)", "grpc_unary"),
-    ProtocolSpec("ws", "ws", False, "WebSocket messages", "ws"),
+    ProtocolSpec("grpc", "grpc", False, "gRPC unary (HTTP/2)", "grpc.unary"),
+    ProtocolSpec("ws", "ws", False, "WebSocket messages", "ws.unary"),
     ProtocolSpec("sse-h1", "h1", True, "SSE over HTTP/1.1", "sse_h1"),
     ProtocolSpec("sse-h2", "h2", True, "SSE over HTTP/2 (TLS)", "sse_h2"),
     ProtocolSpec("sse-h3", "h3", True, "SSE over HTTP/3", "sse_h3"),
-    ProtocolSpec("grpc-stream", "grpc", True, "gRPC server streaming", "grpc_stream"),
-    ProtocolSpec("ws-stream", "ws", True, "WebSocket message stream", "ws_stream"),
+    ProtocolSpec("grpc-stream", "grpc", True, "gRPC server streaming", "grpc.stream"),
+    ProtocolSpec("ws-stream", "ws", True, "WebSocket message stream", "ws.stream"),
 )}
 
 SERVER_KINDS = ("h1", "h2", "h3", "grpc", "ws", "granian-h1", "granian-h2",

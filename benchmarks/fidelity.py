@@ -411,7 +411,7 @@ def has_path(spec: str, protocol: str, target: dict, concurrency: int) -> bool:
     if path not in ("blocking", "sequential"):
         return True
     from clients.base import Target
-    from clients.sync_rest import blocking_client
+    from clients.blocking.rest import blocking_client
     client = (blocking_client(protocol, engine, Target(**target), reuse=True, timeout_s=1)
               if concurrency == 1 else None)
     if client is None:

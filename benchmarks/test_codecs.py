@@ -11,15 +11,15 @@ Embedding: one 1536-dim float32 vector, as
   clients.openai_codec.embedding_vectors (what rest-*/ws clients do);
 - OpenAI JSON base64: the same functions with encoding_format "base64";
 - protobuf: servers.grpc_server.embed_response (the EmbedResponseRaw twin) ->
-  clients.grpc_unary.decode_vectors.
+  clients.grpc.unary.decode_vectors.
 
 Streamed token: one chat token, as
 - an SSE event: StreamFormatter.token + the `data: ...\\n\\n` framing of
-  servers/asgi_app.py -> clients.sse.SSEDecoder + orjson.loads + ChunkReader.add (as
+  servers/http/asgi_app.py -> clients.sse.SSEDecoder + orjson.loads + ChunkReader.add (as
   clients.http_api.SseClient reads a stream);
 - a WebSocket message: the JSON frame servers/ws_server.py sends per token ->
   ws_common._frame_id (routing) + orjson.loads + the StreamToken ws_stream builds;
-- a gRPC message: servers.grpc_server.token_message -> clients.grpc_stream.decode_tokens
+- a gRPC message: servers.grpc_server.token_message -> clients.grpc.stream.decode_tokens
   (Token.FromString).
 """
 
@@ -30,11 +30,11 @@ import orjson
 import pytest
 
 from clients.base import StreamToken
-from clients.grpc_stream import decode_tokens
-from clients.grpc_unary import decode_vectors
+from clients.grpc.stream import decode_tokens
+from clients.grpc.unary import decode_vectors
 from clients.openai_codec import ChunkReader, embedding_vectors
 from clients.sse import SSEDecoder
-from clients.ws_common import _frame_id
+from clients.ws.common import _frame_id
 from servers.core import EmbedParams, GenerateParams, TokenEvent, embed_batch
 from servers.grpc_server import embed_response as grpc_embed_response
 from servers.grpc_server import token_message
@@ -112,7 +112,7 @@ _SSE_DECODER = SSEDecoder()           # one per stream, as SseClient._read_event
 
 
 def _sse_encode() -> bytes:
-    # servers/asgi_app.py App._stream: one event per token.
+    # servers/http/asgi_app.py App._stream: one event per token.
     chunk = _FORMATTER.token(EVENT.index, EVENT.text, EVENT.emit_ns)
     return b"data: " + dumps(chunk) + b"\n\n"
 
@@ -133,8 +133,8 @@ def _ws_encode() -> bytes:
 
 
 def _ws_decode(raw: bytes) -> StreamToken:
-    # clients/ws_common.py: the reader routes by id, Exchange.receive parses, and
-    # clients/ws_stream.py builds the token.
+    # clients/ws/common.py: the reader routes by id, Exchange.receive parses, and
+    # clients/ws/stream.py builds the token.
     if _frame_id(raw) != WS_ID:
         raise AssertionError("frame not routed to its request")
     msg = orjson.loads(raw)

@@ -2,7 +2,7 @@
 
     python benchmarks/tls_split.py [--n 300]
 
-clients/connect.py opens a connection in two timed steps (connect() on our own socket,
+clients/transport/connect.py opens a connection in two timed steps (connect() on our own socket,
 then `create_connection(sock=..., ssl=ctx)` for the handshake alone) so that curl's
 time_connect and time_appconnect can be reported apart. This compares, on loopback
 against the project's hypercorn TLS server, the median time to a usable TLS connection
@@ -23,8 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from clients.base import clock_ns  # noqa: E402
-from clients.connect import open_connection  # noqa: E402
-from clients.phases import ConnectStamps  # noqa: E402
+from clients.transport.connect import open_connection  # noqa: E402
+from clients.transport.phases import ConnectStamps  # noqa: E402
 from servers.launcher import start_server  # noqa: E402
 from servers.tls import ensure_tls_files  # noqa: E402
 from base.client_tls import client_context  # noqa: E402

@@ -10,7 +10,7 @@ import importlib
 
 from base.protocols import spec
 
-from .base import Client, Target
+from clients.base import Client, Target
 
 
 def client_class(protocol_id: str, engine: str = "python") -> type[Client]:
@@ -19,7 +19,7 @@ def client_class(protocol_id: str, engine: str = "python") -> type[Client]:
     engine "python": wirebench's own clients; "curl": libcurl through pycurl (HTTP only).
     """
     if engine == "curl":
-        from .curl_engine import ENGINES
+        from clients.curl.engine import ENGINES
         try:
             return ENGINES[protocol_id]
         except KeyError:

@@ -70,7 +70,7 @@ class ConnectionLost(ClientError):
     kind = "connection_lost"
 
 
-# Failures of the path (clients/connect.py classifies them): each its own kind, so a
+# Failures of the path (clients/transport/connect.py classifies them): each its own kind, so a
 # result counts wrong CAs apart from expired certificates, refusals and silent peers.
 # Subclasses of ConnectError: code that catches any failed setup still does.
 

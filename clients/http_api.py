@@ -1,6 +1,6 @@
 """REST (unary embeddings) and SSE (token streams) clients over any HTTP version.
 
-The HTTP version lives in a transport (clients.http1, clients.http2, clients.http3)
+The HTTP version lives in a transport (clients.transport.http1, clients.transport.http2, clients.transport.http3)
 that implements `HttpTransport`; the clients here own the OpenAI semantics, so the
 three REST and three SSE cells differ only in the transport they are given.
 
@@ -19,11 +19,11 @@ from typing import Any, AsyncIterator, ClassVar
 
 import orjson
 
-from .base import (Client, ProtocolViolation, StreamResult, Target, UnaryResult, auth_header,
+from clients.base import (Client, ProtocolViolation, StreamResult, Target, UnaryResult, auth_header,
                    clock_ns)
-from .openai_codec import ChunkReader, decode_embeddings, error_from_body, parse_server_timing
-from .phases import ConnectStamps, curl_style
-from .sse import SSEDecoder
+from clients.openai_codec import ChunkReader, decode_embeddings, error_from_body, parse_server_timing
+from clients.transport.phases import ConnectStamps, curl_style
+from clients.sse import SSEDecoder
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -51,7 +51,7 @@ class HttpResponse:
         self.local_port = local_port    # the client's port of the connection that carried it
         self._lines = lines             # "Name: value\r\n" lines, no status line
         self._block: dict[bytes, bytes] | None = None    # header()'s index of `headers`
-        # Lifecycle stamps a transport that takes them fills in (clients.phases): when
+        # Lifecycle stamps a transport that takes them fills in (clients.transport.phases): when
         # the request was written (0: unknown), how its new connection was opened.
         self.t_sent_ns = 0
         self.opened: ConnectStamps | None = None

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .base import ProtocolViolation, ServerError, StreamToken
+from clients.base import ProtocolViolation, ServerError, StreamToken
 
 try:        # pysimdjson: about a third of orjson + np.array's cost on a JSON float batch
     import simdjson

@@ -1,7 +1,7 @@
-"""`rest-h1`: Unary embeddings over HTTP/1.1 (see clients.http1 for the transport)."""
+"""`rest-h1`: Unary embeddings over HTTP/1.1 (see clients.transport.http1 for the transport)."""
 
-from .http_api import RestClient
-from .http1 import Http1Transport
+from clients.http_api import RestClient
+from clients.transport.http1 import Http1Transport
 
 
 class RestH1Client(RestClient):

@@ -1,7 +1,7 @@
-"""`rest-h2`: Unary embeddings over HTTP/2 (see clients.http2 for the transport)."""
+"""`rest-h2`: Unary embeddings over HTTP/2 (see clients.transport.http2 for the transport)."""
 
-from .http_api import RestClient
-from .http2 import Http2Transport
+from clients.http_api import RestClient
+from clients.transport.http2 import Http2Transport
 
 
 class RestH2Client(RestClient):

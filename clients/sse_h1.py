@@ -1,7 +1,7 @@
-"""`sse-h1`: Streamed chat tokens (SSE) over HTTP/1.1 (see clients.http1 for the transport)."""
+"""`sse-h1`: Streamed chat tokens (SSE) over HTTP/1.1 (see clients.transport.http1 for the transport)."""
 
-from .http_api import SseClient
-from .http1 import Http1Transport
+from clients.http_api import SseClient
+from clients.transport.http1 import Http1Transport
 
 
 class SseH1Client(SseClient):

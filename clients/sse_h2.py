@@ -1,7 +1,7 @@
-"""`sse-h2`: Streamed chat tokens (SSE) over HTTP/2 (see clients.http2 for the transport)."""
+"""`sse-h2`: Streamed chat tokens (SSE) over HTTP/2 (see clients.transport.http2 for the transport)."""
 
-from .http_api import SseClient
-from .http2 import Http2Transport
+from clients.http_api import SseClient
+from clients.transport.http2 import Http2Transport
 
 
 class SseH2Client(SseClient):

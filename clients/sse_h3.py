@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .http3 import Http3Transport
-from .http_api import SseClient
+from clients.transport.http3 import Http3Transport
+from clients.http_api import SseClient
 
 
 class SseH3Client(SseClient):

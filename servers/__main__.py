@@ -20,21 +20,21 @@ import sys
 
 from base.protocols import PROTOCOLS, SERVER_KINDS
 
-from .core import Limits
+from servers.core import Limits
 from base.lifetime import die_with_parent
-from .options import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, ServerOptions
-from .tls import ensure_tls_files
+from servers.options import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, ServerOptions
+from servers.tls import ensure_tls_files
 
 READY_PREFIX = "WIREBENCH-READY "
 
 # kind -> module holding `async def serve(opts, ready)`
-SERVER_MODULES = {"h1": "servers.http_server", "h2": "servers.http_server",
-                  "h3": "servers.http_server", "grpc": "servers.grpc_server",
+SERVER_MODULES = {"h1": "servers.http.http_server", "h2": "servers.http.http_server",
+                  "h3": "servers.http.http_server", "grpc": "servers.grpc_server",
                   "ws": "servers.ws_server",
-                  "granian-h1": "servers.granian_server",
-                  "granian-h2": "servers.granian_server",
-                  **{f"caddy-{v}": "servers.caddy_server" for v in ("h1", "h2", "h3")},
-                  **{f"fastapi-{v}": "servers.fastapi_server" for v in ("h1", "h2", "h3")}}
+                  "granian-h1": "servers.http.granian_server",
+                  "granian-h2": "servers.http.granian_server",
+                  **{f"caddy-{v}": "servers.http.caddy_server" for v in ("h1", "h2", "h3")},
+                  **{f"fastapi-{v}": "servers.http.fastapi_server" for v in ("h1", "h2", "h3")}}
 # Kinds that serve TLS (TCP or QUIC) and so need the certificate files.
 TLS_KINDS = ("h2", "h3", "granian-h2", "caddy-h2", "caddy-h3", "fastapi-h2", "fastapi-h3")
 # Kinds that can also serve cleartext HTTP/2 (h2c) with --h2c-port.
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [DNS_KIND]:
         import uvloop
-        from . import dns_server
+        from servers import dns_server
         cfg = dns_server.parse_args(argv[1:])
         uvloop.run(until_signal(DNS_KIND, dns_server.serve, cfg))
         return

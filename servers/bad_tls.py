@@ -21,7 +21,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from .tls import SERVER_NAMES, TlsFiles
+from servers.tls import SERVER_NAMES, TlsFiles
 
 CASES = ("good", "untrusted", "expired", "mismatch")
 OTHER_NAME = "other.invalid"

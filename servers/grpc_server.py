@@ -23,10 +23,10 @@ from google.protobuf.message import DecodeError
 from protos import inference_pb2 as pb
 
 from base.clock import now_ns
-from .core import (EmbedParams, GenerateParams, RequestError, TokenEvent, count_tokens,
+from servers.core import (EmbedParams, GenerateParams, RequestError, TokenEvent, count_tokens,
                    parse_embed_request, parse_generate_request)
-from .model import Model
-from .options import ServerOptions
+from servers.model import Model
+from servers.options import ServerOptions
 
 SERVICE = "wirebench.v1.Inference"
 STOP_GRACE_S = 1.0

@@ -25,7 +25,7 @@ from typing import Any
 
 from base.paths import PACKAGE_ROOT
 from base.errors import RunFailed
-from .__main__ import READY_PREFIX
+from servers.__main__ import READY_PREFIX
 from base.lifetime import child_env
 
 

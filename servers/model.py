@@ -12,7 +12,7 @@ from typing import AsyncIterator, Callable
 import numpy as np
 
 from base.clock import now_ns, sleep_until_ns
-from .core import EmbedParams, GenerateParams, ServerStats, StreamPlan, TokenEvent, embed_batch
+from servers.core import EmbedParams, GenerateParams, ServerStats, StreamPlan, TokenEvent, embed_batch
 
 
 class Model:

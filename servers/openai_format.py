@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .core import (EMBED_MODEL_ID, MODEL_ID, EmbedParams, GenerateParams, RequestError, Usage,
+from servers.core import (EMBED_MODEL_ID, MODEL_ID, EmbedParams, GenerateParams, RequestError, Usage,
                    count_tokens, vector_b64)
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .core import Limits
+from servers.core import Limits
 
 # HTTP/1.1: a request head must be complete this long after a connection opens or a
 # request begins (slowloris), and a keep-alive connection may idle this long.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_IDLE_TIMEOUT_S = 30.0
-from .tls import TlsFiles
+from servers.tls import TlsFiles
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from base.clock import now_ns
-from .core import Limits, RequestError, Usage, parse_embed_request, parse_generate_request
-from .model import Model
-from .openai_format import embedding_response
-from .options import ServerOptions
+from servers.core import Limits, RequestError, Usage, parse_embed_request, parse_generate_request
+from servers.model import Model
+from servers.openai_format import embedding_response
+from servers.options import ServerOptions
 
 log = logging.getLogger("wirebench.ws")
 

@@ -30,7 +30,7 @@ _SERVER_NAMES = {
 def _native_name(server: str, kind: str) -> str:
     """Caddy and FastAPI name their own stacks (front, hop and backend, with versions)."""
     from importlib import import_module
-    return import_module(f"servers.{server}_server").implementation_name(kind)
+    return import_module(f"servers.http.{server}_server").implementation_name(kind)
 
 _PYTHON_ENGINES = {
     "h1": lambda: f"wirebench h1 ({_v('httptools')})",
@@ -42,7 +42,7 @@ _PYTHON_ENGINES = {
 
 
 def _curl() -> str:
-    from clients.curl_engine import engine_version
+    from clients.curl.engine import engine_version
     return engine_version()
 
 

@@ -8,7 +8,7 @@ and requests that start more than 1 ms late are counted.
 
 Client path: a closed loop where this worker has exactly one user on one keep-alive
 connection, asking for unary requests, runs through a blocking client
-(clients.sync_rest: one socket for the python engine's rest-h1, libcurl's easy
+(clients.blocking.rest: one socket for the python engine's rest-h1, libcurl's easy
 interface for the curl engine's rest-h1 / rest-h2) in one thread, with no event loop
 per request: at concurrency 1 all client CPU is in series with the server's. Same
 request, same stamps, same UnaryResult and Recorder, so every metric keeps its
@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 from clients import open_client
 from clients.base import Client, ClientError, Target, clock_ns
-from clients.resolver import Resolver
-from clients.wire import METER
+from clients.transport.resolver import Resolver
+from clients.transport.wire import METER
 from base.clock import sleep_until_ns
 
 from harness.run.blocking_loop import BlockingLoop
@@ -196,7 +196,7 @@ class LoadRunner:
         if (job.mode == "closed" and job.concurrency == 1 and max(1, job.connections) == 1
                 and not self.workload.streaming and not job.trace
                 and getattr(self.workload, "pipeline", None) is None):
-            from clients.sync_rest import blocking_client
+            from clients.blocking.rest import blocking_client
             client = blocking_client(job.protocol, job.engine, target, reuse=job.reuse,
                                      timeout_s=job.timeout_s)
         if client is None and job.client_path in ("blocking", "sequential"):

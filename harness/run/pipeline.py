@@ -8,7 +8,7 @@ family's streaming client on the same server (rest-h2 -> sse-h2, grpc -> grpc-st
 
 Where the time went is read off the critical path: in every stage, the lane that ended
 last covers the stage from its start to its end, call after call. Each of those calls is
-split by its own lifecycle stamps (clients/phases.py, curl -w style) into
+split by its own lifecycle stamps (clients/transport/phases.py, curl -w style) into
 
   dns            name lookup
   tcp_handshake  TCP connect

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from clients.wire import SOURCE as SOCKET_SOURCE
+from clients.transport.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ServerGroup, ServerProcess
 from base.paths import PACKAGE_ROOT
 from base.lifetime import child_env

@@ -1,4 +1,4 @@
-"""The python engine's blocking HTTP/2 transport (clients/http2_sync.py) against small
+"""The python engine's blocking HTTP/2 transport (clients/blocking/http2.py) against small
 in-test HTTP/2 servers built on the h2 library: the frames a real server may send
 that hypercorn does not (padding, interim responses, trailers, header blocks split
 into CONTINUATION frames, a reset stream, a closed idle connection), and a server
@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from clients.base import ConnectionLost, FallbackError, Target
-from clients.sync_rest import blocking_client
+from clients.blocking.rest import blocking_client
 
 BODY = orjson.dumps({"object": "list", "data": [
     {"object": "embedding", "index": 0, "embedding": [0.5, -0.25, 1.0]}]})

@@ -1,4 +1,4 @@
-"""The blocking client path (clients.sync_rest, http1_sync, curl_sync; harness.run.loadgen's
+"""The blocking client path (clients.blocking.rest, http1_sync, curl_sync; harness.run.loadgen's
 closed loop of one user) against the real servers and small in-test servers.
 
 It must measure what the asyncio path measures: the same vectors, the same ordered
@@ -19,8 +19,8 @@ import pytest
 from clients import open_client
 from clients.base import (ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
                           ServerError, Target)
-from clients.sync_rest import blocking_client
-from clients.wire import METER
+from clients.blocking.rest import blocking_client
+from clients.transport.wire import METER
 from harness.run.loadgen import LoadJob, LoadRunner
 from harness.measure.recorder import Recorder
 from servers import core

@@ -1,4 +1,4 @@
-"""The libcurl engine (clients.curl, clients.curl_engine) against the real servers.
+"""The libcurl engine (clients.curl.transport, clients.curl.engine) against the real servers.
 
 uvicorn for HTTP/1.1, hypercorn for HTTP/2 (TLS and h2c) and HTTP/3 (QUIC); tiny asyncio
 servers in-test for the cases no real server should produce (ALPN http/1.1 only, a body
@@ -18,9 +18,9 @@ import pytest
 
 from clients.base import (ConnectError, ConnectionLost, FallbackError, ServerError, Target,
                           clock_ns)
-from clients.curl import Curl1Transport, Curl2Transport, Curl3Transport, CurlTransport
-from clients.curl_engine import ENGINES, engine_version
-from clients.wire import METER
+from clients.curl.transport import Curl1Transport, Curl2Transport, Curl3Transport, CurlTransport
+from clients.curl.engine import ENGINES, engine_version
+from clients.transport.wire import METER
 from servers import core
 
 EMBED = {"input": ["the quick brown fox", "jumps over"], "dimensions": 256,

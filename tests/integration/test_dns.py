@@ -1,4 +1,4 @@
-"""The DNS step: the `dns` server kind and clients.resolver over real UDP on loopback."""
+"""The DNS step: the `dns` server kind and clients.transport.resolver over real UDP on loopback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import uvloop
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
-from clients.resolver import DnsError, Resolver
+from clients.transport.resolver import DnsError, Resolver
 from servers.dns_server import fetch_stats
 from base.paths import PACKAGE_ROOT as ROOT
 from servers.launcher import start_server

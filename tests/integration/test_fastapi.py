@@ -102,8 +102,8 @@ def test_sdk_bad_value_is_a_bad_request(sdk):
 # The bare app's bad-input table, plus an unknown model, against the FastAPI servers: the
 # same statuses, OpenAI-shaped bodies, and the client keeps its connection.
 from .test_http_api import BAD, raw  # noqa: E402
-from clients.http1 import Http1Transport  # noqa: E402
-from clients.http2 import Http2Transport  # noqa: E402
+from clients.transport.http1 import Http1Transport  # noqa: E402
+from clients.transport.http2 import Http2Transport  # noqa: E402
 
 FASTAPI_BAD = BAD + [
     (b'{"input": "a", "model": "gpt-x"}', b"/v1/embeddings", b"POST", 404, ["gpt-x"]),

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from clients.base import ConnectionLost, ProtocolViolation, Target
-from clients.curl import Curl1Transport
-from clients.http1 import Http1Transport
+from clients.curl.transport import Curl1Transport
+from clients.transport.http1 import Http1Transport
 
 TRANSPORTS = {"python": Http1Transport, "curl": Curl1Transport}
 OK = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"

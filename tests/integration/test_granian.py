@@ -9,10 +9,11 @@ import pytest
 
 from clients import open_client
 from clients.base import FallbackError, Target
-from clients.http1 import Http1Transport
-from clients.http2 import Http2Transport
+from clients.transport.http1 import Http1Transport
+from clients.transport.http2 import Http2Transport
 from harness.measure.cpu import process_cpu_s
-from servers import core, granian_server
+from servers import core
+from servers.http import granian_server
 from servers.launcher import ServerStartError, start_server
 from tests.processes import gone
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from clients.base import ConnectError, ServerError, Target
-from clients.grpc_common import EMBED, GENERATE, generate_request, open_channel, server_stats
-from clients.grpc_stream import GrpcStreamClient
-from clients.grpc_unary import GrpcUnaryClient
+from clients.grpc.common import EMBED, GENERATE, generate_request, open_channel, server_stats
+from clients.grpc.stream import GrpcStreamClient
+from clients.grpc.unary import GrpcUnaryClient
 from base.protocols import PROTOCOLS
 from protos import inference_pb2 as pb
 from servers import core

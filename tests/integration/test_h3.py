@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from clients.base import ConnectError, ConnectionLost, ServerError, Target
-from clients.http3 import Http3Transport
+from clients.transport.http3 import Http3Transport
 from clients.rest_h3 import RestH3Client
 from clients.sse_h3 import SseH3Client
 from servers.core import embed_batch, parse_embed_request, parse_generate_request, tokens_for

@@ -10,8 +10,8 @@ import pytest
 
 from clients import open_client
 from clients.base import FallbackError, ServerError, Target
-from clients.http1 import Http1Transport
-from clients.http2 import Http2Transport
+from clients.transport.http1 import Http1Transport
+from clients.transport.http2 import Http2Transport
 from servers import core
 
 from ..conftest import target_for

@@ -13,8 +13,8 @@ import uvloop
 
 from clients import open_client
 from clients.base import Target
-from clients.http2 import Http2Transport
-from clients.http3 import Http3Transport
+from clients.transport.http2 import Http2Transport
+from clients.transport.http3 import Http3Transport
 from servers.launcher import start_server
 
 EMBED = {"model": "wirebench-embed-1", "input": ["alpha"], "dimensions": 16}

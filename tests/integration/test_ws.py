@@ -13,9 +13,9 @@ from websockets.exceptions import ConnectionClosedError
 
 from clients.base import ConnectionLost, FallbackError, ServerError, Target
 from clients.openai_codec import embedding_vectors
-from clients.ws import WsClient
-from clients.ws_common import WsConnection
-from clients.ws_stream import WsStreamClient
+from clients.ws.unary import WsClient
+from clients.ws.common import WsConnection
+from clients.ws.stream import WsStreamClient
 from servers import core
 from servers.launcher import start_server
 from servers.openai_format import embedding_response

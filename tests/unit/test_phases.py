@@ -3,7 +3,7 @@
 import pytest
 
 from clients.base import UnaryResult
-from clients.phases import ConnectStamps, curl_style
+from clients.transport.phases import ConnectStamps, curl_style
 from harness.measure.recorder import Recorder
 from harness.measure.roundtrips import accounting, dns_accounting, measured_round_trips, textbook
 

@@ -1,6 +1,6 @@
 """Loopback TCP counts modelled at a 1,500-byte MTU, so TCP and QUIC figures compare."""
 
-from clients.wire import MSS, TCP_HEADERS, modelled_segments
+from clients.transport.wire import MSS, TCP_HEADERS, modelled_segments
 
 
 def test_one_big_loopback_segment_becomes_one_per_mss():

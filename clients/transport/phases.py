@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Target, clock_ns
-from .resolver import Resolver
+from clients.base import Target, clock_ns
+from clients.transport.resolver import Resolver
 
 
 @dataclass

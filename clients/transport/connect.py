@@ -21,9 +21,9 @@ import socket
 import ssl
 from typing import Callable, TypeVar
 
-from .base import (ConnectError, PhaseTimeout, Refused, TlsError, TlsExpired,
+from clients.base import (ConnectError, PhaseTimeout, Refused, TlsError, TlsExpired,
                    TlsNameMismatch, TlsUntrusted, clock_ns)
-from .phases import ConnectStamps
+from clients.transport.phases import ConnectStamps
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 

@@ -4,7 +4,7 @@ A native server stack for every HTTP version, so that a comparison of HTTP/1.1, 
 and HTTP/3 measures the protocols rather than hypercorn + aioquic in Python (ANCHORS.md:
 aioquic's HTTP/3 costs about 100x gRPC per request). Caddy terminates TLS/QUIC and
 proxies to the backend over one kept-alive HTTP/1.1 hop on a unix socket, the same hop
-for all three versions (servers/caddy_config.py), SSE flushed per event.
+for all three versions (servers/http/caddy_config.py), SSE flushed per event.
 
 Processes:
 
@@ -14,7 +14,7 @@ Processes:
 Both PIDs are listed in the ready info as "pids": the server's CPU is their sum, and
 the harness can tell which of the two saturated. The backend app comes from
 `app_factory` ("module:callable", called with (limits, api_key)): the bare ASGI app by
-default; servers.fastapi_server puts FastAPI behind the same front.
+default; servers.http.fastapi_server puts FastAPI behind the same front.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .caddy_config import FrontSpec, build
-from .http_server import _bind_same_port, bind, serve_uvicorn
+from servers.http.caddy_config import FrontSpec, build
+from servers.http.http_server import _bind_same_port, bind, serve_uvicorn
 from base.lifetime import pdeathsig_prefix
-from .options import ServerOptions
+from servers.options import ServerOptions
 
 Ready = Callable[[dict], None]
-BARE_APP = "servers.asgi_app:App"
+BARE_APP = "servers.http.asgi_app:App"
 START_TIMEOUT_S = 20.0
 STOP_GRACE_S = 5.0
 _STARTED = "serving initial configuration"     # Caddy's log line once it listens

@@ -1,9 +1,9 @@
 """FastAPI serving the same backend: kinds fastapi-h1, fastapi-h2, fastapi-h3.
 
-- fastapi-h1: uvicorn + httptools, as servers.http_server serves the bare app.
+- fastapi-h1: uvicorn + httptools, as servers.http.http_server serves the bare app.
 - fastapi-h2: hypercorn over TLS (ALPN h2), optional h2c on --h2c-port: the same server
   as the bare app's rest-h2, so the two rows differ by the framework alone.
-- fastapi-h3: Caddy's HTTP/3 in front of uvicorn + FastAPI (servers.caddy_server), as
+- fastapi-h3: Caddy's HTTP/3 in front of uvicorn + FastAPI (servers.http.caddy_server), as
   rest-h3@caddy is in front of the bare app.
 """
 
@@ -13,11 +13,11 @@ import dataclasses
 from importlib.metadata import version
 from typing import Callable
 
-from . import caddy_server, http_server
-from .fastapi_app import make_app
-from .options import ServerOptions
+from servers.http import caddy_server, http_server
+from servers.http.fastapi_app import make_app
+from servers.options import ServerOptions
 
-FACTORY = "servers.fastapi_app:make_app"
+FACTORY = "servers.http.fastapi_app:make_app"
 
 
 def implementation_name(kind: str) -> str:

@@ -1,378 +1,24 @@
-"""HTTP/1.1, HTTP/2 and HTTP/3 through libcurl (pycurl), driven by the running asyncio loop.
-
-A C engine next to the pure-Python transports (clients.http1, http2, http3), behind the
-same `HttpTransport` contract, so a cell can be measured with the protocol work done in
-C (ANCHORS.md: a plain CurlMulti loop reached 1.02x h2load and 0.88x wrk).
-
-Event-loop integration is libcurl's multi-socket API, with no threads and no polling:
-CURLMOPT_SOCKETFUNCTION maps onto loop.add_reader / add_writer / remove_*,
-CURLMOPT_TIMERFUNCTION onto loop.call_later (call_soon for "now"), and every readiness
-event or timer runs one `socket_action`; completed transfers are collected with
-`info_read` only when the running count says one finished. Works under uvloop and the
-stdlib selector loop. A request added while nothing else is in flight runs libcurl at
-once (lowest latency at concurrency 1); otherwise libcurl's "due now" timer sends every
-request added in one loop iteration in a single socket_action.
-
-libcurl stops watching a connection's socket whenever it goes idle, i.e. after every
-request; with reuse the loop's reader is kept ("lingering") so the next request on it
-costs no epoll_ctl pair. libcurl does not say when it closes a socket it is not
-watching (an aged or dead idle connection), and a loop registration must never outlive
-its fd (the next file with that number would inherit it; uvloop aborts the process).
-So lingering fds are dropped when they turn readable (peer closed or sent), checked
-with one select() after every socket_action that started or ended a transfer (the only
-times libcurl closes idle connections), and cleared when libcurl opens a new socket
-with the same number (CURLOPT_SOCKOPTFUNCTION).
-
-Per request: a pooled easy handle (creating one costs far more than resetting a few
-options), one exchange object, and the header lines the response carries. The unary
-path, `fetch()`, gives libcurl the handle's own `list.append` methods as header and
-write callbacks (C calls: no Python frame per header line or body piece) and wakes its
-caller once, when the transfer ended; `request()` streams through Python callbacks.
-
-Receive times: one clock_ns() per header-block start and per body piece, in the
-callback libcurl hands it over in (the completion reuses the last piece's stamp when it
-came in the same call). Not the time the loop reported the event: one socket_action
-can both send a request and read its response (on loopback, sendto() often returns only after the server, woken on
-the same core, has answered), and a stamp taken before the call would then precede the
-request itself (seen: 20 us "latencies" against 120 us of server time). The stamp is
-therefore a few microseconds after the bytes arrived (libcurl's recv, TLS decryption,
-framing), where the Python transports stamp right after the loop's recv. fetch() has no
-Python callback to stamp in: its first-byte and end times are one clock_ns() taken right
-after the socket_action in which its first header line (its end) arrived, the same
-"after libcurl read it" point, later by the rest of that call (for a small response at
-concurrency 1, headers, body and end come in one call and share the stamp).
-
-Timings: `exchange.curl_phases` holds libcurl's own phase times in microseconds, each
-measured by libcurl from the start of the transfer (when the handle was added, curl's
-clock): namelookup, connect, appconnect (TLS / QUIC handshake done; 0 on cleartext),
-pretransfer (request about to be sent), starttransfer (first response byte read) and
-total (transfer done). On a reused connection the first three are 0 (or tiny). The
-harness's own t_start is taken before `request()` (so it includes building the request
-in Python, a few microseconds earlier than curl's zero), and t_first_byte is the loop's
-stamp of the first header line, taken in the callback, just after libcurl read it
-(curl's starttransfer is taken when it read the first byte, slightly earlier). So, per
-request, (t_first_byte - t_start) ~ starttransfer + a few microseconds of Python request
-set-up, and (t_received - t_start) ~ total likewise.
-
-Wire accounting: libcurl owns its sockets. CURLOPT_SOCKOPTFUNCTION shows each new TCP
-socket; it is tracked in clients.wire.METER through a small adapter that reads TCP_INFO
-by file descriptor (checking the fd still names the same socket) and keeps the last
-reading, which stands for the socket once libcurl has closed it. Readings: at every
-METER snapshot, when a reuse=False connection ends (POLL_REMOVE comes just before
-libcurl closes it), when an idle connection turns readable (peer closing), and at
-close(). What can escape: the final FIN/ACK of a connection, and the bytes since the
-last snapshot of an idle connection libcurl closed on its own (older than
-MAXAGE_CONN, 118 s idle). CURLOPT_CLOSESOCKETFUNCTION would be the
-natural hook but is unsafe with pycurl: libcurl calls it through the easy handle that
-opened the connection, and when that handle is not attached to the multi at that moment
-(an idle connection found dead, the multi closing), pycurl cannot take the GIL, warns
-"closesocket_callback failed to acquire thread" and never closes the fd.
-HTTP/3 runs over UDP inside ngtcp2: its datagrams are not counted at socket level here
-(namespace interface counters cover it).
-
-TLS: verified against `target.ca` with SNI `target.server_name`; the URL names
-server_name and CURLOPT_CONNECT_TO sends the socket to target.host. TLS session
-resumption is off, so each new connection does a full handshake, as the Python
-transports do. HTTP/2 over TLS offers ALPN h2 and http/1.1 (libcurl cannot offer h2
-alone): a server that picks http/1.1 is caught at the response headers (FallbackError),
-after it has served the request. h2c uses prior knowledge.
-
-On the wire, libcurl's HTTP/2 differs from the Python transport and from h2load: it
-opens each stream with a 64 KiB window and raises it with WINDOW_UPDATE frames, two per
-request, which costs a Python server (hypercorn) measurably more per request. A reused
-connection that the server closed while idle (libcurl was not watching it) fails the
-next request before any response byte; that request is retried once on a new
-connection, as libcurl does itself for HTTP/1.1 and as the Python transports avoid by
-seeing the close.
-"""
-
+"""CurlTransport: one libcurl multi handle on the running asyncio loop (how and why:
+the package docstring, clients/curl/__init__.py)."""
 from __future__ import annotations
 
 import asyncio
-import collections
-import ipaddress
 import os
 import select
-import socket
 from typing import ClassVar
 
 import pycurl
 
-from .base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
-                   Target, clock_ns)
-from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange
-from .wire import METER
-
-# CURLINFO_HTTP_VERSION values and the CURLOPT_HTTP_VERSION asked for each version.
-_INFO_VERSION = {"1.1": pycurl.CURL_HTTP_VERSION_1_1, "2": pycurl.CURL_HTTP_VERSION_2_0,
-                 "3": pycurl.CURL_HTTP_VERSION_3}
-_VERSION_NAMES = {pycurl.CURL_HTTP_VERSION_1_0: "1.0", pycurl.CURL_HTTP_VERSION_1_1: "1.1",
-                  pycurl.CURL_HTTP_VERSION_2_0: "2", pycurl.CURL_HTTP_VERSION_3: "3"}
-
-# libcurl error codes (some are missing from pycurl's constants).
-_CONNECT_ERRORS = frozenset({
-    5, 6, 7,            # could not resolve proxy / host, could not connect
-    28,                 # timed out (only the connect timeout is set)
-    35, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98,   # TLS set-up
-    96,                 # QUIC connect error
-})
-_PROTOCOL_ERRORS = frozenset({1, 8, 100})     # unsupported protocol, weird reply, too large
-# A reused connection the server had already closed (its close or GOAWAY arrived while
-# the connection sat idle, unwatched): HTTP/2 framing error, nothing received, send or
-# receive failure. Retried once on a new connection, as libcurl itself does for HTTP/1.1
-# and as the Python transports do by noticing the close while idle.
-_STALE_CONNECTION = frozenset({16, 52, 55, 56, 92, 95})
-_E_HTTP2 = 16                                  # HTTP/2 framing layer error
-# Headers libcurl would add that the Python transports do not send: no User-Agent
-# (pycurl sets one), no "Expect: 100-continue" on large bodies.
-_NO_HEADERS = [b"User-Agent:", b"Expect:"]
-
-_PHASES = (("namelookup", pycurl.NAMELOOKUP_TIME_T), ("connect", pycurl.CONNECT_TIME_T),
-           ("appconnect", pycurl.APPCONNECT_TIME_T), ("pretransfer", pycurl.PRETRANSFER_TIME_T),
-           ("starttransfer", pycurl.STARTTRANSFER_TIME_T), ("total", pycurl.TOTAL_TIME_T))
-
-_PHASE_NAMES = tuple(name for name, _ in _PHASES)
-# Exactly one TLS version, as the scenario's tls_version asks (QUIC is always 1.3).
-_TLS_VERSIONS = {"1.2": pycurl.SSLVERSION_TLSv1_2 | pycurl.SSLVERSION_MAX_TLSv1_2,
-                 "1.3": pycurl.SSLVERSION_TLSv1_3 | pycurl.SSLVERSION_MAX_TLSv1_3}
-_PHASE_INFOS = tuple(info for _, info in _PHASES)
-
-_POLL_REMOVE = pycurl.POLL_REMOVE
-_CSELECT_IN = pycurl.CSELECT_IN
-_CSELECT_OUT = pycurl.CSELECT_OUT
-_SOCKET_TIMEOUT = pycurl.SOCKET_TIMEOUT
-_INFO_HTTP_VERSION = pycurl.INFO_HTTP_VERSION
-_NUM_CONNECTS = pycurl.NUM_CONNECTS
-_LOCAL_PORT = pycurl.LOCAL_PORT
-_POSTFIELDS = pycurl.POSTFIELDS
-
-RECEIVE_BUFFER = 512 * 1024     # fewer, larger write callbacks for big bodies (HTTP/1.1)
-
-
-def _final_block(lines: list[bytes], ex: "_CurlExchange") -> tuple[int, int, int]:
-    """(status line index, blank line index, status) of the final header block among
-    the header lines libcurl handed over: 1xx blocks skipped, trailers after it ignored.
-    The blank line's index is -1 if there is no complete final block (ex.error says why
-    if a status line was bad)."""
-    start = 0
-    try:
-        end = lines.index(b"\r\n")            # the usual case: one block
-    except ValueError:
-        end = -1
-    while True:
-        if end < 0:                             # bare-LF line ends, or no blank line
-            end = next((i for i in range(start, len(lines))
-                        if lines[i] == b"\r\n" or lines[i] == b"\n"), -1)
-            if end < 0:
-                return start, -1, 0
-        try:
-            status = int(lines[start].split(None, 2)[1])
-        except (IndexError, ValueError):
-            ex.error = ProtocolViolation(f"bad status line {lines[start][:80]!r}")
-            return start, -1, 0
-        if status >= 200:
-            return start, end, status
-        start, end = end + 1, -1                # 1xx: the real block follows
-
-
-def track_socket(socks: dict[int, "_CurlSocket"], fd: int) -> None:
-    """Meter a socket libcurl just opened (its SOCKOPTFUNCTION), after taking the last
-    reading of the one that had this fd number before, if libcurl closed it."""
-    old = socks.pop(fd, None)
-    if old is not None:
-        old.release()
-        METER.closing(old)              # type: ignore[arg-type]   # its last reading
-    try:
-        sock = _CurlSocket(fd)
-    except OSError:
-        return
-    socks[fd] = sock
-    METER.track(sock)                   # type: ignore[arg-type]
-
-
-class _CurlSocket:
-    """A libcurl-owned TCP socket as clients.wire.METER sees it (fileno + getsockopt).
-
-    Holds a non-owning socket object (detached, never closed: libcurl closes the fd).
-    If the fd no longer names the socket it was made for (libcurl closed it, maybe
-    reused the number), getsockopt returns the last reading instead.
-    """
-
-    __slots__ = ("fd", "ino", "sock", "last")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.ino = os.fstat(fd).st_ino
-        self.sock: socket.socket | None = socket.socket(fileno=fd)
-        self.last: bytes | None = None
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def read(self) -> None:
-        """Take a reading now (only when the fd is known to be this socket)."""
-        if self.sock is not None:
-            try:
-                self.last = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-            except OSError:
-                pass
-
-    def alive(self) -> bool:
-        try:
-            return self.sock is not None and os.fstat(self.fd).st_ino == self.ino
-        except OSError:
-            return False
-
-    def getsockopt(self, level: int, option: int, size: int) -> bytes:
-        if (level, option) != (socket.IPPROTO_TCP, socket.TCP_INFO):
-            raise OSError("only TCP_INFO is available on a libcurl socket")
-        if self.alive():
-            self.read()
-        if self.last is None:
-            raise OSError("socket closed before any reading")
-        return self.last
-
-    def release(self) -> None:
-        """Forget the fd (never close it: it is libcurl's, or already someone else's)."""
-        if self.sock is not None:
-            self.sock.detach()
-            self.sock = None
-
-    def __del__(self) -> None:
-        self.release()
-
-
-class _Easy:
-    """A pooled easy handle; its callbacks forward to the exchange it is serving.
-
-    A plain object around the pycurl.Curl rather than a subclass of it: attribute
-    access on pycurl objects goes through pycurl's own getattro (a string-compared
-    method table first), which showed up in profiles at a dozen lookups per request.
-    """
-
-    __slots__ = ("curl", "setopt", "getinfo", "owner", "ex", "path", "method", "hdrs",
-                 "seq", "t", "whole", "lines", "parts")
-
-    def __init__(self, owner: "CurlTransport") -> None:
-        self.curl = curl = pycurl.Curl()
-        self.setopt = curl.setopt
-        self.getinfo = curl.getinfo
-        self.owner = owner
-        self.ex: _CurlExchange | None = None
-        self.path: bytes | None = None
-        self.method: bytes | None = None
-        self.hdrs: Headers | None = None
-        self.seq = -1           # the socket_action whose receive time `t` is
-        self.t = 0
-        # fetch() transfers hand libcurl these lists' own append methods as header and
-        # write callbacks: C calls, no Python frame per header line or body piece.
-        self.whole: bool | None = None          # which callbacks are set
-        self.lines: list[bytes] = []
-        self.parts: list[bytes] = []
-
-    def set_mode(self, whole: bool) -> None:
-        if whole:
-            self.setopt(pycurl.HEADERFUNCTION, self.lines.append)
-            self.setopt(pycurl.WRITEFUNCTION, self.parts.append)
-        else:
-            self.setopt(pycurl.HEADERFUNCTION, self.on_header)
-            self.setopt(pycurl.WRITEFUNCTION, self.on_body)
-        self.whole = whole
-
-    def on_header(self, line: bytes) -> int | None:
-        ex = self.ex
-        if ex is None or ex.header_end:                 # abandoned, or trailers
-            return None
-        lines = ex.lines
-        if not lines:                                   # a status line
-            if not ex.t_first:
-                self.seq, self.t = self.owner.seq, clock_ns()
-                ex.t_first = self.t
-            lines.append(line)
-        elif line == b"\r\n" or line == b"\n":         # end of a header block
-            try:
-                status = int(lines[0].split(None, 2)[1])
-            except (IndexError, ValueError):
-                ex.error = ProtocolViolation(f"bad status line {lines[0][:80]!r}")
-                return 0                                # refuse: libcurl aborts
-            if status < 200:                            # 1xx: the real one follows
-                lines.clear()
-                return None
-            ex.status = status
-            ex.header_end = True
-            self.owner.headed.append(self)              # published after socket_action
-        else:
-            lines.append(line)
-        return None
-
-    def on_body(self, data: bytes) -> None:
-        ex = self.ex
-        if ex is None:
-            return 0        # type: ignore[return-value]  # abandoned: abort the transfer
-        # Stamped per piece: one socket_action may read again after the server wrote
-        # more (libcurl's HTTP/2 reader loops), so a stamp reused from the action's first
-        # piece could precede the server's own emit time of a later token.
-        self.seq, self.t = self.owner.seq, clock_ns()
-        ex.chunks.append((data, self.t))
-        waiter = ex.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        return None
-
-
-class _CurlExchange(QueuedExchange):
-    """One transfer. request(): `ready` resolves when the response headers arrived and
-    the body streams through `chunks`; fetch() (`whole`): `ready` resolves once, when
-    the transfer ended, with the body in `raw`."""
-
-    # Defaults as class attributes: a request's exchange sets only what it changes.
-    waiter: asyncio.Future | None = None
-    status = 0
-    t_first = 0
-    t_end = 0                                   # when the end of the transfer arrived
-    header_end = False
-    retried = False
-    response: HttpResponse | None = None        # type: ignore[assignment]
-    complete = False
-    error: ClientError | None = None
-    curl_phases: dict[str, int] | None = None
-    raw = b""
-
-    def __init__(self, transport: "CurlTransport", easy: _Easy,
-                 loop: asyncio.AbstractEventLoop, whole: bool) -> None:
-        self.transport = transport
-        self.easy: _Easy | None = easy          # None once the transfer left the multi
-        self.loop = loop
-        self.ready: asyncio.Future = loop.create_future()
-        self.whole = whole
-        if whole:
-            self.lines = easy.lines             # filled by libcurl through list.append
-        else:
-            self.chunks: collections.deque[tuple[bytes, int]] = collections.deque()
-            self.lines: list[bytes] = []         # raw header lines, status line first
-
-    def fail(self, exc: ClientError) -> None:
-        if self.error is None:
-            self.error = exc
-        if not self.ready.done():
-            self.ready.set_exception(self.error)
-        if not self.whole:
-            self._wake()
-
-    def finish(self, t: int) -> None:
-        self.t_end = t
-        if self.whole:
-            self.complete = True
-            if not self.ready.done():
-                self.ready.set_result(None)
-        else:
-            super().finish(t)
-
-    async def aclose(self) -> None:
-        easy = self.easy
-        if easy is not None:                    # still transferring: abandon it
-            self.easy = None
-            self.transport.abandon(easy)
+from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
+                          ProtocolViolation, Target, clock_ns)
+from clients.curl.easy import (CONNECT_ERRORS, CSELECT_IN, CSELECT_OUT, E_HTTP2, INFO_HTTP_VERSION,
+                               INFO_VERSION, LOCAL_PORT, NO_HEADERS, NUM_CONNECTS, PHASE_INFOS,
+                               PHASE_NAMES, POLL_REMOVE, POSTFIELDS, PROTOCOL_ERRORS,
+                               RECEIVE_BUFFER, SOCKET_TIMEOUT, STALE_CONNECTION, TLS_VERSIONS,
+                               VERSION_NAMES, CurlExchange, CurlSocket, Easy, final_block,
+                               track_socket, url_host)
+from clients.http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from clients.transport.wire import METER
 
 
 class CurlTransport(HttpTransport):
@@ -395,8 +41,8 @@ class CurlTransport(HttpTransport):
         super().__init__(target, reuse=reuse, max_connections=max_connections)
         if version is not None:
             self.version = version
-        if self.version not in _INFO_VERSION:
-            raise ValueError(f"HTTP version must be one of {sorted(_INFO_VERSION)}, "
+        if self.version not in INFO_VERSION:
+            raise ValueError(f"HTTP version must be one of {sorted(INFO_VERSION)}, "
                              f"not {self.version!r}")
         tls = target.tls if target.tls is not None else self.version != "1.1"
         if self.version == "3" and not tls:
@@ -409,19 +55,19 @@ class CurlTransport(HttpTransport):
                                   else pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
         else:
             self._http_version = pycurl.CURL_HTTP_VERSION_3ONLY
-        self._want = _INFO_VERSION[self.version]
+        self._want = INFO_VERSION[self.version]
         self._multiplex = self.version != "1.1"
-        name, host = _url_host(target.server_name), _url_host(target.host)
+        name, host = url_host(target.server_name), url_host(target.host)
         self._prefix = f"{'https' if tls else 'http'}://{name}:{target.port}".encode()
         self._connect_to = ([f"{name}:{target.port}:{host}:{target.port}"]
                             if target.server_name != target.host else None)
         self._track_sockets = self.version != "3"     # QUIC's UDP: namespace counters only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._multi: pycurl.CurlMulti | None = None
-        self._pool: list[_Easy] = []
-        self._handles: list[_Easy] = []
-        self._easy_of: dict[pycurl.Curl, _Easy] = {}
-        self._active: set[_Easy] = set()         # attached to the multi
+        self._pool: list[Easy] = []
+        self._handles: list[Easy] = []
+        self._easy_of: dict[pycurl.Curl, Easy] = {}
+        self._active: set[Easy] = set()         # attached to the multi
         self._watch: dict[int, int] = {}         # fd -> mask registered with the loop
         # reuse=True: fds libcurl stopped watching (an idle connection, its eventfd) whose
         # loop reader is kept, so the next request on them costs no epoll_ctl pair.
@@ -429,13 +75,13 @@ class CurlTransport(HttpTransport):
         self._linger_ok = reuse and self.linger_idle
         self._ino: dict[int, int] = {}           # fd -> inode when first registered
         self._adding = False
-        self._socks: dict[int, _CurlSocket] = {}
+        self._socks: dict[int, CurlSocket] = {}
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._timer_now = False
         self._added = 0
-        self.headed: list[_Easy] = []            # header blocks completed in this action
+        self.headed: list[Easy] = []            # header blocks completed in this action
         self.seq = 0                              # socket_action calls so far
-        self._unstamped: list[_Easy] = []         # fetch() transfers with no header yet
+        self._unstamped: list[Easy] = []         # fetch() transfers with no header yet
         self.t_seq, self.t_action = -1, 0         # a time taken after socket_action `seq`
 
     # ------------------------------------------------------------------ setup
@@ -458,8 +104,8 @@ class CurlTransport(HttpTransport):
             m.setopt(pycurl.M_MAXCONNECTS, self.max_connections or 1024)
         self._multi = m
 
-    def _new_easy(self) -> _Easy:
-        e = _Easy(self)
+    def _new_easy(self) -> Easy:
+        e = Easy(self)
         e.setopt(pycurl.NOSIGNAL, 1)
         e.setopt(pycurl.HTTP_VERSION, self._http_version)
         e.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
@@ -470,7 +116,7 @@ class CurlTransport(HttpTransport):
                 e.setopt(pycurl.CAINFO, str(self.target.ca))
             e.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
             if self.target.tls_version is not None and self._http_version != pycurl.CURL_HTTP_VERSION_3ONLY:
-                e.setopt(pycurl.SSLVERSION, _TLS_VERSIONS[self.target.tls_version])
+                e.setopt(pycurl.SSLVERSION, TLS_VERSIONS[self.target.tls_version])
         if self._multiplex and self.reuse:
             e.setopt(pycurl.PIPEWAIT, 1)        # wait for the one connection, never open a 2nd
         if not self.reuse:
@@ -504,7 +150,7 @@ class CurlTransport(HttpTransport):
         return ex.response, ex.raw, ex.t_end, ex.curl_phases
 
     def _start(self, method: bytes, path: bytes, headers: Headers, body: bytes,
-               whole: bool) -> _CurlExchange:
+               whole: bool) -> CurlExchange:
         if self._multi is None:
             self._open()
         easy = self._pool.pop() if self._pool else self._new_easy()
@@ -512,7 +158,7 @@ class CurlTransport(HttpTransport):
             easy.set_mode(whole)
         if whole:                       # easy.lines and .parts are empty (_complete, abandon)
             self._unstamped.append(easy)
-        ex = _CurlExchange(self, easy, self._loop, whole)     # type: ignore[arg-type]
+        ex = CurlExchange(self, easy, self._loop, whole)     # type: ignore[arg-type]
         easy.ex = ex
         if path != easy.path:
             easy.setopt(pycurl.URL, self._prefix + path)
@@ -520,14 +166,14 @@ class CurlTransport(HttpTransport):
         if method == b"POST":
             if easy.method != b"POST":
                 self._set_method(easy, method)
-            easy.setopt(_POSTFIELDS, body)
+            easy.setopt(POSTFIELDS, body)
         elif method == b"GET" and not body:
             if easy.method != b"GET":
                 self._set_method(easy, method)
         else:
             self._set_method(easy, method, body)
         if headers is not easy.hdrs:
-            easy.setopt(pycurl.HTTPHEADER, [k + b": " + v for k, v in headers] + _NO_HEADERS)
+            easy.setopt(pycurl.HTTPHEADER, [k + b": " + v for k, v in headers] + NO_HEADERS)
             easy.hdrs = headers
         # Alone in flight: run libcurl right away (lowest latency). Otherwise leave it to
         # libcurl's "due now" timer (call_soon), so that every request added in this
@@ -549,7 +195,7 @@ class CurlTransport(HttpTransport):
         return ex
 
     @staticmethod
-    def _set_method(easy: _Easy, method: bytes, body: bytes = b"") -> None:
+    def _set_method(easy: Easy, method: bytes, body: bytes = b"") -> None:
         """GET and POST are remembered per handle; anything else is set afresh each time."""
         if easy.method is None:                 # undo a previous custom method
             easy.setopt(pycurl.NOBODY, 0)
@@ -566,7 +212,7 @@ class CurlTransport(HttpTransport):
             easy.setopt(pycurl.CUSTOMREQUEST, method.decode())
         easy.method = method if method in (b"GET", b"POST") else None
 
-    def _publish(self, easy: _Easy) -> bool:
+    def _publish(self, easy: Easy) -> bool:
         """The final header block arrived: check the protocol, hand the response over.
 
         Runs after socket_action returned (pycurl refuses getinfo inside callbacks).
@@ -580,25 +226,25 @@ class CurlTransport(HttpTransport):
             self.abandon(easy)
             return False
         connect_ns = None
-        new = easy.getinfo(_NUM_CONNECTS) > 0
+        new = easy.getinfo(NUM_CONNECTS) > 0
         if new:
             connect_ns = 1000 * easy.getinfo(pycurl.APPCONNECT_TIME_T if self.tls
                                              else pycurl.CONNECT_TIME_T)
         ex.response = HttpResponse(ex.status, None, ex.t_first, new, connect_ns,
-                                   easy.getinfo(_LOCAL_PORT), ex.lines[1:])
+                                   easy.getinfo(LOCAL_PORT), ex.lines[1:])
         ex.ready.set_result(None)
         return True
 
-    def _check_version(self, easy: _Easy, ex: _CurlExchange) -> bool:
-        got = easy.getinfo(_INFO_HTTP_VERSION)
+    def _check_version(self, easy: Easy, ex: CurlExchange) -> bool:
+        got = easy.getinfo(INFO_HTTP_VERSION)
         if got == self._want:
             return True
         ex.fail(FallbackError(
             f"asked for HTTP/{self.version}, server answered HTTP/"
-            f"{_VERSION_NAMES.get(got, got)} ({self._prefix.decode()})"))
+            f"{VERSION_NAMES.get(got, got)} ({self._prefix.decode()})"))
         return False
 
-    def abandon(self, easy: _Easy) -> None:
+    def abandon(self, easy: Easy) -> None:
         """The caller left before the transfer completed: stop it, keep the handle."""
         easy.ex = None
         if easy.whole:
@@ -625,7 +271,7 @@ class CurlTransport(HttpTransport):
         if self._timer is not None and self._timer_now:
             self._timer.cancel()
             self._timer = None
-        self._action(_SOCKET_TIMEOUT, 0)
+        self._action(SOCKET_TIMEOUT, 0)
 
     def _action(self, fd: int, event: int) -> None:
         multi = self._multi
@@ -661,7 +307,7 @@ class CurlTransport(HttpTransport):
             self._drain()
         # libcurl closes idle connections only when a transfer starts (timer actions)
         # or ends (pool limits, errors): only then can a lingering fd have gone away.
-        if self._linger and (done or fd == _SOCKET_TIMEOUT):
+        if self._linger and (done or fd == SOCKET_TIMEOUT):
             self._check_linger()
 
     def _drain(self) -> None:
@@ -673,7 +319,7 @@ class CurlTransport(HttpTransport):
         for curl, code, message in failed:
             self._done(easy_of[curl], code, message)
 
-    def _done(self, easy: _Easy, code: int | None, message: str) -> None:
+    def _done(self, easy: Easy, code: int | None, message: str) -> None:
         # The end's receive time: that of the data it came with, or now if it came alone.
         if easy.whole:
             if self.t_seq != self.seq:
@@ -685,8 +331,8 @@ class CurlTransport(HttpTransport):
         self._active.discard(easy)
         self._added -= 1
         ex = easy.ex
-        if (code in _STALE_CONNECTION and ex is not None and not ex.retried and not ex.t_first
-                and easy.getinfo(_NUM_CONNECTS) == 0):
+        if (code in STALE_CONNECTION and ex is not None and not ex.retried and not ex.t_first
+                and easy.getinfo(NUM_CONNECTS) == 0):
             ex.retried = True                    # stale reused connection: once more
             try:
                 self._multi.add_handle(easy.curl)  # type: ignore[union-attr]
@@ -699,7 +345,7 @@ class CurlTransport(HttpTransport):
         easy.ex = None
         if ex is not None:
             ex.easy = None
-            ex.curl_phases = dict(zip(_PHASE_NAMES, map(easy.getinfo, _PHASE_INFOS)))
+            ex.curl_phases = dict(zip(PHASE_NAMES, map(easy.getinfo, PHASE_INFOS)))
             if ex.whole:
                 self._complete(easy, ex, code)
             if code is None and ex.response is not None:
@@ -714,14 +360,14 @@ class CurlTransport(HttpTransport):
             easy.parts.clear()
         self._pool.append(easy)
 
-    def _complete(self, easy: _Easy, ex: _CurlExchange, code: int | None) -> None:
+    def _complete(self, easy: Easy, ex: CurlExchange, code: int | None) -> None:
         """A fetch() transfer ended: its header lines and body, as libcurl appended them."""
         if ex.t_first == 0 and easy in self._unstamped:
             self._unstamped.remove(easy)         # ended before any header line
         lines, parts = easy.lines, easy.parts
-        start, end, status = _final_block(lines, ex)
+        start, end, status = final_block(lines, ex)
         if end >= 0 and self._check_version(easy, ex):
-            new = easy.getinfo(_NUM_CONNECTS) > 0
+            new = easy.getinfo(NUM_CONNECTS) > 0
             connect_ns = None
             if new:
                 connect_ns = 1000 * easy.getinfo(pycurl.APPCONNECT_TIME_T if self.tls
@@ -733,20 +379,20 @@ class CurlTransport(HttpTransport):
         lines.clear()
         parts.clear()
 
-    def _error(self, code: int, message: str, ex: _CurlExchange) -> ClientError:
+    def _error(self, code: int, message: str, ex: CurlExchange) -> ClientError:
         where = f"{self._prefix.decode()} via {self.target.host}:{self.target.port}"
         text = f"HTTP/{self.version} {where}: curl error {code}: {message}"
-        if code in _PROTOCOL_ERRORS:
+        if code in PROTOCOL_ERRORS:
             return ProtocolViolation(text)
         if ex.response is None:
             # The connection (TCP, TLS, QUIC) could not be set up: a connect-phase code,
             # libcurl's own "Failed to connect to ..." (QUIC to a closed port is code 55),
             # or the request never got as far as being sent.
-            if (code in _CONNECT_ERRORS or message.startswith("Failed to connect")
+            if (code in CONNECT_ERRORS or message.startswith("Failed to connect")
                     or not (ex.curl_phases or {}).get("pretransfer")):
                 return ConnectError(text)
             if self._http_version == pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE and (
-                    code == _E_HTTP2 or "SETTINGS" in message):   # an HTTP/1.x answer
+                    code == E_HTTP2 or "SETTINGS" in message):   # an HTTP/1.x answer
                 return FallbackError(f"asked for h2c (prior knowledge), the server did not "
                                      f"answer in HTTP/2: {text}")
         return ConnectionLost(text)
@@ -763,7 +409,7 @@ class CurlTransport(HttpTransport):
         if self._multi is None:         # closing: libcurl shutting connections down
             return
         old = self._watch.get(fd, 0)
-        if what == _POLL_REMOVE or what == 0:          # POLL_REMOVE or POLL_NONE
+        if what == POLL_REMOVE or what == 0:          # POLL_REMOVE or POLL_NONE
             if not old:
                 return
             if self._linger_ok and old & 1:
@@ -789,12 +435,12 @@ class CurlTransport(HttpTransport):
             self._ino[fd] = os.fstat(fd).st_ino
         if (old ^ new) & 1:
             if new & 1:
-                loop.add_reader(fd, self._action, fd, _CSELECT_IN)     # type: ignore[union-attr]
+                loop.add_reader(fd, self._action, fd, CSELECT_IN)     # type: ignore[union-attr]
             else:
                 loop.remove_reader(fd)                                   # type: ignore[union-attr]
         if (old ^ new) & 2:
             if new & 2:
-                loop.add_writer(fd, self._action, fd, _CSELECT_OUT)    # type: ignore[union-attr]
+                loop.add_writer(fd, self._action, fd, CSELECT_OUT)    # type: ignore[union-attr]
             else:
                 loop.remove_writer(fd)                                   # type: ignore[union-attr]
         if new:
@@ -858,7 +504,7 @@ class CurlTransport(HttpTransport):
 
     def _on_timeout(self) -> None:
         self._timer = None
-        self._action(_SOCKET_TIMEOUT, 0)
+        self._action(SOCKET_TIMEOUT, 0)
 
     def _on_sockopt(self, fd: int, purpose: int) -> int:
         if fd in self._watch:           # a registration left from a closed socket
@@ -899,15 +545,6 @@ class CurlTransport(HttpTransport):
             sock.release()
             METER.closing(sock)         # type: ignore[arg-type]   # their last readings
         self._socks.clear()
-
-
-def _url_host(host: str) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
 
 
 class Curl1Transport(CurlTransport):

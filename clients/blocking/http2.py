@@ -1,6 +1,6 @@
 """HTTP/2 over one blocking socket: the python engine's closed-loop path for one user.
 
-The asyncio HTTP/2 client (clients.http2, over the h2 library) costs ~9,000 bytecodes
+The asyncio HTTP/2 client (clients.transport.http2, over the h2 library) costs ~9,000 bytecodes
 per request in h2's frame, HPACK and state-machine code, plus the event loop; at
 concurrency 1 all of it is in series with the server (benchmarks/README.md: 0.63x of
 h2load). When a worker has exactly one user on one connection (harness.run.loadgen's
@@ -16,12 +16,12 @@ What it does of RFC 9113, for one request at a time:
   bytes every time, no table state), then DATA with END_STREAM, split at the server's
   frame size and held to its flow-control windows.
 - Responses: HEADERS and CONTINUATION decoded by hpack's Decoder (the server indexes
-  its headers), checked as the asyncio client checks them (clients.http2's
+  its headers), checked as the asyncio client checks them (clients.transport.http2's
   header_block_error); DATA with padding removed; trailers decoded and dropped;
   SETTINGS acknowledged, PING answered, WINDOW_UPDATE applied; RST_STREAM is a
   ConnectionLost for that request, GOAWAY for requests the server did not take.
 
-Same contract and stamps as clients.http1_sync: `fetch_sync`, or `send_sync` then
+Same contract and stamps as clients.blocking.http1: `fetch_sync`, or `send_sync` then
 `receive_sync` (the overlapped loop, harness.run.blocking_loop) and `response_waiting`;
 t_first_byte is the clock after the read that completed the response's HEADERS, and
 t_received the one after the read that completed its END_STREAM frame (as the asyncio
@@ -29,7 +29,7 @@ client stamps what h2 parsed from one data_received); lifecycle stamps for TCP, 
 and when the request was written. A dead kept connection before any response frame is
 retried once on a new one. The whole request must finish within `timeout_s`.
 
-No DNS step (the lab's resolver) and no session resumption: clients.sync_rest uses the
+No DNS step (the lab's resolver) and no session resumption: clients.blocking.rest uses the
 asyncio transport for those.
 """
 
@@ -42,19 +42,19 @@ import struct
 
 import hpack
 
-from .base import (ClientError, ConnectionLost, FallbackError, ProtocolViolation, Target,
+from clients.base import (ClientError, ConnectionLost, FallbackError, ProtocolViolation, Target,
                    clock_ns)
-from .connect import os_error, tls_error
-from .http1_sync import RequestTimeout
-from .http2 import header_block_error
-from .http_api import Headers, HttpResponse
-from .phases import ConnectStamps
-from .wire import METER
+from clients.transport.connect import os_error, tls_error
+from clients.blocking.http1 import RequestTimeout
+from clients.transport.http2 import header_block_error
+from clients.http_api import Headers, HttpResponse
+from clients.transport.phases import ConnectStamps
+from clients.transport.wire import METER
 
 try:
-    from .base import PhaseTimeout
+    from clients.base import PhaseTimeout
 except ImportError:                     # pragma: no cover
-    from .base import ConnectError as PhaseTimeout  # type: ignore[assignment]
+    from clients.base import ConnectError as PhaseTimeout  # type: ignore[assignment]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, \

@@ -1,6 +1,6 @@
 """libcurl's easy interface, blocking: the curl engine's closed-loop path for one user.
 
-clients.curl drives a CurlMulti from the asyncio loop: per request a socket_action per
+clients.curl.transport drives a CurlMulti from the asyncio loop: per request a socket_action per
 readiness event, Python socket and timer callbacks, futures and a task step, ~100,000
 instructions of Python around libcurl's own work (benchmarks/README.md). When a worker
 has exactly one user on one keep-alive connection (harness.run.loadgen's "blocking" client
@@ -15,9 +15,9 @@ Same contract as `CurlTransport.fetch`, blocking: (HttpResponse, body, t_receive
 curl_phases). Same options (HTTP version, h2c prior knowledge, TLS verification and
 version, SNI via CONNECT_TO, no session resumption, no User-Agent / Expect headers),
 same protocol check (the negotiated version, FallbackError otherwise), same error
-classes (clients.curl's code sets), same header and body collection (the handle's own
+classes (clients.curl.transport's code sets), same header and body collection (the handle's own
 `list.append` methods as callbacks: C calls), same wire accounting (CURLOPT_SOCKOPT-
-FUNCTION -> clients.wire.METER), same stale-connection retry.
+FUNCTION -> clients.transport.wire.METER), same stale-connection retry.
 
 Stamps: t_start is the caller's, taken just before `perform()` (or the multi's first
 perform); t_received is the clock_ns() right after it returned, or after the multi
@@ -37,19 +37,19 @@ from __future__ import annotations
 
 import pycurl
 
-from .base import ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation, \
-    Target, clock_ns
-from .curl import (_CONNECT_ERRORS, _E_HTTP2, _INFO_VERSION, _NO_HEADERS, _PHASE_INFOS,
-                   _PHASE_NAMES, _PROTOCOL_ERRORS, _STALE_CONNECTION, _TLS_VERSIONS,
-                   _VERSION_NAMES, RECEIVE_BUFFER, _CurlSocket, _final_block, _url_host,
-                   track_socket)
-from .http1_sync import RequestTimeout
-from .http_api import Headers, HttpResponse
-from .wire import METER
+from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
+                          ProtocolViolation, Target, clock_ns)
+from clients.blocking.http1 import RequestTimeout
+from clients.curl.easy import (CONNECT_ERRORS, E_HTTP2, INFO_VERSION, NO_HEADERS, PHASE_INFOS,
+                               PHASE_NAMES, PROTOCOL_ERRORS, RECEIVE_BUFFER, STALE_CONNECTION,
+                               TLS_VERSIONS, VERSION_NAMES, CurlSocket, final_block, track_socket,
+                               url_host)
+from clients.http_api import Headers, HttpResponse
+from clients.transport.wire import METER
 
 _E_TIMEOUT = 28
-_NUM_CONNECTS = pycurl.NUM_CONNECTS
-_INFO_HTTP_VERSION = pycurl.INFO_HTTP_VERSION
+NUM_CONNECTS = pycurl.NUM_CONNECTS
+INFO_HTTP_VERSION = pycurl.INFO_HTTP_VERSION
 _STARTTRANSFER = pycurl.STARTTRANSFER_TIME_T
 
 
@@ -80,8 +80,8 @@ class CurlEasyTransport:
         return "libcurl multi, blocking" if self._multi is not None else "libcurl easy"
 
     def __init__(self, target: Target, *, version: str, timeout_s: float = 30.0) -> None:
-        if version not in _INFO_VERSION:
-            raise ValueError(f"HTTP version must be one of {sorted(_INFO_VERSION)}")
+        if version not in INFO_VERSION:
+            raise ValueError(f"HTTP version must be one of {sorted(INFO_VERSION)}")
         self.target = target
         self.version = version
         self.timeout_s = timeout_s
@@ -96,11 +96,11 @@ class CurlEasyTransport:
                                   else pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
         else:
             self._http_version = pycurl.CURL_HTTP_VERSION_3ONLY
-        self._want = _INFO_VERSION[version]
-        name, host = _url_host(target.server_name), _url_host(target.host)
+        self._want = INFO_VERSION[version]
+        name, host = url_host(target.server_name), url_host(target.host)
         self._prefix = f"{'https' if tls else 'http'}://{name}:{target.port}".encode()
         self._track_sockets = version != "3"
-        self._socks: dict[int, _CurlSocket] = {}
+        self._socks: dict[int, CurlSocket] = {}
         self.lines: list[bytes] = []
         self.parts: list[bytes] = []
         c = self.curl = pycurl.Curl()
@@ -115,7 +115,7 @@ class CurlEasyTransport:
                 c.setopt(pycurl.CAINFO, str(target.ca))
             c.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
             if target.tls_version is not None and version != "3":
-                c.setopt(pycurl.SSLVERSION, _TLS_VERSIONS[target.tls_version])
+                c.setopt(pycurl.SSLVERSION, TLS_VERSIONS[target.tls_version])
         c.setopt(pycurl.SOCKOPTFUNCTION, self._on_sockopt)
         c.setopt(pycurl.HEADERFUNCTION, self.lines.append)
         c.setopt(pycurl.WRITEFUNCTION, self.parts.append)
@@ -151,7 +151,7 @@ class CurlEasyTransport:
             setopt(pycurl.CUSTOMREQUEST, method.decode())
             self._method = None
         if headers is not self._hdrs:
-            setopt(pycurl.HTTPHEADER, [k + b": " + v for k, v in headers] + _NO_HEADERS)
+            setopt(pycurl.HTTPHEADER, [k + b": " + v for k, v in headers] + NO_HEADERS)
             self._hdrs = headers
 
     def fetch_sync(self, method: bytes, path: bytes, headers: Headers, body: bytes
@@ -170,8 +170,8 @@ class CurlEasyTransport:
             except pycurl.error as exc:
                 code, message = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
             t_end = clock_ns()
-            if (code in _STALE_CONNECTION and not retried and not lines
-                    and getinfo(_NUM_CONNECTS) == 0):
+            if (code in STALE_CONNECTION and not retried and not lines
+                    and getinfo(NUM_CONNECTS) == 0):
                 retried = True          # a reused connection the server had closed
                 parts.clear()
                 continue
@@ -201,8 +201,8 @@ class CurlEasyTransport:
                 multi.select(_SELECT_S if wait < 0 else min(_SELECT_S, wait / 1000))
             t_end = clock_ns()
             code, message = self._finish()
-            if (code in _STALE_CONNECTION and not sent.retried and not lines
-                    and getinfo(_NUM_CONNECTS) == 0):
+            if (code in STALE_CONNECTION and not sent.retried and not lines
+                    and getinfo(NUM_CONNECTS) == 0):
                 sent.retried = True     # a reused connection the server had closed
                 self.parts.clear()
                 self._start(sent)
@@ -247,20 +247,20 @@ class CurlEasyTransport:
         """The ended transfer's response, or the error it ended with."""
         lines, parts, getinfo = self.lines, self.parts, self._getinfo
         try:
-            phases = dict(zip(_PHASE_NAMES, map(getinfo, _PHASE_INFOS)))
+            phases = dict(zip(PHASE_NAMES, map(getinfo, PHASE_INFOS)))
             outcome = _Outcome()
-            start, end, status = _final_block(lines, outcome)
+            start, end, status = final_block(lines, outcome)
             if code is not None:
                 raise outcome.error or self._error(code, message, end >= 0, phases)
             if end < 0:
                 raise outcome.error or ProtocolViolation(
                     "transfer ended without a complete header block")
-            got = getinfo(_INFO_HTTP_VERSION)
+            got = getinfo(INFO_HTTP_VERSION)
             if got != self._want:
                 raise FallbackError(
                     f"asked for HTTP/{self.version}, server answered HTTP/"
-                    f"{_VERSION_NAMES.get(got, got)} ({self._prefix.decode()})")
-            new = getinfo(_NUM_CONNECTS) > 0
+                    f"{VERSION_NAMES.get(got, got)} ({self._prefix.decode()})")
+            new = getinfo(NUM_CONNECTS) > 0
             connect_ns = None
             if new:
                 connect_ns = 1000 * (phases["appconnect"] if self.tls else phases["connect"])
@@ -279,14 +279,14 @@ class CurlEasyTransport:
         text = f"HTTP/{self.version} {where}: curl error {code}: {message}"
         if code == _E_TIMEOUT:
             return RequestTimeout(f"no complete response within {self.timeout_s} s ({text})")
-        if code in _PROTOCOL_ERRORS:
+        if code in PROTOCOL_ERRORS:
             return ProtocolViolation(text)
         if not headed:
-            if (code in _CONNECT_ERRORS or message.startswith("Failed to connect")
+            if (code in CONNECT_ERRORS or message.startswith("Failed to connect")
                     or not phases.get("pretransfer")):
                 return ConnectError(text)
             if self._http_version == pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE and (
-                    code == _E_HTTP2 or "SETTINGS" in message):
+                    code == E_HTTP2 or "SETTINGS" in message):
                 return FallbackError(f"asked for h2c (prior knowledge), the server did not "
                                      f"answer in HTTP/2: {text}")
         return ConnectionLost(text)

@@ -2,7 +2,7 @@
 
 Request and response bodies are pydantic models that follow OpenAI's schemas, and the
 response goes through FastAPI's `response_model` serialisation, as a typical service
-does: the difference from the bare ASGI app (servers.asgi_app) is what the framework
+does: the difference from the bare ASGI app (servers.http.asgi_app) is what the framework
 costs per request. Validation of the values themselves (limits, batch size, knobs)
 stays in servers.core, so both apps refuse the same requests with the same codes.
 Served at /openapi.json (and /docs) by FastAPI itself; `openapi_document()` is the same
@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from base.clock import now_ns
-from .core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage, count_tokens,
+from servers.core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage, count_tokens,
                    parse_embed_request, parse_generate_request, vector_b64)
-from .model import Model
-from .openai_format import StreamFormatter, dumps, model_card, models_response
+from servers.model import Model
+from servers.openai_format import StreamFormatter, dumps, model_card, models_response
 
 # ------------------------------------------------------------------ OpenAI schemas
 

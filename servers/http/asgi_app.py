@@ -7,7 +7,7 @@ servers.core and is shared with gRPC and WebSocket, so errors read the same ever
 
 Routes: POST /v1/embeddings, POST /v1/chat/completions, POST /v1/completions,
 GET /v1/models, GET /v1/models/{id}, GET /health (liveness for anyone; its counters
-only with the API key when one is set), GET /openapi.json (servers.fastapi_app's document).
+only with the API key when one is set), GET /openapi.json (servers.http.fastapi_app's document).
 Every non-streaming response carries `Server-Timing: app;dur=<ms>` (request fully
 received to response ready); streams carry the server time in their last chunk.
 """
@@ -22,10 +22,10 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from base.clock import now_ns
-from .core import (GenerateParams, Limits, RequestError, Usage, parse_embed_request,
+from servers.core import (GenerateParams, Limits, RequestError, Usage, parse_embed_request,
                    parse_generate_request)
-from .model import Model
-from .openai_format import (StreamFormatter, dumps, embedding_response, model_card,
+from servers.model import Model
+from servers.openai_format import (StreamFormatter, dumps, embedding_response, model_card,
                             models_response)
 
 Scope = dict[str, Any]
@@ -176,7 +176,7 @@ class App:
     async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The FastAPI app's document (same routes, schemas and errors), imported on the
         first request for it so no other request pays for FastAPI."""
-        from .fastapi_app import openapi_document
+        from servers.http.fastapi_app import openapi_document
         await self._send_json(send, 200, openapi_document())
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -7,9 +7,9 @@ keep-alive connection, nothing runs concurrently in it, and an event loop is pur
 cost: harness.run.loadgen then runs that user's requests through one of these instead,
 in a thread, each request a blocking call:
 
-  engine "python", rest-h1 (cleartext, no DNS step): clients.http1_sync, one socket
-  engine "python", rest-h2 (TLS or h2c, no DNS step): clients.http2_sync, one socket
-  engine "curl",   rest-h1 and rest-h2 (TLS or h2c):  clients.curl_sync, libcurl easy
+  engine "python", rest-h1 (cleartext, no DNS step): clients.blocking.http1, one socket
+  engine "python", rest-h2 (TLS or h2c, no DNS step): clients.blocking.http2, one socket
+  engine "curl",   rest-h1 and rest-h2 (TLS or h2c):  clients.curl.sync, libcurl easy
                                                       (a CurlMulti when overlapped)
 
 Both can send a request and read its response in two calls (`send`, `receive`, then
@@ -31,10 +31,10 @@ from typing import Any
 
 import orjson
 
-from .base import Target, UnaryResult, auth_header, clock_ns
-from .http_api import _POST_JSON
-from .openai_codec import decode_embeddings, error_from_body, parse_server_timing
-from .phases import curl_style
+from clients.base import Target, UnaryResult, auth_header, clock_ns
+from clients.http_api import _POST_JSON
+from clients.openai_codec import decode_embeddings, error_from_body, parse_server_timing
+from clients.transport.phases import curl_style
 
 
 class BlockingRestClient:
@@ -118,17 +118,17 @@ def blocking_client(protocol: str, engine: str, target: Target, *, reuse: bool,
     if engine == "python" and protocol == "rest-h1":
         if target.tls or target.dns is not None:
             return None
-        from .http1_sync import BlockingH1Transport
+        from clients.blocking.http1 import BlockingH1Transport
         return BlockingRestClient(protocol, engine,
                                   BlockingH1Transport(target, timeout_s=timeout_s), target)
     if engine == "python" and protocol == "rest-h2":
         if target.dns is not None:
             return None
-        from .http2_sync import BlockingH2Transport
+        from clients.blocking.http2 import BlockingH2Transport
         return BlockingRestClient(protocol, engine,
                                   BlockingH2Transport(target, timeout_s=timeout_s), target)
     if engine == "curl" and protocol in ("rest-h1", "rest-h2"):
-        from .curl_sync import CurlEasyTransport
+        from clients.curl.sync import CurlEasyTransport
         version = "1.1" if protocol == "rest-h1" else "2"
         return BlockingRestClient(protocol, engine,
                                   CurlEasyTransport(target, version=version,

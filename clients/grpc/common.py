@@ -15,9 +15,9 @@ import grpc.aio
 
 from protos import inference_pb2 as pb
 
-from .base import (ClientError, ConnectError, ConnectionLost, PhaseTimeout, Refused, ServerError,
+from clients.base import (ClientError, ConnectError, ConnectionLost, PhaseTimeout, Refused, ServerError,
                    Target, clock_ns)
-from .phases import ConnectStamps, HostResolver
+from clients.transport.phases import ConnectStamps, HostResolver
 
 EMBED = "/wirebench.v1.Inference/Embed"
 GENERATE = "/wirebench.v1.Inference/Generate"

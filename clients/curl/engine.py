@@ -1,4 +1,4 @@
-"""The libcurl engine: the REST and SSE cells with clients.curl's transports.
+"""The libcurl engine: the REST and SSE cells with clients.curl.transport's transports.
 
 Same OpenAI semantics as the Python engine (clients.http_api's RestClient / SseClient),
 with the HTTP work done by libcurl through pycurl:
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from .base import Client
-from .curl import Curl1Transport, Curl2Transport, Curl3Transport
-from .http_api import RestClient, SseClient
+from clients.base import Client
+from clients.curl.transport import Curl1Transport, Curl2Transport, Curl3Transport
+from clients.http_api import RestClient, SseClient
 
 
 class CurlRestH1Client(RestClient):

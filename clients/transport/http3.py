@@ -55,7 +55,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from .base import (
+from clients.base import (
     ClientError,
     ConnectError,
     ConnectionLost,
@@ -63,11 +63,11 @@ from .base import (
     Target,
     clock_ns,
 )
-from .base import PhaseTimeout, Refused
-from .connect import tls_class
-from .http_api import Headers, HttpExchange, HttpResponse, HttpTransport
-from .phases import ConnectStamps, HostResolver
-from .wire import METER
+from clients.base import PhaseTimeout, Refused
+from clients.transport.connect import tls_class
+from clients.http_api import Headers, HttpExchange, HttpResponse, HttpTransport
+from clients.transport.phases import ConnectStamps, HostResolver
+from clients.transport.wire import METER
 
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
 

@@ -18,12 +18,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (ConnectionClosed, InvalidHandshake, InvalidStatus,
                                    NegotiationError)
 
-from .base import (Client, ClientError, ConnectError, ConnectionLost, FallbackError,
+from clients.base import (Client, ClientError, ConnectError, ConnectionLost, FallbackError,
                    ProtocolViolation, ServerError, Target, clock_ns)
-from .base import PhaseTimeout
-from .connect import tcp_connect
-from .phases import ConnectStamps, HostResolver
-from .wire import METER
+from clients.base import PhaseTimeout
+from clients.transport.connect import tcp_connect
+from clients.transport.phases import ConnectStamps, HostResolver
+from clients.transport.wire import METER
 
 _loads = orjson.loads
 _ID_PREFIX = b'{"id":"'
@@ -51,7 +51,7 @@ async def _handshake(target: Target, hosts: HostResolver,
     try:
         ip = await hosts.address(stamps)
         where = f"{target.host}:{target.port}" + (f" ({ip})" if ip != target.host else "")
-        # Refused / silent peer: their own error classes (clients.connect).
+        # Refused / silent peer: their own error classes (clients.transport.connect).
         sock = await tcp_connect(ip, target.port, where, target.connect_timeout_s,
                                  "WebSocket")
         stamps.tcp = clock_ns()

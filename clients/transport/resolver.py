@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
-from .base import ClientError
+from clients.base import ClientError
 
 clock_ns = time.perf_counter_ns
 

@@ -20,8 +20,8 @@ from google.protobuf.message import DecodeError
 
 from protos import inference_pb2 as pb
 
-from .base import Client, ProtocolViolation, Target, UnaryResult, clock_ns
-from .grpc_common import (
+from clients.base import Client, ProtocolViolation, Target, UnaryResult, clock_ns
+from clients.grpc.common import (
     EMBED,
     Connections,
     auth_metadata,
@@ -29,7 +29,7 @@ from .grpc_common import (
     map_error,
     server_time_us,
 )
-from .phases import curl_style
+from clients.transport.phases import curl_style
 
 
 def decode_vectors(raw: bytes) -> np.ndarray:

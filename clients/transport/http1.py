@@ -19,12 +19,12 @@ import ssl
 
 import httptools
 
-from .phases import ConnectStamps, HostResolver
-from .base import ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
-from .connect import open_connection
-from .http_api import (Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange,
+from clients.transport.phases import ConnectStamps, HostResolver
+from clients.base import ConnectionLost, FallbackError, ProtocolViolation, Target, clock_ns
+from clients.transport.connect import open_connection
+from clients.http_api import (Headers, HttpExchange, HttpResponse, HttpTransport, QueuedExchange,
                        socket_port)
-from .wire import METER
+from clients.transport.wire import METER
 from base.client_tls import resumption_outcome
 
 

@@ -17,7 +17,7 @@ the Rust runtime (1 runtime thread). granian's supervisor must own the main thre
 its process (signals, blocking loop), so it cannot live inside this asyncio process:
 
     python -m servers granian-h2   (this process: binds, reports ready, forwards stop)
-      └─ python -m servers.granian_server '{config}'   (granian supervisor, idle)
+      └─ python -m servers.http.granian_server '{config}'   (granian supervisor, idle)
            └─ granian worker   (all request work: Rust I/O + the ASGI app)
 
 granian-h2 with h2c runs two such pairs (one listener each; a granian server has one
@@ -30,13 +30,13 @@ and handed down as inherited file descriptors; granian takes them through its so
 holder instead of binding its own.
 
 The app. granian imports its target by module path in the worker; the target is the
-factory `servers.granian_server:app_from_env`, which builds `App(limits, api_key)` from
+factory `servers.http.granian_server:app_from_env`, which builds `App(limits, api_key)` from
 one environment variable, WIREBENCH_GRANIAN_APP: JSON `{"limits": {Limits fields},
 "api_key": str | null}` (both optional; missing means the defaults). This process sets
 it for its children. The same factory works with stock granian, for cross-checks:
 
     WIREBENCH_GRANIAN_APP='{"limits": {"max_batch": 4}}' \\
-        granian --interface asginl --factory --loop uvloop servers.granian_server:app_from_env
+        granian --interface asginl --factory --loop uvloop servers.http.granian_server:app_from_env
 
 Settings: 1 worker, 1 Rust runtime thread, 1 blocking thread, uvloop, no access log, no
 WebSocket, HTTP/1.1 keep-alive on with the longest header-read (idle) timeout granian
@@ -61,9 +61,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from base.paths import PACKAGE_ROOT
-from .core import Limits
+from servers.core import Limits
 from base.lifetime import PARENT_ENV, child_env, die_with_parent
-from .options import ServerOptions
+from servers.options import ServerOptions
 
 Ready = Callable[[dict], None]
 
@@ -79,9 +79,9 @@ STOP_GRACE_S = 5.0
 # ---------------------------------------------------------------- the app factory
 
 def app_from_env():
-    """granian's target (`--factory servers.granian_server:app_from_env`): the App
+    """granian's target (`--factory servers.http.granian_server:app_from_env`): the App
     built from $WIREBENCH_GRANIAN_APP. Runs in the granian worker process."""
-    from .asgi_app import App
+    from servers.http.asgi_app import App
 
     spec = json.loads(os.environ.get(APP_ENV) or "{}")
     limits = Limits(**spec.get("limits", {}))
@@ -120,7 +120,7 @@ def _worker_started() -> None:
 # ---------------------------------------------------------------- the serving process
 
 async def serve(opts: ServerOptions, ready: Ready) -> None:
-    from .http_server import bind
+    from servers.http.http_server import bind
 
     if opts.kind not in ("granian-h1", "granian-h2"):
         raise ValueError(f"granian serves granian-h1 and granian-h2, not {opts.kind!r}")
@@ -198,7 +198,7 @@ class _Granian:
         env = child_env({APP_ENV: app_env(opts.limits, opts.api_key), _READY_FD_ENV: str(wfd)})
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "servers.granian_server", json.dumps(config)],
+                [sys.executable, "-m", "servers.http.granian_server", json.dumps(config)],
                 # granian logs to stdout: send it to our stderr, the server log (our
                 # stdout carries only the ready line).
                 cwd=PACKAGE_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=2,
@@ -281,7 +281,7 @@ def _supervise(config: dict) -> None:
             self._sso.set_inheritable(True)
 
     server = Server(
-        "servers.granian_server:app_from_env", factory=True,
+        "servers.http.granian_server:app_from_env", factory=True,
         interface=Interfaces.ASGINL,          # lifespan off, as on uvicorn
         address=config["host"], port=0,       # for granian's log only: the socket is given
         workers=1, runtime_threads=1, runtime_blocking_threads=1, blocking_threads=1,

@@ -12,10 +12,10 @@ Same contract as `HttpTransport.fetch` (clients.http_api), blocking: returns
 (HttpResponse, body, t_received, None). It is also split in two, `send_sync` and
 `receive_sync`, so a caller can do its own work while the server does (the overlapped
 closed loop, harness.run.blocking_loop); `response_waiting` says whether that work ran
-past the response's arrival. Same stamps as clients.http1: t_first_byte is the
+past the response's arrival. Same stamps as clients.transport.http1: t_first_byte is the
 clock_ns() taken right after the read that brought the status line, t_received the
 one after the read that completed the body (one stamp per read, as data_received
-stamps), and the lifecycle's (clients.phases): when a new connection's TCP connect
+stamps), and the lifecycle's (clients.transport.phases): when a new connection's TCP connect
 finished and when the request was written. Same checks: a status line that is not
 HTTP/1.1 is a FallbackError, a bad head a ProtocolViolation, EOF or a reset
 mid-response ConnectionLost; 1xx responses are skipped; Content-Length, chunked and
@@ -31,7 +31,7 @@ SO_SNDTIMEO, lowered when less than 95% of it remains, so a stalled read ends at
 closes the connection (its state is unknown).
 
 Cleartext only (no TLS, no DNS step through the lab's resolver): the selection in
-clients.sync_rest uses the asyncio transport otherwise.
+clients.blocking.rest uses the asyncio transport otherwise.
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ import select
 import socket
 import struct
 
-from .base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
+from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
                    Target, clock_ns)
-from .http1 import RequestHead
-from .http_api import Headers, HttpResponse
-from .phases import ConnectStamps
-from .wire import METER
+from clients.transport.http1 import RequestHead
+from clients.http_api import Headers, HttpResponse
+from clients.transport.phases import ConnectStamps
+from clients.transport.wire import METER
 
-try:        # the connect-failure classes (clients.connect), where this tree has them
-    from .base import PhaseTimeout, Refused
+try:        # the connect-failure classes (clients.transport.connect), where this tree has them
+    from clients.base import PhaseTimeout, Refused
 except ImportError:                     # pragma: no cover
     PhaseTimeout = Refused = ConnectError       # type: ignore[misc]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ProtocolViolation, UnaryResult, clock_ns
-from .openai_codec import embedding_vectors
-from .phases import curl_style
-from .ws_common import WsClientBase
+from clients.base import ProtocolViolation, UnaryResult, clock_ns
+from clients.openai_codec import embedding_vectors
+from clients.transport.phases import curl_style
+from clients.ws.common import WsClientBase
 
 
 class WsClient(WsClientBase):

@@ -22,9 +22,9 @@ import socket
 import ssl
 from typing import Any, Callable
 
-from .asgi_app import App
-from .h1_timeouts import with_header_timeout
-from .options import ServerOptions
+from servers.http.asgi_app import App
+from servers.http.h1_timeouts import with_header_timeout
+from servers.options import ServerOptions
 
 Ready = Callable[[dict], None]
 
@@ -114,8 +114,8 @@ def _hypercorn_config(opts: ServerOptions):
 async def _serve_hypercorn(app: App, opts: ServerOptions, ready: Ready) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
 
-    from .h2_frames import install
-    install()       # garbage after the preface gets GOAWAY at once (servers/h2_frames.py)
+    from servers.http.h2_frames import install
+    install()       # garbage after the preface gets GOAWAY at once (servers/http/h2_frames.py)
 
     config = _hypercorn_config(opts)
     sockets: list[socket.socket] = []

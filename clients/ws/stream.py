@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ProtocolViolation, StreamResult, StreamToken, clock_ns
-from .phases import curl_style
-from .ws_common import WsClientBase
+from clients.base import ProtocolViolation, StreamResult, StreamToken, clock_ns
+from clients.transport.phases import curl_style
+from clients.ws.common import WsClientBase
 
 
 class WsStreamClient(WsClientBase):

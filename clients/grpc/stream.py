@@ -13,8 +13,8 @@ from google.protobuf.message import DecodeError
 
 from protos import inference_pb2 as pb
 
-from .base import Client, ProtocolViolation, StreamResult, StreamToken, Target, clock_ns
-from .grpc_common import (
+from clients.base import Client, ProtocolViolation, StreamResult, StreamToken, Target, clock_ns
+from clients.grpc.common import (
     GENERATE,
     Connections,
     auth_metadata,
@@ -23,7 +23,7 @@ from .grpc_common import (
     peer_port,
     server_time_us,
 )
-from .phases import curl_style
+from clients.transport.phases import curl_style
 
 
 def decode_tokens(frames: list[tuple[bytes, int]]) -> tuple[list[StreamToken], dict | None]:

@@ -1,0 +1,1 @@
+"""gRPC clients: unary and server-streaming calls over grpc.aio."""

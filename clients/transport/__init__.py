@@ -1,0 +1,1 @@
+"""wirebench's own asyncio HTTP transports, connection setup and wire figures."""

@@ -1,0 +1,1 @@
+"""WebSocket clients: request/response messages and token streams."""

@@ -1,0 +1,1 @@
+"""The HTTP servers: the ASGI app, FastAPI, and the uvicorn / hypercorn / aioquic / granian / Caddy fronts."""
