@@ -57,19 +57,17 @@ from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:          # runnable as `python benchmarks/fidelity.py`
-    sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
+import orjson
 
-from harness.measure.cpu import processes_cpu_s  # noqa: E402
-from harness.run.environment import environment  # noqa: E402
-from harness.run.loadgen import CLIENT_PATHS, LoadJob  # noqa: E402
-from harness.measure.recorder import Recorder  # noqa: E402
-from harness.scenario import Scenario, parse_scenario  # noqa: E402
-from harness.scenario.workload import embed_requests  # noqa: E402
-from servers.launcher import ServerProcess, start_server  # noqa: E402
-from base.lifetime import child_env, pdeathsig_prefix  # noqa: E402
+from harness.measure.cpu import processes_cpu_s
+from harness.run.environment import environment
+from harness.run.loadgen import CLIENT_PATHS, LoadJob
+from harness.measure.recorder import Recorder
+from harness.scenario import Scenario, parse_scenario
+from harness.scenario.workload import embed_requests
+from servers.launcher import ServerProcess, start_server
+from base.lifetime import child_env, pdeathsig_prefix
 
 SEED = 1
 TARGET_RPS_RATIO = 0.8        # harness req/s >= 0.8 x native

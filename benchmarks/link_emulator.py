@@ -41,11 +41,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:          # runnable as `python benchmarks/link_emulator.py`
-    sys.path.insert(0, str(ROOT))
 
-from harness.scenario.linkspec import DirectionSpec, LinkSpec  # noqa: E402
-from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible  # noqa: E402
+from harness.scenario.linkspec import DirectionSpec, LinkSpec
+from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible
 
 PROBE = [sys.executable, "-m", "harness.netlab.linkemu.probe"]
 

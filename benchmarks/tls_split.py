@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from clients.base import clock_ns  # noqa: E402
-from clients.transport.connect import open_connection  # noqa: E402
-from clients.transport.phases import ConnectStamps  # noqa: E402
-from servers.launcher import start_server  # noqa: E402
-from servers.tls import ensure_tls_files  # noqa: E402
-from base.client_tls import client_context  # noqa: E402
+from clients.base import clock_ns
+from clients.transport.connect import open_connection
+from clients.transport.phases import ConnectStamps
+from servers.launcher import start_server
+from servers.tls import ensure_tls_files
+from base.client_tls import client_context
 
 
 class _Keep(asyncio.Protocol):

@@ -38,7 +38,8 @@ from harness.run.status import mark_killed_runs, runner_identity
 from harness.measure.saturation import Snapshot, utilisation
 from harness.run.watchdog import PointFailed, phase_deadline_s, silence_limit_s
 from harness.measure.results import PointKey, PointResult, ResultWriter
-from harness.measure.hol import StreamTrace, hol_summary, save_traces
+from harness.measure.hol_drops import StreamTrace, save_traces
+from harness.measure.hol import hol_summary
 from harness.scenario.linkspec import LinkSpec
 from harness.measure.packetlog import read_csv as read_packet_log
 from harness.scenario import Connection, PlanPoint, Scenario, expand_plan
@@ -228,8 +229,8 @@ class Runner:
         err = tempfile.TemporaryFile()
         try:
             wrap = self.topology.wrap("client") if self.topology else []
-            proc = subprocess.Popen(wrap + [sys.executable, "-m", "harness.run.worker"], cwd=PACKAGE_ROOT,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(wrap + [sys.executable, "-m", "harness.run.worker"],
+                                    cwd=PACKAGE_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=err, env=child_env(),
                                     start_new_session=True)
         except BaseException:

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.measure.hol import (
-    HolParams,
-    PointAnalysis,
-    StreamTrace,
-    analyse_point,
-    attribute_drops,
-    drop_timeline,
-    load_traces,
-    save_traces,
-)
-from harness.report.hol import HolPoint, render_hol_section
+from harness.measure.hol import PointAnalysis, analyse_point, drop_timeline
+from harness.measure.hol_drops import (HolParams, StreamTrace, attribute_drops, load_traces,
+                                       save_traces)
 from harness.measure.packetlog import PacketRecord
+from harness.report.hol import HolPoint, render_hol_section
 
 MS = 1_000_000
 ITL, OWD, RECOVERY, STAGGER, WIRE = 20 * MS, 20 * MS, 60 * MS, 2_500_000, 100_000
