@@ -53,7 +53,6 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +61,10 @@ import orjson
 
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
-from harness.run.loadgen import CLIENT_PATHS, LoadJob
+from harness.run.events import Failure, Result, Warm, decode
+from harness.run.job import LoadJob
+from harness.scenario.model import Workload
+from harness.run.loadgen import CLIENT_PATHS
 from harness.measure.recorder import Recorder
 from harness.scenario import Scenario, parse_scenario
 from harness.scenario.workload import embed_requests
@@ -112,13 +114,13 @@ def scenario(size: str) -> Scenario:
         "seed": SEED})
 
 
-def workload_dict(size: str) -> dict[str, Any]:
-    return asdict(scenario(size).workload)      # what harness.run.runner puts in a LoadJob
+def workload_of(size: str) -> Workload:
+    return scenario(size).workload              # what harness.run.runner puts in a LoadJob
 
 
 def request_body(size: str) -> bytes:
     """The exact JSON body the harness client sends (it is `orjson.dumps(request)`)."""
-    gen = embed_requests(SimpleNamespace(**workload_dict(size)), SEED)
+    gen = embed_requests(workload_of(size), SEED)
     first, second = orjson.dumps(next(gen)), orjson.dumps(next(gen))
     assert first == second, "fidelity needs one identical request, repeated"
     return first
@@ -447,7 +449,7 @@ class Harness:
             duration_s: float, server: ServerProcess, engine: str = "python") -> Run:
         sc = scenario(size)
         job = LoadJob(**engine_field(engine),
-                      protocol=protocol, target=target, workload=asdict(sc.workload),
+                      protocol=protocol, target=target, workload=sc.workload,
                       mode="closed", concurrency=conc, duration_s=duration_s,
                       warmup=max(50, 4 * conc), timeout_s=sc.load.timeout_s,
                       reuse=sc.connection.policy == "reuse",
@@ -461,17 +463,17 @@ class Harness:
         if self.pin.client is not None:
             pin_process(proc.pid, self.pin.client)   # before the job: threads come later
         try:
-            proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
+            proc.stdin.write(job.to_json() + b"\n")
             proc.stdin.flush()
-            warm = self._until(proc, "warm", err)
-            if warm["errors"]:
-                raise RuntimeError(f"{protocol} warmup had {warm['errors']} errors: "
-                                   f"{warm['sample']}")
+            warm = self._until(proc, Warm, err)
+            if warm.errors:
+                raise RuntimeError(f"{protocol} warmup had {warm.errors} errors: "
+                                   f"{warm.sample}")
             win = Window(server, self.pin)
             win.start()
             proc.stdin.write(b"go\n")
             proc.stdin.flush()
-            result = self._until(proc, "result", err)
+            result = self._until(proc, Result, err)
             win.stop()
         finally:
             if proc.poll() is None:
@@ -483,8 +485,8 @@ class Harness:
                     proc.wait()
             proc.stdout.close()
             err.close()
-        rec = Recorder.from_json(result["recorder"])
-        wall, cpu = result["wall_s"], result["client_cpu_s"]
+        rec = Recorder.from_json(result.recorder)
+        wall, cpu = result.wall_s, result.client_cpu_s
         lat = rec.hist["latency"].summary_ms() or {}
         dec = rec.hist["decode"].summary_ms() or {}
         srv_t = rec.hist["server_time"].summary_ms() or {}
@@ -502,11 +504,11 @@ class Harness:
                           "response_bytes_per_req": rec.payload_down / n if n else None,
                           "connections": job.connections, "errors": dict(rec.errors),
                           # which client path the worker ran (harness.run.loadgen)
-                          "client_path": result.get("client_path", "asyncio"),
+                          "client_path": result.client_path or "asyncio",
                           "late_reads": rec.late_reads})
 
     @staticmethod
-    def _until(proc: subprocess.Popen, event: str, err: Any) -> dict[str, Any]:
+    def _until(proc: subprocess.Popen, event: type, err: Any) -> Any:
         while True:
             line = proc.stdout.readline()
             if not line:
@@ -514,10 +516,10 @@ class Harness:
                 err.seek(0)
                 tail = err.read().decode(errors="replace")[-3000:]
                 raise RuntimeError(f"harness worker exited early ({proc.returncode}):\n{tail}")
-            ev = orjson.loads(line)
-            if ev["event"] == "error":
-                raise RuntimeError(ev["message"] + "\n" + ev.get("traceback", ""))
-            if ev["event"] == event:
+            ev = decode(line)
+            if isinstance(ev, Failure):
+                raise RuntimeError(ev.message + "\n" + ev.traceback)
+            if isinstance(ev, event):
                 return ev
 
 

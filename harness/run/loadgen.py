@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from clients import open_client
@@ -37,7 +36,9 @@ from harness.run.blocking_loop import BlockingLoop
 from harness.run.pipeline import Pipeline
 from base.protocols import STREAM_OF
 from harness.measure.recorder import Recorder
-from harness.scenario.workload import Attrs, embed_requests, stream_request
+from harness.run.events import Result
+from harness.run.job import LoadJob
+from harness.scenario.workload import embed_requests, stream_request
 
 CLIENT_PATHS = ("auto", "async", "blocking", "sequential")
 
@@ -46,41 +47,12 @@ CLIENT_PATHS = ("auto", "async", "blocking", "sequential")
 assert "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
 
 
-@dataclass
-class LoadJob:
-    """One worker's share of one load point (JSON-serializable)."""
-
-    protocol: str
-    target: dict[str, Any]
-    workload: dict[str, Any]
-    mode: str                        # closed | open
-    engine: str = "python"           # client engine: python | curl
-    concurrency: int = 1             # closed: users in this worker
-    rate: float = 0.0                # open: requests/s from this worker
-    arrival: str = "poisson"
-    gamma_shape: float = 0.5
-    max_in_flight: int = 1024
-    requests: int | None = None      # this worker's share; or
-    duration_s: float | None = None
-    warmup: int = 10
-    timeout_s: float = 30.0
-    reuse: bool = True
-    connections: int = 1             # Client instances (each its own connection(s))
-    max_connections: int | None = None   # HTTP/1.1: cap per Client (callers queue)
-    seed: int = 1
-    keep_rows: bool = False
-    stagger_ms: float = 0.0          # closed loop: user u starts u x stagger after "go"
-    trace: bool = False              # keep every stream's per-token trace (network lab)
-    worker: int = 0                  # this worker's index, for connection labels
-    client_path: str = "auto"        # auto | async | blocking | sequential (docstring)
-
-
 class _Workload:
     def __init__(self, job: LoadJob) -> None:
-        w = Attrs(job.workload)
+        w = job.workload
         self.streaming = w.type == "stream"
         model = job.target.get("model")
-        self.pipeline = Pipeline(job.workload, job.seed, model) if w.type == "pipeline" else None
+        self.pipeline = Pipeline(w, job.seed, model) if w.type == "pipeline" else None
         if self.pipeline is not None:
             self.next_request = lambda: None
         elif self.streaming:
@@ -333,7 +305,7 @@ class LoadRunner:
         self.done = 0
         return rec
 
-    async def measure(self) -> dict[str, Any]:
+    async def measure(self) -> Result:
         job = self.job
         self.phase_rec = self.rec
         if job.keep_rows:
@@ -352,10 +324,8 @@ class LoadRunner:
         cpu = time.process_time() - cpu0
         wire1 = METER.snapshot()
         self.rec.dns_queries = Resolver.sent_total - queries0
-        return {"wall_s": wall_ns / 1e9, "client_cpu_s": cpu,
-                "socket_wire": {k: wire1[k] - wire0[k] for k in wire1},
-                "t0_ns": t0, "client_path": self.client_path,
-                "recorder": self.rec.to_json()}
+        return Result(wall_ns / 1e9, cpu, {k: wire1[k] - wire0[k] for k in wire1}, t0,
+                      self.client_path, self.rec.to_json())
 
     async def close(self) -> None:
         if self.blocking is not None:

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 from clients.base import Client, ClientError, StreamResult, UnaryResult, clock_ns
 
-from harness.scenario.workload import Attrs, embed_requests, stream_request
+from harness.scenario.model import Workload
+from harness.scenario.workload import embed_requests, stream_request
 
 BUCKETS = ("dns", "tcp_handshake", "tls_handshake", "round_trips", "transfer", "model",
            "teardown", "client", "unattributed")
@@ -97,21 +98,20 @@ def call_components(r: UnaryResult | StreamResult) -> dict[str, int]:
 
 
 class Pipeline:
-    """Runs user requests of one pipeline workload (the worker's job.workload dict)."""
+    """Runs user requests of one pipeline workload (the worker's job.workload)."""
 
-    def __init__(self, workload: dict[str, Any], seed: int, model: str | None = None) -> None:
-        self.stages = [(st["name"], st["calls"], st["parallel"], st["work"]["type"] == "stream",
-                        self._requests(st["work"], seed + i, model))
-                       for i, st in enumerate(workload["stages"])]
+    def __init__(self, workload: Workload, seed: int, model: str | None = None) -> None:
+        self.stages = [(st.name, st.calls, st.parallel, st.work.type == "stream",
+                        self._requests(st.work, seed + i, model))
+                       for i, st in enumerate(workload.stages)]
 
     @staticmethod
-    def _requests(work: dict[str, Any], seed: int, model: str | None) -> Iterator[dict]:
-        w = Attrs(work)
+    def _requests(work: Workload, seed: int, model: str | None) -> Iterator[dict]:
         named = {"model": model} if model else {}
-        if w.type == "stream":
-            req = stream_request(w, seed, **named)
+        if work.type == "stream":
+            req = stream_request(work, seed, **named)
             return iter(lambda: req, None)   # the same request every time
-        return embed_requests(w, seed, **named)
+        return embed_requests(work, seed, **named)
 
     async def run(self, unary: Client, stream: Client | None) -> PipelineResult:
         t0 = clock_ns()

@@ -14,12 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import orjson
 
 from clients.transport.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ServerGroup, ServerProcess
@@ -29,7 +27,8 @@ from base.lifetime import child_env
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
 from harness.run.implementations import client_engine, server_impl
-from harness.run.loadgen import LoadJob
+from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
+from harness.run.job import LoadJob
 from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible
 from base.cells import Cell, parse_cell
 from harness.measure.recorder import Recorder
@@ -191,7 +190,6 @@ class Runner:
             n = min(n, point.concurrency)
         if load.requests is not None:
             n = min(n, load.requests)
-        workload = asdict(workload)
         jobs = []
         # Open loop: each worker's in-flight requests spread over its connections.
         users = split(point.concurrency, n) if point.load_kind == "closed" else [1] * n
@@ -239,13 +237,13 @@ class Runner:
         proc.errfile, proc.protocol = err, job.protocol   # for _events' error message
         proc.job = job                                     # for _events' plan deadline
         self.workers.append(proc)
-        proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
+        proc.stdin.write(job.to_json() + b"\n")
         proc.stdin.flush()
         return proc
 
-    def _events(self, procs: list[subprocess.Popen], until: str,
+    def _events(self, procs: list[subprocess.Popen], until: type[Warm] | type[Result],
                 on_progress: Callable[[int], None] | None = None,
-                server: ServerProcess | None = None) -> list[dict]:
+                server: ServerProcess | None = None) -> list[Warm] | list[Result]:
         """Read events until every worker sent `until`. A worker that dies, reports an
         error or falls silent (harness.run.watchdog), or a server that exits, fails the
         point: the others are still read to the end, and PointFailed carries what they
@@ -257,7 +255,7 @@ class Runner:
         done: dict[int, int] = {}
         heard = {p.pid: time.monotonic() for p in procs}
         limit = silence_limit_s(self.s.load.timeout_s)
-        ends = {p.pid: time.monotonic() + phase_deadline_s(p.job, until) for p in procs}
+        ends = {p.pid: time.monotonic() + phase_deadline_s(p.job, until.NAME) for p in procs}
         for p in procs:
             sel.register(p.stdout, selectors.EVENT_READ, p)
         try:
@@ -274,18 +272,18 @@ class Runner:
                     bufs[p.stdout.fileno()] += chunk
                     *lines, bufs[p.stdout.fileno()] = bufs[p.stdout.fileno()].split(b"\n")
                     for line in lines:
-                        ev = orjson.loads(line)
-                        if ev["event"] == "error":
-                            failed[p.pid] = ev["message"] + "\n" + ev.get("traceback", "")
+                        ev = decode(line)
+                        if isinstance(ev, Failure):
+                            failed[p.pid] = ev.message + "\n" + ev.traceback
                             sel.unregister(p.stdout)
                             p.kill()
                             break
-                        if ev["event"] == "warning":
-                            self.progress.warning(f"worker for {p.protocol}: {ev['message']}")
-                        if ev["event"] == "progress" and on_progress:
-                            done[p.pid] = ev["done"]
+                        if isinstance(ev, Warning):
+                            self.progress.warning(f"worker for {p.protocol}: {ev.message}")
+                        if isinstance(ev, Progress) and on_progress:
+                            done[p.pid] = ev.done
                             on_progress(sum(done.values()))
-                        if ev["event"] == until:
+                        if isinstance(ev, until):
                             got[p.pid] = ev
                 if server is not None:
                     self._check_server(server)
@@ -299,8 +297,8 @@ class Runner:
                     elif p.pid not in got and p.pid not in failed and now > ends[p.pid]:
                         p.kill()         # alive but never done: past what its plan allows
                         sel.unregister(p.stdout)
-                        failed[p.pid] = (f"worker {p.pid} did not reach '{until}' within "
-                                         f"{phase_deadline_s(p.job, until):.0f} s, the most "
+                        failed[p.pid] = (f"worker {p.pid} did not reach '{until.NAME}' within "
+                                         f"{phase_deadline_s(p.job, until.NAME):.0f} s, the most "
                                          f"its plan allows with every request timing out "
                                          f"(stuck): killed")
         finally:
@@ -375,7 +373,7 @@ class Runner:
         procs = [self._spawn(job) for job in jobs]
         logging, packets, failure = False, None, None
         try:
-            self._events(procs, "warm", server=srv)
+            self._events(procs, Warm, server=srv)
             cpu0 = processes_cpu_s(srv.pids) if srv else None
             threads0, window0 = Snapshot.take(srv.pids if srv else []), time.monotonic()
             if point.link is not None:
@@ -388,7 +386,7 @@ class Runner:
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             try:
-                results = self._events(procs, "result",
+                results = self._events(procs, Result,
                                        lambda d: self.progress.update(task, d), server=srv)
             except PointFailed as exc:
                 if not exc.results:
@@ -415,24 +413,24 @@ class Runner:
             self._reap(procs)
         rec = Recorder()
         for r in results:
-            rec.merge(Recorder.from_json(r["recorder"]))
+            rec.merge(Recorder.from_json(r.recorder))
         if rec.traces is not None:
             self._save_traces(rec, key, point, packets, result)
         if wire0 is None and self.s.target is None and cell.kind != "grpc":
             # No namespace: the workers' socket-level counts, labeled as estimates.
             result.wire_source = SOCKET_SOURCE
             for r in results:
-                w = r["socket_wire"]
+                w = r.socket_wire
                 if w["up"] or w["down"]:     # nothing counted (libcurl's QUIC): unknown, not 0
                     result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
-        wall = max(r["wall_s"] for r in results)
-        util = max(r["client_cpu_s"] / r["wall_s"] for r in results if r["wall_s"])
-        path = next((r["client_path"] for r in results
-                     if str(r.get("client_path", "")).startswith("blocking")), None)
+        wall = max(r.wall_s for r in results)
+        util = max(r.client_cpu_s / r.wall_s for r in results if r.wall_s)
+        path = next((r.client_path for r in results
+                     if str(r.client_path or "").startswith("blocking")), None)
         if path and path not in result.client_engine:   # one user: no asyncio per request
             result.client_engine += f" ({path})"
         server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-        result.add_repeat(rec, wall, sum(r["client_cpu_s"] for r in results), server_cpu, util)
+        result.add_repeat(rec, wall, sum(r.client_cpu_s for r in results), server_cpu, util)
         self.progress.finish(task, result)
         if failure is not None:
             result.failures.append(f"partial: {len(results)} of {len(procs)} workers "

@@ -40,7 +40,7 @@ def _rounds(requests: int, users: int) -> int:
 def phase_deadline_s(job: Any, phase: str) -> float:
     """The longest a worker's phase may take if every request takes its full timeout.
 
-    `job` is a harness.run.loadgen.LoadJob; `phase` is "warm" (from the worker's start:
+    `job` is a harness.run.job.LoadJob; `phase` is "warm" (from the worker's start:
     startup and the warmup requests, spread over users as LoadRunner.warmup does) or
     "result" (from "go": the measured requests or duration, the last requests in flight,
     the users' stagger). A slack on top for a busy machine."""

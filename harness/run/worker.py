@@ -15,21 +15,21 @@ from __future__ import annotations
 import asyncio
 import sys
 import traceback
-from typing import Any
 
-import orjson
 
 from base.lifetime import die_with_parent
 
-from harness.run.loadgen import LoadJob, LoadRunner
+from harness.run.events import Alive, Event, Failure, Progress, Warm, Warning, encode
+from harness.run.job import LoadJob
+from harness.run.loadgen import LoadRunner
 from harness.measure.recorder import Recorder
 from harness.run.watchdog import HEARTBEAT_S
 
 SILENT_TIMEOUTS = 3     # timed-out requests, none answered, that stop a point early
 
 
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
+def emit(event: Event) -> None:
+    sys.stdout.buffer.write(encode(event))
     sys.stdout.buffer.flush()
 
 
@@ -44,8 +44,8 @@ def _silence(runner: LoadRunner, warned: list[bool]) -> str | None:
     timeouts = rec.errors.get("timeout", 0)
     if timeouts and not warned[0]:
         warned[0] = True
-        emit({"event": "warning", "message": f"{timeouts} request(s) got no complete response "
-                                             f"within {job.timeout_s:g} s"})
+        emit(Warning(f"{timeouts} request(s) got no complete response within "
+                     f"{job.timeout_s:g} s"))
     if rec.n == 0 and timeouts >= min(SILENT_TIMEOUTS, max(1, job.concurrency)):
         return (f"the first {timeouts} requests all timed out ({job.timeout_s:g} s each) and "
                 f"none was answered: the target accepts connections but does not answer; "
@@ -67,10 +67,10 @@ async def _progress(runner: LoadRunner, measuring: asyncio.Event,
             main.cancel()
         if measuring.is_set() and runner.done != last:
             last, quiet = runner.done, 0.0
-            emit({"event": "progress", "done": last})
+            emit(Progress(last))
         elif quiet >= HEARTBEAT_S:
             quiet = 0.0
-            emit({"event": "alive"})
+            emit(Alive())
 
 
 async def main(job: LoadJob) -> int:
@@ -80,18 +80,18 @@ async def main(job: LoadJob) -> int:
     try:
         warm: Recorder = await runner.warmup()
         sample = next(iter(warm.error_samples.values()), "")
-        emit({"event": "warm", "errors": warm.error_count, "n": warm.n, "sample": sample})
+        emit(Warm(warm.error_count, warm.n, sample))
         if await _read_line() != "go":
             return 0                         # the parent gave up (another worker failed)
         measuring.set()
         result = await runner.measure()
         ticker.cancel()
-        emit({"event": "result", **result})
+        emit(result)
         return 0
     except asyncio.CancelledError:
         if not stop:
             raise
-        emit({"event": "error", "message": stop[0]})
+        emit(Failure(stop[0]))
         return 1
     finally:
         ticker.cancel()
@@ -100,7 +100,7 @@ async def main(job: LoadJob) -> int:
 
 def run() -> None:
     die_with_parent()
-    job = LoadJob(**orjson.loads(sys.stdin.readline()))
+    job = LoadJob.from_json(sys.stdin.readline())
     try:
         if job.protocol.startswith("grpc"):
             code = asyncio.run(main(job))        # grpc.aio supports only the stdlib loop
@@ -110,8 +110,7 @@ def run() -> None:
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:   # report it to the parent in words, not a dead pipe
-        emit({"event": "error", "message": f"{type(exc).__name__}: {exc}",
-              "traceback": traceback.format_exc()})
+        emit(Failure(f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         code = 1
     sys.exit(code)
 

@@ -67,6 +67,20 @@ class Workload:
     # pipeline only: one user request is these stages, run one after another
     stages: tuple["Stage", ...] | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (stages nested), as a worker process receives it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Workload":
+        """The inverse of to_dict; fields left out are None (a hand-written workload)."""
+        values = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        if values["stages"] is not None:
+            values["stages"] = tuple(Stage(st["name"], st["calls"], st["parallel"],
+                                           cls.from_dict(st["work"]))
+                                     for st in values["stages"])
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class Stage:

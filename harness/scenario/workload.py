@@ -13,13 +13,6 @@ _WORDS = ("network latency token vector stream packet model query embedding serv
           "client cache window frame header socket route batch search answer").split()
 
 
-class Attrs:
-    """A workload dict (as a worker receives it) read as attributes."""
-
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-
-
 def _texts(count: int, words: int, seed: int) -> list[str]:
     rnd = random.Random(seed)
     return [" ".join(rnd.choices(_WORDS, k=words)) for _ in range(count)]

@@ -21,7 +21,9 @@ from clients.base import (ConnectError, ConnectionLost, FallbackError, ProtocolV
                           ServerError, Target)
 from clients.blocking.rest import blocking_client
 from clients.transport.wire import METER
-from harness.run.loadgen import LoadJob, LoadRunner
+from harness.run.job import LoadJob
+from harness.scenario.model import Workload
+from harness.run.loadgen import LoadRunner
 from harness.measure.recorder import Recorder
 from servers import core
 
@@ -192,7 +194,7 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
                 "server_cache": False}
 
     async def run(**kw) -> tuple[str, Recorder]:
-        job = LoadJob(protocol=protocol(cell), target=tdict, workload=workload,
+        job = LoadJob(protocol=protocol(cell), target=tdict, workload=Workload.from_dict(workload),
                       mode="closed", engine=engine, requests=30, warmup=3, **kw)
         runner = LoadRunner(job)
         try:
@@ -200,7 +202,7 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
             result = await runner.measure()
         finally:
             await runner.close()
-        return result["client_path"], Recorder.from_json(result["recorder"])
+        return result.client_path, Recorder.from_json(result.recorder)
 
     path, rec = await run(concurrency=1)
     assert path.startswith("blocking: ") and rec.n == 30 and not rec.errors
@@ -216,7 +218,7 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
     path, rec = await run(concurrency=1, reuse=False)      # new connection per request
     assert path == "asyncio" and rec.new_connections == 30
     with pytest.raises(ValueError, match="no blocking client path"):
-        LoadRunner(LoadJob(protocol=protocol(cell), target=tdict, workload=workload,
+        LoadRunner(LoadJob(protocol=protocol(cell), target=tdict, workload=Workload.from_dict(workload),
                            mode="closed", engine=engine, concurrency=2, requests=1,
                            client_path="blocking"))
 

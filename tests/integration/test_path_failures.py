@@ -148,7 +148,9 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
     """One closed-loop run, three users: one on the good server, one on the expired
     certificate, one on a refused port. Every request is made; the failures are counted
     per request by class, with a sample message each, beside the successes."""
-    from harness.run.loadgen import LoadJob, LoadRunner
+    from harness.run.job import LoadJob
+    from harness.run.loadgen import LoadRunner
+    from harness.scenario.model import Workload
     from harness.measure.recorder import Recorder
     from tests.unit.test_loadgen_timeouts import WORKLOAD
 
@@ -156,7 +158,7 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
     good = target(cases, servers["good"])
     dead = free_port()
     job = LoadJob(protocol="rest-h2", target={"host": "127.0.0.1", "port": good.port},
-                  workload=WORKLOAD, mode="closed", concurrency=3, requests=30, warmup=0,
+                  workload=Workload.from_dict(WORKLOAD), mode="closed", concurrency=3, requests=30, warmup=0,
                   timeout_s=10, reuse=False, keep_rows=True, client_path="async")
     runner = LoadRunner(job)
     await asyncio.gather(*(c.close() for c in runner.clients))
@@ -166,7 +168,7 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
         out = await runner.measure()
     finally:
         await runner.close()
-    rec = Recorder.from_json(out["recorder"])
+    rec = Recorder.from_json(out.recorder)
     # The users share the 30 requests: quick failures take more of them than successes.
     assert set(rec.errors) == {"tls_expired", "refused"} and rec.n >= 1, rec.errors
     assert rec.n + rec.error_count == 30 and len(rec.rows) == 30

@@ -243,11 +243,10 @@ worker.run()
 
 def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(tmp_path):
     import threading
-    from dataclasses import asdict
 
-    import orjson
 
-    from harness.run.loadgen import LoadJob
+    from harness.run.events import Result, Warm
+    from harness.run.job import LoadJob
     from harness.run.runner import Runner
     from harness.scenario import parse_scenario
     from harness.run.watchdog import PointFailed, phase_deadline_s
@@ -256,7 +255,7 @@ def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(t
                                "load": {"concurrency": 1, "requests": 2, "timeout_s": 0.5}})
     runner = Runner(scenario, tmp_path, None, loopback=True)
     job = LoadJob(protocol="rest-h1", target={"host": "127.0.0.1", "port": 9},
-                  workload=asdict(scenario.workload), mode="closed", requests=2, warmup=0,
+                  workload=scenario.workload, mode="closed", requests=2, warmup=0,
                   timeout_s=0.5, client_path="async")
     err = tempfile.TemporaryFile()          # as Runner._spawn gives it
     proc = subprocess.Popen([sys.executable, "-c", STUCK_WORKER], cwd=ROOT,
@@ -265,14 +264,14 @@ def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(t
     guard = threading.Timer(30, proc.kill)  # the code as it was waits forever
     guard.start()
     try:
-        proc.stdin.write(orjson.dumps(asdict(job)) + b"\n")
+        proc.stdin.write(job.to_json() + b"\n")
         proc.stdin.flush()
-        runner._events([proc], "warm")
+        runner._events([proc], Warm)
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
         t0 = time.monotonic()
         with pytest.raises(PointFailed, match="did not reach 'result' within 6 s.*stuck"):
-            runner._events([proc], "result")
+            runner._events([proc], Result)
         waited = time.monotonic() - t0
     finally:
         guard.cancel()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from clients.base import Client, ConnectionLost, UnaryResult, clock_ns
-from harness.run.loadgen import LoadJob, LoadRunner
+from harness.run.job import LoadJob
+from harness.scenario.model import Workload
+from harness.run.loadgen import LoadRunner
 
 WORKLOAD = {"type": "embed", "batch_size": 1, "dimensions": 8, "input_words": 4,
             "distinct_inputs": 1, "encoding": "float", "compute_ms": 0,
@@ -45,7 +47,7 @@ class FakeClient(Client):
 
 def runner(client: Client, timeout_s: float, **kw) -> LoadRunner:
     job = LoadJob(protocol="rest-h1", target={"host": "127.0.0.1", "port": 9},
-                  workload=WORKLOAD, mode=kw.pop("mode", "closed"), timeout_s=timeout_s,
+                  workload=Workload.from_dict(WORKLOAD), mode=kw.pop("mode", "closed"), timeout_s=timeout_s,
                   warmup=0, keep_rows=True, **kw)
     r = LoadRunner(job)
     r.clients = [client]
@@ -61,7 +63,7 @@ async def test_slow_request_times_out_at_its_deadline():
     (row,) = [row for row in rec.rows if row[-1] == "timeout"]
     waited = (row[2] - row[1]) / 1e9
     assert 0.05 <= waited < 0.05 + 0.1          # at the deadline, not at the reply (0.3 s)
-    assert result["wall_s"] < 0.3
+    assert result.wall_s < 0.3
     assert not r._watchdog.deadlines
 
 

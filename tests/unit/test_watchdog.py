@@ -2,13 +2,14 @@
 
 import pytest
 
-from harness.run.loadgen import LoadJob
+from harness.run.job import LoadJob
+from harness.scenario.model import Workload
 from harness.run.watchdog import (SLACK_FRACTION, SLACK_S, STARTUP_S, phase_deadline_s,
                               silence_limit_s)
 
 
 def job(**kw) -> LoadJob:
-    return LoadJob(protocol="rest-h1", target={}, workload={}, **{"mode": "closed", **kw})
+    return LoadJob(protocol="rest-h1", target={}, workload=Workload.from_dict({"type": "embed"}), **{"mode": "closed", **kw})
 
 
 def stretched(work_s: float) -> float:

@@ -1,0 +1,50 @@
+"""The runner -> worker hand-off: one worker's share of one load point, typed on both
+sides of the process boundary, with its one JSON encoding."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from harness.scenario.model import Workload
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """One worker's share of one load point: what the runner sends a worker process."""
+
+    protocol: str
+    target: dict[str, Any]
+    workload: Workload
+    mode: str                        # closed | open
+    engine: str = "python"           # client engine: python | curl
+    concurrency: int = 1             # closed: users in this worker
+    rate: float = 0.0                # open: requests/s from this worker
+    arrival: str = "poisson"
+    gamma_shape: float = 0.5
+    max_in_flight: int = 1024
+    requests: int | None = None      # this worker's share; or
+    duration_s: float | None = None
+    warmup: int = 10
+    timeout_s: float = 30.0
+    reuse: bool = True
+    connections: int = 1             # Client instances (each its own connection(s))
+    max_connections: int | None = None   # HTTP/1.1: cap per Client (callers queue)
+    seed: int = 1
+    keep_rows: bool = False
+    stagger_ms: float = 0.0          # closed loop: user u starts u x stagger after "go"
+    trace: bool = False              # keep every stream's per-token trace (network lab)
+    worker: int = 0                  # this worker's index, for connection labels
+    client_path: str = "auto"        # auto | async | blocking | sequential (docstring)
+
+    def to_json(self) -> bytes:
+        """One line of JSON (the worker's first stdin line)."""
+        return orjson.dumps({**dataclasses.asdict(self), "workload": self.workload.to_dict()})
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> "LoadJob":
+        data = orjson.loads(line)
+        return cls(**{**data, "workload": Workload.from_dict(data["workload"])})
