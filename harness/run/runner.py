@@ -30,7 +30,7 @@ from harness.run.implementations import client_engine, server_impl
 from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
 from harness.run.job import LoadJob
 from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible
-from base.cells import Cell, parse_cell
+from base.cells import Cell
 from harness.measure.recorder import Recorder
 from harness.scenario.groups import group_of
 from harness.run.status import mark_killed_runs, runner_identity
@@ -179,7 +179,7 @@ class Runner:
 
     def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
         s, load = self.s, self.s.load
-        cell = parse_cell(point.protocol)
+        cell = point.cell
         conn = point.connection or s.connection
         workload = s.workload_for(point.protocol)
         trace = point.link is not None and workload.type == "stream"
@@ -351,7 +351,7 @@ class Runner:
             self.topology.configure(link)
 
     def run_point(self, point: PlanPoint) -> None:
-        cell = parse_cell(point.protocol)
+        cell = point.cell
         self._set_link(point.link)
         target, srv, impl = self._target(cell, point.tls_version)
         if point.dns_cache is not None:

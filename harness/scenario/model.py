@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from base.cells import parse_cell
+from base.cells import Cell, parse_cell
 from base.errors import BadInput
 from base.protocols import PROTOCOLS
 from harness.scenario.linkspec import LinkSpec
@@ -263,6 +263,10 @@ class PlanPoint:
     tls_version: str | None = None           # when the scenario sweeps it
     dns_cache: bool | None = None            # with dns: the resolver cache on or off
     resumption: str | None = None            # "session" / "0rtt": new connections resume
+    cell: Cell = field(init=False, repr=False, compare=False)   # `protocol`, parsed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cell", parse_cell(self.protocol))
 
 
 def _plain(value: Any) -> Any:
