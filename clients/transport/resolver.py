@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import socket
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
@@ -64,7 +64,10 @@ class Resolver:
     sent_total = 0
 
     def __init__(self, server: tuple[str, int], *, cache: bool = True,
-                 timeout_s: float = 1.0, attempts: int = 2) -> None:
+                 timeout_s: float = 1.0, attempts: int = 2,
+                 clock: Callable[[], int] = clock_ns) -> None:
+        """clock: nanoseconds now; it times lookups and ages cached answers (a test
+        passes its own to expire a TTL without waiting for it)."""
         if timeout_s <= 0 or attempts < 1:
             raise ValueError("timeout_s must be > 0 and attempts >= 1")
         self.server = (server[0], int(server[1]))
@@ -74,18 +77,19 @@ class Resolver:
         self.queries = 0                                     # sent, retries included
         self._cache: dict[str, tuple[str, int]] = {}         # name -> (ip, expiry ns)
         self._inflight: dict[str, asyncio.Task] = {}
+        self._clock = clock
 
     async def resolve(self, name: str) -> Resolution:
-        t0 = clock_ns()
+        t0 = self._clock()
         key = name.rstrip(".").lower()
         if _is_ip(key):
             return Resolution(key, 0, True)
         if not self.cache:
             ip, _ = await self._lookup(key)
-            return Resolution(ip, clock_ns() - t0, False)
+            return Resolution(ip, self._clock() - t0, False)
         hit = self._cache.get(key)
         if hit is not None and hit[1] > t0:
-            return Resolution(hit[0], clock_ns() - t0, True)
+            return Resolution(hit[0], self._clock() - t0, True)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._fill(key))
@@ -93,7 +97,7 @@ class Resolver:
             task.add_done_callback(lambda t: self._done(key, t))
         # Shielded: one waiter being cancelled must not fail the others sharing it.
         ip = await asyncio.shield(task)
-        return Resolution(ip, clock_ns() - t0, False)
+        return Resolution(ip, self._clock() - t0, False)
 
     def clear(self) -> None:
         self._cache.clear()
@@ -104,7 +108,7 @@ class Resolver:
             task.exception()    # retrieved even if every waiter was cancelled: no warning
 
     async def _fill(self, key: str) -> str:
-        sent = clock_ns()
+        sent = self._clock()
         ip, ttl = await self._lookup(key)
         if ttl > 0:     # TTL counts from the question, as a resolver must assume
             self._cache[key] = (ip, sent + ttl * 1_000_000_000)

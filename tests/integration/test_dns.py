@@ -125,11 +125,15 @@ async def test_the_resolver_delay_is_paid_per_query(slow_dns):
 
 
 async def test_ttl_expiry_refetches(short_ttl_dns):
-    r = resolver(short_ttl_dns, cache=True)
+    """The 1 s TTL on an injected clock: exact, no waiting."""
+    now = [10**12]
+    r = Resolver(where(short_ttl_dns), cache=True, timeout_s=TIMEOUT_S, attempts=ATTEMPTS,
+                 clock=lambda: now[0])
     before = queries(short_ttl_dns)
     assert not (await r.resolve(NAME)).from_cache
+    now[0] += 999_999_999                       # 1 ns before the TTL runs out: cached
     assert (await r.resolve(NAME)).from_cache
-    await asyncio.sleep(1.1)
+    now[0] += 1                                 # the TTL is over: asked again
     assert not (await r.resolve(NAME)).from_cache
     assert queries(short_ttl_dns) - before == 2
 

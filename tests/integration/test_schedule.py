@@ -1,4 +1,5 @@
-"""Token emission holds its absolute schedule: t0 + ttft + k*itl, no drift."""
+"""Token emission holds its absolute schedule on the real clock: t0 + ttft + k*itl, no drift
+(real kernel timers, so an integration test: it sleeps)."""
 
 import asyncio
 import gc

@@ -1,0 +1,31 @@
+"""Saturation from the real /proc counters of a real busy thread (the pure rules are
+tests/unit/test_saturation.py)."""
+
+import os
+import threading
+import time
+
+from harness.measure.saturation import Snapshot, utilisation
+
+
+def test_utilisation_of_a_real_busy_thread():
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    before, t0 = Snapshot.take([os.getpid()]), time.monotonic()
+    time.sleep(0.3)
+    # Snapshot while the thread lives: an ended thread leaves /proc/<pid>/task.
+    after, wall = Snapshot.take([os.getpid()]), time.monotonic() - t0
+    done.set()
+    worker.join()
+    (label, figures), = utilisation(before, after, wall).items()
+    assert label.endswith(f"[{os.getpid()}]")
+    # The spinning thread carries the process (the main thread sleeps); on a shared
+    # machine it gets what the scheduler gives it, so only a loose floor.
+    assert figures["busiest_thread"] > 0.3
+    assert figures["busiest_thread"] >= 0.8 * figures["process"]
