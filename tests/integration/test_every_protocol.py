@@ -50,7 +50,7 @@ async def test_streaming_protocols_deliver_the_same_tokens(servers, tls_files, p
         assert all(g > 0 for g in gaps)
         # Never early, on the one shared clock: the server cannot have started before
         # the client sent, so token k is due no sooner than start + ttft + k * itl.
-        # (How close to its slot a token is depends on load: tests/unit/test_schedule.py.)
+        # (How close to its slot a token is depends on load: tests/integration/test_schedule.py.)
         assert all(e >= r.t_start_ns + 5_000_000 + k * 2_000_000
                    for k, e in enumerate(emits)), emits
         assert all(t.recv_ns >= t.emit_ns for t in r.tokens)

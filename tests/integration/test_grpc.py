@@ -133,7 +133,7 @@ async def test_generate_tokens_on_schedule(target: Target) -> None:
     # On the absolute schedule t0 + ttft + k*itl (relative to the first token, which may
     # itself be late): never early, typically on time. One token may be held back by a
     # scheduler hiccup on this shared 2-core machine; the precise bound is in
-    # tests/unit/test_schedule.py, measured against the kernel's own wake-up noise.
+    # tests/integration/test_schedule.py, measured against the kernel's own wake-up noise.
     lateness_ms = offsets_ms - np.arange(n) * itl_ms
     assert lateness_ms.min() > -1.5, lateness_ms
     assert np.median(np.abs(lateness_ms)) < 1.5, lateness_ms
