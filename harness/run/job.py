@@ -40,6 +40,16 @@ class LoadJob:
     worker: int = 0                  # this worker's index, for connection labels
     client_path: str = "auto"        # auto | async | blocking | sequential (docstring)
 
+    def warmup_plan(self) -> tuple[int, int]:
+        """(requests, users) of the warmup: at least one request per user and per
+        connection, so no connection is opened cold inside the measurement (a warmup of
+        3 at concurrency 8 would leave 5 HTTP/1.1 connections to open while measured);
+        (0, 0) when the scenario asked for no warmup (cold starts are the point)."""
+        if not self.warmup:
+            return 0, 0
+        users = max(self.concurrency, self.connections)
+        return max(self.warmup, users), users
+
     def to_json(self) -> bytes:
         """One line of JSON (the worker's first stdin line)."""
         return orjson.dumps({**dataclasses.asdict(self), "workload": self.workload.to_dict()})

@@ -297,11 +297,11 @@ class LoadRunner:
     async def warmup(self) -> Recorder:
         """Warmup requests (excluded from results); also opens the connections."""
         rec = self.phase_rec = Recorder()
-        if self.job.warmup and self._use_blocking():
-            await self._closed_blocking(rec, self.job.warmup, None)
-        elif self.job.warmup:
-            users = min(self.job.warmup, max(self.job.concurrency, len(self.clients)))
-            await self._closed(rec, users, self.job.warmup, None)
+        requests, users = self.job.warmup_plan()
+        if requests and self._use_blocking():
+            await self._closed_blocking(rec, requests, None)
+        elif requests:
+            await self._closed(rec, max(users, len(self.clients)), requests, None)
         self.done = 0
         return rec
 

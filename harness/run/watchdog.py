@@ -46,8 +46,8 @@ def phase_deadline_s(job: Any, phase: str) -> float:
     the users' stagger). A slack on top for a busy machine."""
     timeout = job.timeout_s
     if phase == "warm":
-        users = min(job.warmup, max(job.concurrency, job.connections)) if job.warmup else 1
-        work = _rounds(job.warmup, users) * timeout
+        requests, users = job.warmup_plan()
+        work = _rounds(requests, max(users, 1)) * timeout
         return STARTUP_S + work * (1 + SLACK_FRACTION) + SLACK_S
     if phase != "result":
         raise ValueError(f"phase must be 'warm' or 'result', not {phase!r}")

@@ -543,3 +543,26 @@ def test_a_bad_out_path_is_refused_before_anything_starts(tmp_path, tls_dir, mak
     assert proc.returncode == 2
     assert why in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+QUICK_POOL_YAML = """\
+name: quickpool
+workload: {type: embed, batch_size: 1, dimensions: 8}
+protocols: [rest-h1, rest-h2]
+load: {concurrency: [1, 8], requests: 100}
+warmup: {requests: 20}
+"""
+
+
+def test_quick_mode_warms_every_connection_it_measures(tmp_path, tls_dir):
+    """--quick keeps 3 warmup requests; at 8 users HTTP/1.1 needs 8 connections, and
+    none of them may be opened inside the measured window."""
+    path = write(tmp_path / "quickpool.yaml", QUICK_POOL_YAML)
+    out = tmp_path / "out"
+    proc = run_bench([path, "--out", out, "--quick"], tls_dir)
+    assert proc.returncode == 0, proc.stderr
+    rows = summary(out)["rows"]
+    assert {(r["protocol"], r["concurrency"]) for r in rows} == {
+        (p, c) for p in ("rest-h1", "rest-h2") for c in (1, 8)}
+    assert all(r["new_connections"] == 0 for r in rows), [
+        (r["protocol"], r["concurrency"], r["new_connections"]) for r in rows]

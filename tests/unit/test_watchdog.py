@@ -42,7 +42,7 @@ def test_measure_deadline_is_the_plan_with_every_request_timing_out(kw, work_s):
 @pytest.mark.parametrize("kw, rounds", [
     ({"warmup": 10, "concurrency": 2, "timeout_s": 2.0}, 5),
     ({"warmup": 10, "concurrency": 1, "connections": 5, "timeout_s": 2.0}, 2),
-    ({"warmup": 3, "concurrency": 64, "timeout_s": 2.0}, 1),     # never more users than requests
+    ({"warmup": 3, "concurrency": 64, "timeout_s": 2.0}, 1),     # every user warms its connection
     ({"warmup": 0, "concurrency": 4, "timeout_s": 2.0}, 0),
 ])
 def test_warm_deadline_is_startup_and_the_warmup_requests(kw, rounds):
