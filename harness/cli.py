@@ -4,6 +4,7 @@
     python bench.py scenarios/lab.yaml --quick          a fast smoke version of it
     python bench.py SCENARIO --protocols rest-h1,grpc   a subset of its protocols
     python bench.py SCENARIO --dry-run                  print the expanded plan only
+    python bench.py SCENARIO --wide                     the final table with every column
     python bench.py --list-protocols                    protocol ids and implementations
     python bench.py compare RUN_A RUN_B                 two result dirs side by side
 
@@ -37,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a fast smoke version of the scenario")
     p.add_argument("--dry-run", action="store_true", help="print the expanded plan and exit")
     p.add_argument("--list-protocols", action="store_true", help="list protocol ids and exit")
+    p.add_argument("--wide", action="store_true",
+                   help="the final table with every column (default: what fits 100 columns)")
     p.add_argument("--loopback", action="store_true",
                    help="stay on loopback even as root (no network namespaces, so no wire "
                         "bytes)")
@@ -95,8 +98,9 @@ def dry_run(scenario) -> int:
     return EXIT_OK
 
 
-def run(scenario, out: Path, loopback: bool = False) -> int:
-    from harness.report.console import RichProgress, console, final_table, table_console
+def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
+    from harness.report.console import (RichProgress, console, final_table, table_console,
+                                        wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
     from harness.report.verdict import check
@@ -122,7 +126,8 @@ def run(scenario, out: Path, loopback: bool = False) -> int:
     for kind in scenario.workload_types:      # one table per workload: their columns differ
         mine = [r for r in rows if r["workload"] == kind]
         if mine:
-            table_console.print(final_table(mine, kind == "stream"))
+            table = final_table(mine, kind == "stream", wide=wide)
+            (wide_console if wide else table_console).print(table)
     for line in conclusions(rows, scenario.groups):
         table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for text in over:
@@ -176,4 +181,4 @@ def _main(argv: list[str]) -> int:
         refusal = lab_refusal(args.loopback)
         if refusal:
             raise BadInput(f"cannot run {args.scenario}: {refusal}")
-    return run(scenario, Path(args.out), args.loopback)
+    return run(scenario, Path(args.out), args.loopback, args.wide)

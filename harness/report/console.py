@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
@@ -16,10 +17,17 @@ from harness.measure.results import PointResult
 from harness.run.runner import ProgressSink
 from harness.scenario import PlanPoint
 
-# Progress goes to stderr, the final table to stdout; off a terminal (CI, a pipe)
-# rich would squeeze tables into 80 columns, which makes them unreadable.
+# Progress goes to stderr, the final table to stdout. Off a terminal (CI, a pipe, a
+# file) the output is plain: no colour, no cursor moves, ASCII borders, and 100 columns
+# (rich would guess 80); `--wide` gives the full table room instead.
+COLUMNS = 100
+WIDE_COLUMNS = 220
 console = Console(stderr=True)
-table_console = Console(width=None if sys.stdout.isatty() else 180)
+table_console = Console(width=None if sys.stdout.isatty() else COLUMNS,
+                        color_system="auto" if sys.stdout.isatty() else None)
+wide_console = Console(width=WIDE_COLUMNS, color_system=table_console.color_system)
+# A percentile's tail is read from the samples beyond it: under this many, say so.
+TAIL_SAMPLES = 100
 
 
 class RichProgress(ProgressSink):
@@ -72,7 +80,83 @@ def bound_note(r: dict[str, Any]) -> str:
                                      ("client-bound", "client_bound")) if r.get(key))
 
 
-def final_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
+def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:
+    """Whether the row's p99 rests on fewer than TAIL_SAMPLES samples beyond it."""
+    return (r.get("n") or 0) * (1 - q) < TAIL_SAMPLES
+
+
+def _fastest_first(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Rows in the order that answers "who is fastest here": per load point, by `metric`
+    (latency p50 for requests, TTFT p50 for streams)."""
+    def key(r: dict[str, Any]) -> tuple:
+        load = r["concurrency"] if r["mode"] == "closed" else r.get("rate_offered_rps") or 0
+        value = r.get(metric)
+        return (r["mode"], load or 0, load_label(r), value is None, value or 0.0)
+    return sorted(rows, key=key)
+
+
+def _note(r: dict[str, Any]) -> str:
+    """Short flags for the compact table (the caption spells them out)."""
+    parts = [flag for flag, key in (("SRV", "server_bound"), ("CLI", "client_bound"))
+             if r.get(key)]
+    if r.get("errors"):
+        parts.append(f"{r['errors']}err")
+    if r.get("failed"):
+        parts.append("FAIL")
+    return " ".join(parts)
+
+
+def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False) -> Table:
+    """The run's table: fits 100 columns (what a decision needs; the rest is in
+    report.md), or every column with `wide`."""
+    if wide:
+        return wide_table(rows, streaming)
+    table = Table(title="wirebench: protocols side by side (per load point, fastest first)",
+                  header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  safe_box=True, caption_justify="left")
+    # A stream's question is its first token and its gaps; a request's is its latency.
+    cols = (["cell", "load", "n", "ttft p50", "itl p99", "p50 ms"] if streaming else
+            ["cell", "load", "n", "p50 ms", "p99 ms", "ovh p50", "rps"])
+    cols += ["B/req", "cpu c/s", "note"]
+    one_tls = len({r.get("tls_version") for r in rows if r.get("tls_version")}) <= 1
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("cell", "load", "note") else "right",
+                         no_wrap=c != "note", overflow="fold",
+                         min_width=7 if c == "note" else None)
+    thin = flagged = False
+    for r in _fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms"):
+        p99 = fmt(r["latency_p99_ms"], 2)
+        if not streaming and tail_is_thin(r) and r.get("latency_p99_ms") is not None:
+            p99, thin = p99 + "~", True
+        load = load_label({**r, "tls_version": None} if one_tls else r)
+        if streaming:
+            cells = [r["cell"], load, fmt(r["n"]), fmt(r["ttft_p50_ms"], 2),
+                     fmt(r["itl_p99_ms"], 2), fmt(r["latency_p50_ms"], 2)]
+        else:
+            cells = [r["cell"], load, fmt(r["n"]), fmt(r["latency_p50_ms"], 2), p99,
+                     fmt(r["overhead_p50_ms"], 2), fmt(r["throughput_rps"], 0)]
+        cpu = f"{fmt(r['client_cpu_ms_per_req'], 2)}/{fmt(r['server_cpu_ms_per_req'], 2)}"
+        note = _note(r)
+        flagged = flagged or bool(note)
+        cells += [fmt(r.get("wire_down_bytes") or r["payload_down_bytes"], 0), cpu, note]
+        table.add_row(*cells)
+    captions = [("p50 ms: the whole stream; " if streaming else
+                 "ovh: latency minus server time; ")
+                + "B/req: bytes down per request (wire where measured, else payload); cpu: "
+                  "client/server ms per request; every column: report.md or --wide"]
+    if flagged:
+        captions.append("note: SRV / CLI server / client core saturated (the row measures a "
+                        "library, not the protocol: never ranked); Nerr errors; FAIL the "
+                        "point failed")
+    if thin:
+        captions.append(f"~ p99 rests on fewer than {TAIL_SAMPLES} samples beyond it "
+                        f"(n < {int(TAIL_SAMPLES / 0.01):,}): indicative only")
+    table.caption = "\n".join(captions)
+    return table
+
+
+def wide_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
+    """Every column, in run order (`--wide`)."""
     table = Table(title="wirebench: protocols side by side", header_style="bold")
     cols = ["protocol", "load", "n", "err", "p50 ms", "p99 ms", "rps"]
     if streaming:

@@ -566,3 +566,15 @@ def test_quick_mode_warms_every_connection_it_measures(tmp_path, tls_dir):
         (p, c) for p in ("rest-h1", "rest-h2") for c in (1, 8)}
     assert all(r["new_connections"] == 0 for r in rows), [
         (r["protocol"], r["concurrency"], r["new_connections"]) for r in rows]
+    # Off a terminal the output is plain and fits 100 columns; rows fastest first per
+    # load point, and a p99 on 30 samples says it is indicative.
+    table = proc.stdout.splitlines()
+    assert max(map(len, table)) <= 100, max(table, key=len)
+    assert "\x1b[" not in proc.stdout
+    assert "p99 rests on fewer than 100 samples" in proc.stdout
+    rows_c1 = [line.split() for line in table if line.startswith(" rest-h") and " c=1 " in line]
+    p50s = [float(cols[3]) for cols in rows_c1]
+    assert len(p50s) == 2 and p50s == sorted(p50s)
+    wide = run_bench([path, "--out", out, "--quick", "--wide"], tls_dir)
+    assert wide.returncode == 0, wide.stderr
+    assert "payload up B" in wide.stdout and max(map(len, wide.stdout.splitlines())) > 100
