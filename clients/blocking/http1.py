@@ -27,25 +27,26 @@ transport avoids by seeing the close while idle.
 Timeouts: the whole request (connect, send, every read) must finish within
 `timeout_s` of its start; the kernel enforces each read's share (SO_RCVTIMEO /
 SO_SNDTIMEO, lowered when less than 95% of it remains, so a stalled read ends at most
-5% of the timeout late), so a request on time costs no timeout syscalls. A timeout raises `RequestTimeout` (kind "timeout") and
-closes the connection (its state is unknown).
+5% of the timeout late), so a request on time costs no timeout syscalls. A timeout
+raises `RequestTimeout` (kind "timeout") and closes the connection (its state is
+unknown).
 
 Cleartext only (no TLS, no DNS step through the lab's resolver): the selection in
-clients.blocking.rest uses the asyncio transport otherwise.
+clients.blocking.rest uses the asyncio transport otherwise. The connection and the clock
+are parameters (clients.blocking.sockets): tests drive the transport from scripted bytes
+on an explicit clock, in memory (tests/unit/test_blocking_h1.py).
 """
 
 from __future__ import annotations
 
-import select
-import socket
-import struct
+from typing import Callable
 
-from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError, ProtocolViolation,
-                   Target, clock_ns)
-from clients.transport.http1 import RequestHead
+from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
+                          ProtocolViolation, Target, clock_ns)
+from clients.blocking.sockets import Connection, TcpConnection
 from clients.http_api import Headers, HttpResponse
+from clients.transport.http1 import RequestHead
 from clients.transport.phases import ConnectStamps
-from clients.transport.wire import METER
 
 try:        # the connect-failure classes (clients.transport.connect), where this tree has them
     from clients.base import PhaseTimeout, Refused
@@ -60,25 +61,22 @@ class RequestTimeout(ClientError):
     kind = "timeout"
 
 
-def _timeval(seconds: float) -> bytes:
-    seconds = max(seconds, 0.001)
-    return struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
-
-
 class BlockingH1Transport:
     """One keep-alive HTTP/1.1 connection, one request at a time, blocking."""
 
     version = "1.1"
     path_name = "blocking socket"
 
-    def __init__(self, target: Target, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: Target, *, timeout_s: float = 30.0,
+                 connect: Callable[[str, int, float], Connection] = TcpConnection.open,
+                 clock: Callable[[], int] = clock_ns) -> None:
         if target.tls or target.dns is not None:
             raise ValueError("the blocking HTTP/1.1 path is cleartext, without a DNS step")
         self.target = target
         self.timeout_s = timeout_s
         self.timeout_ns = int(timeout_s * 1e9)
-        self.sock: socket.socket | None = None
-        self._poll: select.poll | None = None
+        self._open, self._clock = connect, clock
+        self.sock: Connection | None = None
         self.local_port: int | None = None
         self._buf = bytearray(BUFFER)
         self._view = memoryview(self._buf)
@@ -89,15 +87,15 @@ class BlockingH1Transport:
     # ------------------------------------------------------------------ connection
 
     def _connect(self, deadline: int) -> int:
-        t0 = clock_ns()
+        t0 = self._clock()
         remaining = (deadline - t0) / 1e9
         if remaining <= 0:
             raise RequestTimeout(f"no complete response within {self.timeout_s} s")
         step = getattr(self.target, "connect_timeout_s", None)
         where = f"HTTP/1.1 connect to {self.target.host}:{self.target.port}"
         try:
-            sock = socket.create_connection((self.target.host, self.target.port),
-                                            timeout=min(remaining, step or remaining))
+            sock = self._open(self.target.host, self.target.port,
+                              min(remaining, step or remaining))
         except TimeoutError:
             if step is not None and step < remaining:
                 raise PhaseTimeout(f"{where}: TCP connect: no answer within {step} s") \
@@ -108,28 +106,20 @@ class BlockingH1Transport:
             raise Refused(f"{where}: TCP connect: refused ({exc})") from exc
         except OSError as exc:
             raise ConnectError(f"{where} failed: {exc}") from exc
-        sock.settimeout(None)           # blocking; the kernel times reads (SO_RCVTIMEO)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
         self._sockto = 0.0
         self._set_timeout(self.timeout_s)
-        self.local_port = sock.getsockname()[1]
+        self.local_port = sock.local_port
         self._have = 0
-        METER.track(sock)
-        return clock_ns() - t0
+        return self._clock() - t0
 
     def _set_timeout(self, seconds: float) -> None:
-        tv = _timeval(seconds)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)   # type: ignore[union-attr]
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)   # type: ignore[union-attr]
+        self.sock.set_timeout(seconds)      # type: ignore[union-attr]
         self._sockto = seconds
 
     def _drop(self) -> None:
-        sock, self.sock, self._poll = self.sock, None, None
+        sock, self.sock = self.sock, None
         if sock is not None:
-            METER.closing(sock)
             sock.close()
         self._have = 0
 
@@ -148,7 +138,7 @@ class BlockingH1Transport:
         """The first half of fetch_sync: connect if needed and send the request. The
         caller may work while the server does, then calls receive_sync()."""
         pending = _Pending(method, self._head.request(method, path, headers, body),
-                           clock_ns() + self.timeout_ns)
+                           self._clock() + self.timeout_ns)
         self._send(pending)
         return pending
 
@@ -171,13 +161,13 @@ class BlockingH1Transport:
 
     def response_waiting(self) -> bool:
         """Whether response bytes are already waiting to be read (one poll, no wait)."""
-        return bool(self._poll is not None and self._poll.poll(0))
+        return self.sock is not None and self.sock.readable_now()
 
     def _send(self, pending: "_Pending") -> None:
         while True:
             new, connect_ns, opened = self.sock is None, None, None
             if new:
-                t0 = clock_ns()
+                t0 = self._clock()
                 connect_ns = self._connect(pending.deadline)
                 opened = ConnectStamps(t0, tcp=t0 + connect_ns)     # the lifecycle's
             elif self._sockto != self.timeout_s:
@@ -185,7 +175,7 @@ class BlockingH1Transport:
             pending.new, pending.connect_ns, pending.opened = new, connect_ns, opened
             try:
                 self.sock.sendall(pending.data)       # type: ignore[union-attr]
-                pending.t_sent = clock_ns()           # curl's pretransfer
+                pending.t_sent = self._clock()           # curl's pretransfer
                 return
             except BlockingIOError:
                 self._drop()
@@ -199,7 +189,7 @@ class BlockingH1Transport:
 
     def _recv(self, start: int, deadline: int, view: memoryview | None = None) -> int:
         """One blocking read into the buffer at `start` (or into `view`)."""
-        remaining = (deadline - clock_ns()) / 1e9
+        remaining = (deadline - self._clock()) / 1e9
         if remaining <= 0:
             raise RequestTimeout(f"no complete response within {self.timeout_s} s")
         if remaining < self._sockto * 0.95:    # within 5% of the deadline, not 2x
@@ -229,7 +219,7 @@ class BlockingH1Transport:
                     if not new and have == 0:
                         raise _Stale() from None
                     raise
-                t = clock_ns()
+                t = self._clock()
                 if n == 0:
                     if not new and have == 0:
                         raise _Stale()
@@ -259,7 +249,7 @@ class BlockingH1Transport:
                 view = memoryview(out)
                 while got < length:
                     n = self._recv(0, deadline, view[got:])
-                    t_end = clock_ns()
+                    t_end = self._clock()
                     if n == 0:
                         raise ConnectionLost(f"connection closed mid-body ({got} of "
                                              f"{length} bytes)")
@@ -274,7 +264,7 @@ class BlockingH1Transport:
             parts = [bytes(buf[pos:have])]
             while True:
                 n = self._recv(0, deadline)
-                t_end = clock_ns()
+                t_end = self._clock()
                 if n == 0:
                     break
                 parts.append(bytes(buf[:n]))
@@ -298,7 +288,7 @@ class BlockingH1Transport:
         def more() -> bytes:
             nonlocal t
             n = self._recv(0, deadline)
-            t = clock_ns()
+            t = self._clock()
             if n == 0:
                 raise ConnectionLost("connection closed mid-body (chunked)")
             return bytes(buf[:n])
