@@ -123,13 +123,15 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     lines, failed, over = check(scenario, rows)
     summary = json.loads((runner.out / "summary.json").read_text())
     (runner.out / "report.md").write_text(render(summary, lines, runner.out))
+    # What the run shows comes first (a winner per question, or "no difference"); the
+    # tables that back it follow.
+    for line in conclusions(rows, scenario.groups):
+        table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for kind in scenario.workload_types:      # one table per workload: their columns differ
         mine = [r for r in rows if r["workload"] == kind]
         if mine:
             table = final_table(mine, kind == "stream", wide=wide)
             (wide_console if wide else table_console).print(table)
-    for line in conclusions(rows, scenario.groups):
-        table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for text in over:
         console.print(f"[red]errors over the limit: {text}[/red]")
     for text in failed:
