@@ -35,10 +35,10 @@ asyncio transport for those.
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import struct
+from typing import Callable
 
 import hpack
 
@@ -46,10 +46,10 @@ from clients.base import (ClientError, ConnectionLost, FallbackError, ProtocolVi
                    clock_ns)
 from clients.transport.connect import os_error, tls_error
 from clients.blocking.http1 import RequestTimeout
+from clients.blocking.sockets import Connection, StreamConnection
 from clients.transport.http2 import header_block_error
 from clients.http_api import Headers, HttpResponse
 from clients.transport.phases import ConnectStamps
-from clients.transport.wire import METER
 
 try:
     from clients.base import PhaseTimeout
@@ -102,7 +102,14 @@ class BlockingH2Transport:
     # h2 is not used on this path: the row's engine name says so through this
     path_name = f"blocking socket, HTTP/2 framed here, hpack {hpack.__version__}"
 
-    def __init__(self, target: Target, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: Target, *, timeout_s: float = 30.0,
+                 connect: Callable[[tuple[str, int], float], socket.socket]
+                 = socket.create_connection,
+                 wrap: Callable[[socket.socket], Connection] = StreamConnection,
+                 clock: Callable[[], int] = clock_ns) -> None:
+        """connect opens the TCP connection, wrap makes the (TLS) socket a Connection,
+        clock gives nanoseconds: tests replace them to run the transport in memory
+        (tests/unit/test_blocking_h2.py)."""
         if target.dns is not None or getattr(target, "resumption", None):
             raise ValueError("the blocking HTTP/2 path has no DNS step and no resumption")
         self.target = target
@@ -117,9 +124,9 @@ class BlockingH2Transport:
         self._fixed = (_literal(b":scheme", scheme)
                        + _literal(b":authority", target.authority.encode()))
         self._blocks: dict[tuple, bytes] = {}     # request -> its header block
-        self.sock: socket.socket | None = None
+        self._open, self._wrap, self._clock = connect, wrap, clock
+        self.sock: Connection | None = None
         self.local_port: int | None = None
-        self._poll: select.poll | None = None
         self._buf = bytearray(BUFFER)
         self._view = memoryview(self._buf)
         self._pos = self._have = 0          # unparsed bytes are _buf[_pos:_have]
@@ -129,7 +136,7 @@ class BlockingH2Transport:
     # ------------------------------------------------------------------ connection
 
     def _connect(self, deadline: int) -> ConnectStamps:
-        t0 = clock_ns()
+        t0 = self._clock()
         stamps = ConnectStamps(t0)
         target = self.target
         where = f"{target.host}:{target.port}"
@@ -138,30 +145,31 @@ class BlockingH2Transport:
             raise RequestTimeout(f"no complete response within {self.timeout_s} s")
         step = min(remaining, getattr(target, "connect_timeout_s", None) or remaining)
         try:
-            sock = socket.create_connection((target.host, target.port), timeout=step)
+            raw = self._open((target.host, target.port), step)
         except TimeoutError:
             raise PhaseTimeout(f"HTTP/2 to {where}: TCP connect: no answer within "
                                f"{step:g} s") from None
         except OSError as exc:
             raise os_error(exc, where, "TCP connect", "HTTP/2") from exc
-        stamps.tcp = clock_ns()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stamps.tcp = self._clock()
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if self._ssl is not None:
-                sock = self._handshake(sock, where)   # the TLS socket takes the fd over
-                stamps.handshake = clock_ns()
-            METER.track(sock)
-            sock.settimeout(self.timeout_s)
+                raw = self._handshake(raw, where)     # the TLS socket takes the fd over
+                stamps.handshake = self._clock()
+        except BaseException:
+            raw.close()
+            raise
+        sock = self._wrap(raw)
+        try:
+            sock.set_timeout(self.timeout_s)
             self._sockto = self.timeout_s
             sock.sendall(_OPENING)
         except BaseException:
-            METER.closing(sock)
             sock.close()
             raise
         self.sock = sock
-        self.local_port = sock.getsockname()[1]
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
+        self.local_port = sock.local_port
         self._pos = self._have = 0
         self._decoder = hpack.Decoder()
         self._next_stream = 1
@@ -191,9 +199,8 @@ class BlockingH2Transport:
         return tls
 
     def _drop(self) -> None:
-        sock, self.sock, self._poll = self.sock, None, None
+        sock, self.sock = self.sock, None
         if sock is not None:
-            METER.closing(sock)
             sock.close()
         self._pos = self._have = 0
 
@@ -216,7 +223,7 @@ class BlockingH2Transport:
                      + _literal(b"content-length", b"%d" % len(body)))
             if len(self._blocks) < 64:
                 self._blocks[key] = block
-        pending = _Pending(block, body, clock_ns() + self.timeout_ns)
+        pending = _Pending(block, body, self._clock() + self.timeout_ns)
         self._send(pending)
         return pending
 
@@ -243,7 +250,7 @@ class BlockingH2Transport:
         sock, stream = self.sock, self._in_flight
         if sock is None or not stream:
             return False
-        if self._poll.poll(0) or (self._ssl is not None and sock.pending()):
+        if sock.readable_now():
             self._read_available()
         pos, have, buf = self._pos, self._have, self._buf
         while pos + 9 <= have:
@@ -260,17 +267,10 @@ class BlockingH2Transport:
             self._pos = self._have = 0
         if self._have == len(self._buf):
             return
-        sock = self.sock
-        sock.settimeout(0.0)
-        try:
-            n = sock.recv_into(self._view[self._have:])
-        except (OSError, ssl.SSLWantReadError):     # BlockingIOError: nothing there
-            return
-        finally:
-            sock.settimeout(self._sockto)
+        n = self.sock.recv_now(self._view[self._have:])
         if n:
             self._have += n
-            self._t_read = clock_ns()
+            self._t_read = self._clock()
 
     def _send(self, pending: "_Pending") -> None:
         while True:
@@ -285,7 +285,7 @@ class BlockingH2Transport:
             self._next_stream += 2
             try:
                 self._write_request(pending, stream)
-                pending.t_sent = clock_ns()
+                pending.t_sent = self._clock()
                 return
             except ClientError:
                 self._drop()
@@ -335,11 +335,11 @@ class BlockingH2Transport:
             self._buf = buf = buf + bytearray(need - len(buf))
             self._view = memoryview(buf)
         while self._have - self._pos < need:
-            remaining = (deadline - clock_ns()) / 1e9
+            remaining = (deadline - self._clock()) / 1e9
             if remaining <= 0:
                 raise RequestTimeout(f"no complete response within {self.timeout_s} s")
             if remaining < self._sockto * 0.95:
-                self.sock.settimeout(remaining)
+                self.sock.set_timeout(remaining)
                 self._sockto = remaining
             try:
                 n = self.sock.recv_into(self._view[self._have:])
@@ -348,7 +348,7 @@ class BlockingH2Transport:
                     from None
             except OSError as exc:
                 raise ConnectionLost(f"HTTP/2 receive failed: {exc}") from exc
-            self._t_read = clock_ns()
+            self._t_read = self._clock()
             if n == 0:
                 raise ConnectionLost("HTTP/2 connection closed (EOF)")
             self._have += n

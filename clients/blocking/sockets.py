@@ -63,3 +63,40 @@ class TcpConnection:
     def close(self) -> None:
         METER.closing(self.sock)
         self.sock.close()
+
+
+class StreamConnection:
+    """A connected blocking TCP or TLS socket timed by Python's socket timeout (an
+    expired read raises TimeoutError): the blocking HTTP/2 transport's connection, TLS
+    included (a TLS socket may hold decrypted bytes that poll() does not see)."""
+
+    __slots__ = ("sock", "_poll", "_tls", "local_port", "recv_into", "sendall", "set_timeout")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        self._tls = hasattr(sock, "pending")
+        self.local_port = sock.getsockname()[1]
+        self.recv_into, self.sendall = sock.recv_into, sock.sendall
+        self.set_timeout = sock.settimeout
+        METER.track(sock)
+
+    def readable_now(self) -> bool:
+        return bool(self._poll.poll(0)) or (self._tls and self.sock.pending() > 0)
+
+    def recv_now(self, view: memoryview) -> int | None:
+        """One read of what is there without waiting; None if nothing (errors and EOF
+        are left to the next blocking read, which reports them)."""
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        try:
+            return self.sock.recv_into(view)
+        except OSError:         # BlockingIOError, ssl.SSLWantReadError: nothing there
+            return None
+        finally:
+            self.sock.settimeout(timeout)
+
+    def close(self) -> None:
+        METER.closing(self.sock)
+        self.sock.close()
