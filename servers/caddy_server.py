@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from . import cors
 from .caddy_config import FrontSpec, build
 from .http_server import _bind_same_port, bind, serve_uvicorn
 from .lifetime import pdeathsig_prefix
@@ -66,8 +67,11 @@ def implementation_name(kind: str, backend: str = "bare ASGI") -> str:
 
 
 def load_app(factory: str, opts: ServerOptions) -> Any:
+    """The backend app, inside the CORS middleware when --cors is given (Caddy passes
+    Origin and the preflight through; the answers are the backend's)."""
     module, _, name = factory.partition(":")
-    return getattr(importlib.import_module(module), name)(opts.limits, opts.api_key)
+    app = getattr(importlib.import_module(module), name)(opts.limits, opts.api_key)
+    return cors.wrap(app, opts.cors_origins)
 
 
 async def serve(opts: ServerOptions, ready: Ready, *, app_factory: str = BARE_APP) -> None:

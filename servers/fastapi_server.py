@@ -13,7 +13,7 @@ import dataclasses
 from importlib.metadata import version
 from typing import Callable
 
-from . import caddy_server, http_server
+from . import caddy_server, cors, http_server
 from .fastapi_app import make_app
 from .options import ServerOptions
 
@@ -34,7 +34,7 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
     if version_ == "h3":
         await caddy_server.serve(opts, ready, app_factory=FACTORY)
         return
-    app = make_app(opts.limits, opts.api_key)
+    app = cors.wrap(make_app(opts.limits, opts.api_key), opts.cors_origins)
     plain = dataclasses.replace(opts, kind=version_)      # h1 / h2 as http_server knows them
     if version_ == "h1":
         await http_server._serve_uvicorn(app, plain, ready)

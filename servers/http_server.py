@@ -22,6 +22,7 @@ import socket
 import ssl
 from typing import Any, Callable
 
+from . import cors
 from .asgi_app import App
 from .h1_timeouts import with_header_timeout
 from .options import ServerOptions
@@ -48,7 +49,7 @@ def bind(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
 
 
 async def serve(opts: ServerOptions, ready: Ready) -> None:
-    app = App(opts.limits, opts.api_key)
+    app = cors.wrap(App(opts.limits, opts.api_key), opts.cors_origins)
     if opts.kind == "h1":
         await _serve_uvicorn(app, opts, ready)
     else:
