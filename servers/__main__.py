@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
                    help=f"most inputs per embedding request (default {d.max_batch})")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens,
                    help=f"largest max_tokens accepted (default {d.max_tokens})")
+    p.add_argument("--max-model-ms", type=float, default=d.max_model_ms,
+                   help="largest simulated delay a request may ask for (ttft_ms, itl_ms, "
+                        f"compute_ms; default {d.max_model_ms:g})")
     a = p.parse_args(argv)
     kind = a.what if a.what in SERVER_KINDS else None
     if kind is None:
@@ -89,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
     except ValueError as exc:
         p.error(str(exc))
     limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
-                    max_tokens=a.max_tokens)
+                    max_tokens=a.max_tokens, max_model_ms=a.max_model_ms)
     tls = ensure_tls_files() if kind in TLS_KINDS else None
     return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
                          limits=limits, tls=tls, h2c_port=a.h2c_port,
