@@ -229,6 +229,7 @@ class Scenario:
     tls_version: tuple[str, ...] = ("1.3",)     # one or more (a sweep)
     dns: Dns | None = None
     resumption: tuple[str, ...] = ("none",)     # none / session / 0rtt (a sweep)
+    cors: str | None = None     # the servers' --cors: "*" or origins, comma-separated
     # Every workload: `workload` is the first; a scenario may give one embed and one
     # stream workload, and each protocol runs the one of its kind.
     workloads: tuple[Workload, ...] = ()
@@ -557,6 +558,20 @@ def _resumption(v: Any, path: str) -> str:
     return v
 
 
+def _cors(v: Any, path: str) -> str:
+    """The servers' --cors value: "*", an origin, or a list of origins (normalised)."""
+    from servers.cors import parse_origins
+
+    text = ",".join(v) if isinstance(v, list) and all(isinstance(o, str) for o in v) else v
+    if not isinstance(text, str):
+        raise Invalid(path, f'expected "*" or origins such as "http://localhost:8000", '
+                            f"got {show(v)}")
+    try:
+        return ",".join(parse_origins(text))
+    except ValueError as exc:
+        raise Invalid(path, str(exc)) from None
+
+
 def _tls_version(v: Any, path: str) -> str:
     """ "1.3" or "1.2". YAML reads an unquoted 1.3 as a number: take that too."""
     text = f"{v:g}" if isinstance(v, float) else v
@@ -655,6 +670,8 @@ def _check_target(values: dict) -> None:
     if values["dns"] is not None:
         raise Invalid("dns", "the DNS step serves the built-in servers' name; an external "
                              "target is resolved by the system; remove target or dns")
+    if values["cors"] is not None:
+        raise Invalid("cors", "cors configures the built-in servers; remove target or cors")
     if not values["tls"] and urlsplit(target.base_url).scheme == "https":
         raise Invalid("target.base_url", "an https URL needs TLS, but tls is false")
 
@@ -734,6 +751,7 @@ _SCENARIO = Section(Scenario, (
     Field("tls_version", sweep(_tls_version), "1.3"),
     Field("dns", optional(_DNS), None),
     Field("resumption", sweep(_resumption), "none"),
+    Field("cors", optional(_cors), None),
 ), post=_cross_checks)
 
 

@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
     try:
         cors = parse_origins(a.cors)
     except ValueError as exc:
-        p.error(str(exc))
+        p.error(f"--cors: {exc}")
     limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
                     max_tokens=a.max_tokens, max_model_ms=a.max_model_ms)
     tls = ensure_tls_files() if kind in TLS_KINDS else None

@@ -45,17 +45,17 @@ def parse_origins(value: str | None) -> tuple[str, ...] | None:
         return None
     entries = [v.strip() for v in value.split(",") if v.strip()]
     if not entries:
-        raise ValueError("--cors needs '*' or a comma-separated list of origins")
+        raise ValueError("expected '*' or a comma-separated list of origins")
     if "*" in entries:
         if len(entries) > 1:
-            raise ValueError("--cors '*' cannot be combined with other origins")
+            raise ValueError("'*' cannot be combined with other origins")
         return ("*",)
     out = []
     for entry in entries:
         origin = entry.rstrip("/")
         scheme, sep, rest = origin.partition("://")
         if not sep or scheme.lower() not in ("http", "https") or not rest or "/" in rest:
-            raise ValueError(f"--cors: {entry!r} is not an origin (scheme://host[:port])")
+            raise ValueError(f"{entry!r} is not an origin (http(s)://host[:port])")
         out.append(f"{scheme.lower()}://{rest.lower()}")
     return tuple(dict.fromkeys(out))
 

@@ -476,3 +476,22 @@ async def test_h3_localhost_listens_on_both_loopbacks(servers, tls_files, kind):
 def test_h3_other_hosts_bind_one_address(servers, tls_files):
     srv = servers.start("h3")               # 127.0.0.1: nothing on ::1
     assert srv.info["addresses"] == ["127.0.0.1"]
+
+
+# ------------------------------------------------------------------ the harness
+
+@pytest.mark.parametrize("protocol", ["rest-h1", "ws", "grpc"])
+def test_scenario_cors_reaches_the_servers(tls_files, tmp_path, protocol):
+    from harness.cells import parse_cell
+    from harness.runner import Runner
+    from harness.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "t", "workload": {"type": "embed"}, "load": {},
+                               "protocols": [protocol], "cors": [PAGE]})
+    runner = Runner(scenario, tmp_path, None, loopback=True)
+    try:
+        _, srv, _ = runner._target(parse_cell(protocol))
+        flags = srv.args[srv.args.index("--cors"):][:2] if "--cors" in srv.args else []
+        assert flags == ([] if protocol == "grpc" else ["--cors", PAGE])   # gRPC: no CORS
+    finally:
+        runner.servers.stop_all()
