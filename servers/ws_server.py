@@ -208,8 +208,10 @@ class _Gate:
         return ws.respond(status, text)
 
     def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
-        origin = request.headers.get("Origin")
-        if origin is not None and not self.any_origin and origin.lower() not in self.origins:
+        origins = request.headers.get_all("Origin")     # .get() raises on two of them
+        origin = ", ".join(origins) if origins else None
+        if origin is not None and not self.any_origin and (
+                len(origins) != 1 or origin.lower() not in self.origins):
             return self._refuse(ws, http.HTTPStatus.FORBIDDEN,
                                 f"origin {origin!r} not allowed: start the server with "
                                 "--cors listing it\n")
@@ -220,7 +222,8 @@ class _Gate:
                             f"the subprotocol '{BEARER_PROTOCOL}<key>' or ?api_key=<key>\n")
 
     def _authorised(self, request: Request) -> bool:
-        header = request.headers.get("Authorization")
+        headers = request.headers.get_all("Authorization")
+        header = headers[0] if len(headers) == 1 else None
         if header is not None and hmac.compare_digest(
                 header.encode("utf-8", "replace"), b"Bearer " + self.key):
             return True

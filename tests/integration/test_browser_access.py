@@ -429,6 +429,26 @@ async def test_ws_browser_authentication(ws_servers):
         101, "wirebench.bearer.any")
 
 
+def raw_handshake_status(port: int, *headers: str) -> int:
+    """The status line's code of a hand-written upgrade request."""
+    head = ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        return int(sock.recv(4096).split(b" ", 2)[1])
+
+
+def test_ws_repeated_origin_or_authorization_is_refused(ws_servers):
+    port = ws_servers["listed"].port
+    auth = f"Authorization: Bearer {KEY}"
+    assert raw_handshake_status(port, f"Origin: {PAGE}", auth) == 101
+    assert raw_handshake_status(port, f"Origin: {PAGE}", f"Origin: {STRANGER}", auth) == 403
+    assert raw_handshake_status(port, f"Origin: {PAGE}", f"Origin: {PAGE}", auth) == 403
+    assert raw_handshake_status(port, auth, auth) == 401
+    assert raw_handshake_status(port, auth, "Sec-WebSocket-Protocol: chat") == 101
+
+
 def test_ws_websocket_client_library(ws_servers):
     """The other common client library (synchronous), offering the subprotocol."""
     websocket = pytest.importorskip("websocket", reason="websocket-client not installed")
