@@ -21,6 +21,7 @@ import sys
 from base.protocols import PROTOCOLS, SERVER_KINDS
 
 from servers.core import Limits
+from servers.cors import parse_origins
 from base.lifetime import die_with_parent
 from servers.options import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, ServerOptions
 from servers.tls import ensure_tls_files
@@ -62,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
     p.add_argument("--idle-timeout-s", type=float, default=DEFAULT_IDLE_TIMEOUT_S,
                    help="HTTP/1.1 (uvicorn): close a keep-alive connection idle this long "
                         f"(default {DEFAULT_IDLE_TIMEOUT_S:g})")
+    p.add_argument("--cors", metavar="ORIGINS",
+                   help="browser pages allowed to call: '*' or comma-separated origins "
+                        "(http://localhost:8000,...). HTTP: CORS headers and preflights; "
+                        "ws: the handshake's Origin. Default: none (same-origin only)")
     d = Limits()
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help=f"largest request body/message (default {d.max_body_bytes})")
@@ -69,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
                    help=f"most inputs per embedding request (default {d.max_batch})")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens,
                    help=f"largest max_tokens accepted (default {d.max_tokens})")
+    p.add_argument("--max-model-ms", type=float, default=d.max_model_ms,
+                   help="largest simulated delay a request may ask for (ttft_ms, itl_ms, "
+                        f"compute_ms; default {d.max_model_ms:g})")
     a = p.parse_args(argv)
     kind = a.what if a.what in SERVER_KINDS else None
     if kind is None:
@@ -77,13 +85,19 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         kind = PROTOCOLS[a.what].server
     if a.h2c_port is not None and kind not in H2C_KINDS:
         p.error(f"--h2c-port only applies to the {', '.join(H2C_KINDS)} servers")
+    if a.cors is not None and kind == "grpc":
+        p.error("--cors applies to the HTTP and WebSocket servers, not gRPC")
+    try:
+        cors = parse_origins(a.cors)
+    except ValueError as exc:
+        p.error(f"--cors: {exc}")
     limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
-                    max_tokens=a.max_tokens)
+                    max_tokens=a.max_tokens, max_model_ms=a.max_model_ms)
     tls = ensure_tls_files() if kind in TLS_KINDS else None
     return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
                          limits=limits, tls=tls, h2c_port=a.h2c_port,
                          tls_version=a.tls_version, header_timeout_s=a.header_timeout_s,
-                         idle_timeout_s=a.idle_timeout_s)
+                         idle_timeout_s=a.idle_timeout_s, cors_origins=cors)
 
 
 def announce(info: dict) -> None:

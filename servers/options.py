@@ -25,3 +25,6 @@ class ServerOptions:
     tls_version: str = "1.3"          # minimum TLS version offered by h2 ("1.2" or "1.3")
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S   # h1: a request head must arrive in
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S       # h1: an idle keep-alive connection
+    # Browser pages allowed to call (--cors): None = same-origin only, ("*",) = any, or
+    # origins ("http://localhost:8000"). HTTP kinds: CORS (servers/cors.py); ws: Origin.
+    cors_origins: tuple[str, ...] | None = None

@@ -4,7 +4,9 @@ Message format: docs/websocket-protocol.md. Every request runs as its own task, 
 concurrent requests on one connection interleave and replies are told apart by id.
 Validation is core's (same refusals as every other protocol); a bad message gets an
 error message and the connection stays usable. permessage-deflate is off: it cuts
-embedding throughput about 80x (ANCHORS.md).
+embedding throughput about 80x (ANCHORS.md). Browsers: a handshake with an Origin must
+come from a --cors origin or the server's own (else 403), and with --api-key a page
+authenticates with the subprotocol `wirebench.bearer.<key>` or `?api_key=<key>` (_Gate).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import functools
 import hmac
 import http
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection
@@ -28,6 +31,7 @@ from servers.core import Limits, RequestError, Usage, parse_embed_request, parse
 from servers.model import Model
 from servers.openai_format import embedding_response
 from servers.options import ServerOptions
+from servers.http.query import query_api_key
 
 log = logging.getLogger("wirebench.ws")
 
@@ -158,20 +162,87 @@ class _Session:
                                    "server_time_us": server_time_us}), text=True)
 
 
-def _require_key(api_key: str, model: Model) -> Callable[[ServerConnection, Request],
-                                                          Response | None]:
-    expected = f"Bearer {api_key}".encode()
+# Browsers cannot set Authorization on a WebSocket upgrade: they offer this subprotocol
+# (`new WebSocket(url, ["wirebench.bearer." + key])`) and the server selects it.
+BEARER_PROTOCOL = "wirebench.bearer."
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-    def check(ws: ServerConnection, request: Request) -> Response | None:
-        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-        if hmac.compare_digest(given, expected):
+
+def own_origins(host: str, port: int) -> set[str]:
+    """The origins of this server itself (a page it served): http://host:port, with every
+    loopback spelling when it listens on loopback (or on every address)."""
+    names = {host} if host not in ("0.0.0.0", "::", "") else set()
+    if not names or host in _LOOPBACK:
+        names |= set(_LOOPBACK)
+    return {f"http://{f'[{h}]' if ':' in h else h}:{port}".lower() for h in names}
+
+
+def _offered(request: Request) -> list[str]:
+    return [p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",") if p.strip()]
+
+
+class _Gate:
+    """The handshake's checks: Origin (403), then the API key (401).
+
+    A request without Origin (not a browser) passes the first; one with an Origin must
+    name a --cors origin (or --cors '*') or this server's own origin, so a page from
+    elsewhere cannot drive a local server (DNS rebinding included: Host is not trusted).
+    The key is accepted from `Authorization: Bearer <key>`, the offered subprotocol
+    `wirebench.bearer.<key>`, or `?api_key=<key>` in the URL; constant-time compares."""
+
+    def __init__(self, opts: ServerOptions, model: Model) -> None:
+        self.model = model
+        cors = opts.cors_origins
+        self.any_origin = cors == ("*",)
+        self.origins = {o.lower() for o in cors or ()}
+        self.host = opts.host
+        self.key = opts.api_key.encode() if opts.api_key else None
+
+    def listening(self, port: int) -> None:
+        self.origins |= own_origins(self.host, port)
+
+    def _refuse(self, ws: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
+        self.model.stats.requests += 1
+        self.model.stats.errors += 1
+        return ws.respond(status, text)
+
+    def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
+        origins = request.headers.get_all("Origin")     # .get() raises on two of them
+        origin = ", ".join(origins) if origins else None
+        if origin is not None and not self.any_origin and (
+                len(origins) != 1 or origin.lower() not in self.origins):
+            return self._refuse(ws, http.HTTPStatus.FORBIDDEN,
+                                f"origin {origin!r} not allowed: start the server with "
+                                "--cors listing it\n")
+        if self.key is None or self._authorised(request):
             return None
-        model.stats.requests += 1
-        model.stats.errors += 1
-        return ws.respond(http.HTTPStatus.UNAUTHORIZED,
-                          "missing or invalid API key: send 'Authorization: Bearer <key>'\n")
+        return self._refuse(ws, http.HTTPStatus.UNAUTHORIZED,
+                            "missing or invalid API key: send 'Authorization: Bearer <key>', "
+                            f"the subprotocol '{BEARER_PROTOCOL}<key>' or ?api_key=<key>\n")
 
-    return check
+    def _authorised(self, request: Request) -> bool:
+        headers = request.headers.get_all("Authorization")
+        header = headers[0] if len(headers) == 1 else None
+        if header is not None and hmac.compare_digest(
+                header.encode("utf-8", "replace"), b"Bearer " + self.key):
+            return True
+        for protocol in _offered(request):
+            if protocol.startswith(BEARER_PROTOCOL) and hmac.compare_digest(
+                    protocol[len(BEARER_PROTOCOL):].encode("utf-8", "replace"), self.key):
+                return True
+        key = query_api_key(urlsplit(request.path).query.encode("latin-1", "replace"))
+        return key is not None and hmac.compare_digest(key, self.key)
+
+    def select_subprotocol(self, ws: ServerConnection, offered: Sequence[str]) -> str | None:
+        """Select the offered bearer subprotocol (a browser that offered subprotocols
+        fails a handshake whose answer names none); with a key, only the right one."""
+        for protocol in offered:
+            if protocol.startswith(BEARER_PROTOCOL) and (
+                    self.key is None or hmac.compare_digest(
+                        protocol[len(BEARER_PROTOCOL):].encode("utf-8", "replace"), self.key)):
+                return protocol
+        return None
 
 
 async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
@@ -181,8 +252,11 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
     async def handler(ws: ServerConnection) -> None:
         await _Session(ws, model, opts.limits).run()
 
-    auth = _require_key(opts.api_key, model) if opts.api_key else None
+    gate = _Gate(opts, model)
     async with ws_serve(handler, opts.host, opts.port, compression=None,
-                        max_size=opts.limits.max_body_bytes, process_request=auth) as server:
-        ready({"port": server.sockets[0].getsockname()[1]})
+                        max_size=opts.limits.max_body_bytes, process_request=gate,
+                        select_subprotocol=gate.select_subprotocol) as server:
+        port = server.sockets[0].getsockname()[1]
+        gate.listening(port)
+        ready({"port": port})
         await asyncio.Future()

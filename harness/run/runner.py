@@ -128,6 +128,8 @@ class Runner:
             version = tls_version or self.s.tls_version[0]
             extra += ["--tls-version", version]
             fields["tls_version"] = version
+        if self.s.cors is not None and kind != "grpc":      # browser pages (servers/cors.py)
+            extra += ["--cors", self.s.cors]
         srv = self.servers.start(cell.server_kind, extra=extra or None, **where)
         fields["port"] = srv.info["h2c_port"] if h2c else srv.port
         if h2c:

@@ -302,6 +302,20 @@ _DNS = Section(Dns, (
 ))
 
 
+def _cors(v: Any, path: str) -> str:
+    """The servers' --cors value: "*", an origin, or a list of origins (normalised)."""
+    from servers.cors import parse_origins
+
+    text = ",".join(v) if isinstance(v, list) and all(isinstance(o, str) for o in v) else v
+    if not isinstance(text, str):
+        raise Invalid(path, f'expected "*" or origins such as "http://localhost:8000", '
+                            f"got {show(v)}")
+    try:
+        return ",".join(parse_origins(text))
+    except ValueError as exc:
+        raise Invalid(path, str(exc)) from None
+
+
 def _thresholds(v: Any, path: str) -> tuple[Threshold, ...]:
     pairs = items(v, path, 'a list of strings such as "p99 < 200ms"')
     return tuple(_threshold(raw, where) for raw, where in pairs)

@@ -214,6 +214,7 @@ class Scenario:
     tls_version: tuple[str, ...] = ("1.3",)     # one or more (a sweep)
     dns: Dns | None = None
     resumption: tuple[str, ...] = ("none",)     # none / session / 0rtt (a sweep)
+    cors: str | None = None     # the servers' --cors: "*" or origins, comma-separated
     # Every workload: `workload` is the first; a scenario may give one embed and one
     # stream workload, and each protocol runs the one of its kind.
     workloads: tuple[Workload, ...] = ()

@@ -17,6 +17,7 @@ from harness.scenario.fields import (
     PROTOCOL_GROUPS,
     TARGET_PROTOCOLS,
     _cell,
+    _cors,
     _protocols,
     _resumption,
     _thresholds,
@@ -118,6 +119,8 @@ def _check_target(values: dict) -> None:
     if values["dns"] is not None:
         raise Invalid("dns", "the DNS step serves the built-in servers' name; an external "
                              "target is resolved by the system; remove target or dns")
+    if values["cors"] is not None:
+        raise Invalid("cors", "cors configures the built-in servers; remove target or cors")
     if not values["tls"] and urlsplit(target.base_url).scheme == "https":
         raise Invalid("target.base_url", "an https URL needs TLS, but tls is false")
 
@@ -197,4 +200,5 @@ _SCENARIO = Section(Scenario, (
     Field("tls_version", sweep(_tls_version), "1.3"),
     Field("dns", optional(_DNS), None),
     Field("resumption", sweep(_resumption), "none"),
+    Field("cors", optional(_cors), None),
 ), post=_cross_checks)

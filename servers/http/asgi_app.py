@@ -6,8 +6,10 @@ larger than the protocol differences this tool exists to show. Validation lives 
 servers.core and is shared with gRPC and WebSocket, so errors read the same everywhere.
 
 Routes: POST /v1/embeddings, POST /v1/chat/completions, POST /v1/completions,
-GET /v1/models, GET /v1/models/{id}, GET /health (liveness for anyone; its counters
-only with the API key when one is set), GET /openapi.json (servers.http.fastapi_app's document).
+GET /v1/chat/completions and GET /v1/completions (the stream, parameters in the query
+string, for EventSource: servers.http.query), GET /v1/models, GET /v1/models/{id},
+GET /health (liveness for anyone; its counters only with the API key when one is set),
+GET /openapi.json (servers.http.fastapi_app's document).
 Every non-streaming response carries `Server-Timing: app;dur=<ms>` (request fully
 received to response ready); streams carry the server time in their last chunk.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -27,6 +28,7 @@ from servers.core import (GenerateParams, Limits, RequestError, Usage, parse_emb
 from servers.model import Model
 from servers.openai_format import (StreamFormatter, dumps, embedding_response, model_card,
                             models_response)
+from servers.http.query import check_key, parse_generate_query
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -37,6 +39,8 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 _DONE = b"data: [DONE]\n\n"
 _MODEL_PREFIX = "/v1/models/"
 _OPEN_PATHS = ("/health", "/openapi.json")      # no key needed (FastAPI's are open too)
+# GET streams (EventSource sends no headers) may carry the key as ?api_key=.
+_QUERY_KEY_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 class _ClientGone(Exception):
@@ -58,14 +62,15 @@ class App:
         self.model = model or Model()
         self.stats = self.model.stats
         self._auth = b"Bearer " + api_key.encode() if api_key is not None else None
-        self.routes: dict[str, tuple[bytes, Callable]] = {
-            "/v1/embeddings": (b"POST", self._embeddings),
-            "/v1/chat/completions": (b"POST", self._chat),
-            "/v1/completions": (b"POST", self._completions),
-            "/v1/models": (b"GET", self._models),
-            "/health": (b"GET", self._health),
-            "/openapi.json": (b"GET", self._openapi),
+        self.routes: dict[str, dict[str, Callable]] = {
+            "/v1/embeddings": {"POST": self._embeddings},
+            "/v1/chat/completions": {"POST": self._chat, "GET": self._chat_get},
+            "/v1/completions": {"POST": self._completions, "GET": self._completions_get},
+            "/v1/models": {"GET": self._models},
+            "/health": {"GET": self._health},
+            "/openapi.json": {"GET": self._openapi},
         }
+        self._model_route = {"GET": self._model}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -76,21 +81,23 @@ class App:
         self.stats.requests += 1
         route = self.routes.get(scope["path"])
         if route is None and scope["path"].startswith(_MODEL_PREFIX):
-            route = (b"GET", self._model)
+            route = self._model_route
+        method = scope["method"]
         try:
-            if route is None or scope["method"].encode() != route[0]:
+            handler = route.get(method) if route is not None else None
+            if handler is None:
                 await _drain(receive)       # see _read_json: hypercorn h2 needs it
             if route is None:
                 raise RequestError(f"no route {scope['method']} {scope['path']}; try "
                                    f"{', '.join(self.routes)}", status=404, code="not_found")
-            method, handler = route
-            if scope["method"].encode() != method:
-                raise RequestError(f"method {scope['method']} not allowed on {scope['path']}"
-                                   f"; use {method.decode()}", status=405,
+            if handler is None:
+                raise RequestError(f"method {method} not allowed on {scope['path']}"
+                                   f"; use {' or '.join(route)}", status=405,
                                    code="method_not_allowed")
             if self._auth is not None and scope["path"] not in _OPEN_PATHS:
                 try:
-                    self._check_auth(scope)
+                    self._check_auth(scope, query=method == "GET"
+                                     and scope["path"] in _QUERY_KEY_PATHS)
                 except RequestError:
                     # Read the refused body first, as the 404/405 paths do: a response
                     # that ends before its request wedged hypercorn's HTTP/3 server and
@@ -102,7 +109,8 @@ class App:
             return
         except RequestError as err:
             self.stats.errors += 1
-            extra = [(b"allow", route[0])] if err.status == 405 else []
+            extra = ([(b"allow", ", ".join(route).encode())] if err.status == 405
+                     else [])
             await self._send_json(send, err.status, dumps(err.to_openai()), extra)
 
     # ------------------------------------------------------------ plumbing
@@ -116,15 +124,10 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _check_auth(self, scope: Scope) -> None:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if hmac.compare_digest(value, self._auth):
-                    return
-                raise RequestError("Incorrect API key provided", status=401,
-                                   code="invalid_api_key")
-        raise RequestError("Missing bearer authentication in header 'Authorization'",
-                           status=401, code="invalid_api_key")
+    def _check_auth(self, scope: Scope, query: bool = False) -> None:
+        """The Authorization header; with `query` (GET streams) ?api_key= stands in."""
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        check_key(header, self._auth, scope.get("query_string", b"") if query else None)
 
     async def _read_json(self, scope: Scope, receive: Receive) -> Any:
         limit = self.limits.max_body_bytes
@@ -199,10 +202,23 @@ class App:
     async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._generate(scope, receive, send, chat=False)
 
-    async def _generate(self, scope: Scope, receive: Receive, send: Send, *, chat: bool) -> None:
-        body = await self._read_json(scope, receive)
-        t0 = now_ns()
-        params = parse_generate_request(body, chat=chat, limits=self.limits)
+    async def _chat_get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._generate(scope, receive, send, chat=True, query=True)
+
+    async def _completions_get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._generate(scope, receive, send, chat=False, query=True)
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, *, chat: bool,
+                        query: bool = False) -> None:
+        if query:       # GET: the parameters are the query string's, always a stream
+            await _drain(receive, gone=True)
+            t0 = now_ns()
+            params = parse_generate_query(scope.get("query_string", b""), chat=chat,
+                                          limits=self.limits)
+        else:
+            body = await self._read_json(scope, receive)
+            t0 = now_ns()
+            params = parse_generate_request(body, chat=chat, limits=self.limits)
         if not params.stream:
             await self._generate_whole(params, t0, send)
             return
@@ -247,11 +263,16 @@ class App:
         await _send_or_gone(send, {"type": "http.response.body", "body": b"".join(tail)})
 
 
-async def _drain(receive: Receive) -> None:
-    """Read and drop a request body nobody will use."""
+async def _drain(receive: Receive, gone: bool = False) -> None:
+    """Read and drop a request body nobody will use (`gone`: raise _ClientGone if the
+    client left meanwhile)."""
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect" or not message.get("more_body"):
+        if message["type"] == "http.disconnect":
+            if gone:
+                raise _ClientGone
+            return
+        if not message.get("more_body"):
             return
 
 

@@ -32,6 +32,9 @@ class FrontSpec:
     key: Path | None = None
     tls_min: str = "1.2"         # lowest TLS version the TCP listener accepts
     storage: Path | None = None  # Caddy's data directory (never the user's home)
+    # h3 only: more (TCP, UDP) listener pairs on the same port, other addresses (::1
+    # beside 127.0.0.1 for `localhost`)
+    more_h3_fds: tuple[tuple[int, int], ...] = ()
 
 
 def build(spec: FrontSpec) -> dict[str, Any]:
@@ -68,8 +71,10 @@ def _front_server(spec: FrontSpec) -> dict[str, Any]:
         server.update(listen=[f"fd/{spec.tcp_fd}"], protocols=["h1", "h2"])
         policy["alpn"] = ["h2", "http/1.1"]     # as hypercorn: a fallback is the client's error
     else:
-        server.update(listen=[f"fd/{spec.tcp_fd}", f"fdgram/{spec.udp_fd}"],
-                      listen_protocols=[["h1", "h2"], ["h3"]], protocols=["h1", "h2", "h3"])
+        pairs = [(spec.tcp_fd, spec.udp_fd), *spec.more_h3_fds]
+        server.update(listen=[a for tcp, udp in pairs for a in (f"fd/{tcp}", f"fdgram/{udp}")],
+                      listen_protocols=[p for _ in pairs for p in (["h1", "h2"], ["h3"])],
+                      protocols=["h1", "h2", "h3"])
         policy["protocol_min"] = "tls1.3"
     server["tls_connection_policies"] = [policy]
     return server

@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from servers import cors
 from servers.http.caddy_config import FrontSpec, build
-from servers.http.http_server import _bind_same_port, bind, serve_uvicorn
+from servers.http.http_server import bind, bind_quic, serve_uvicorn
 from base.lifetime import pdeathsig_prefix
 from servers.options import ServerOptions
 
@@ -66,8 +67,11 @@ def implementation_name(kind: str, backend: str = "bare ASGI") -> str:
 
 
 def load_app(factory: str, opts: ServerOptions) -> Any:
+    """The backend app, inside the CORS middleware when --cors is given (Caddy passes
+    Origin and the preflight through; the answers are the backend's)."""
     module, _, name = factory.partition(":")
-    return getattr(importlib.import_module(module), name)(opts.limits, opts.api_key)
+    app = getattr(importlib.import_module(module), name)(opts.limits, opts.api_key)
+    return cors.wrap(app, opts.cors_origins)
 
 
 async def serve(opts: ServerOptions, ready: Ready, *, app_factory: str = BARE_APP) -> None:
@@ -109,9 +113,10 @@ def _front_sockets(opts: ServerOptions, version: str, backend_path: Path, workdi
     """Bind the client-facing sockets here (port 0 works) and describe them for Caddy."""
     sockets: list[socket.socket] = []
     udp = h2c = None
+    more: list[tuple[socket.socket, socket.socket]] = []
     if version == "h3":
-        udp, tcp = _bind_same_port(opts.host, opts.port)
-        sockets += [udp, tcp]
+        (udp, tcp), *more = bind_quic(opts.host, opts.port)    # localhost: ::1 too
+        sockets += [udp, tcp] + [s for pair in more for s in pair]
         port = udp.getsockname()[1]
     else:
         tcp = bind(opts.host, opts.port)
@@ -119,6 +124,8 @@ def _front_sockets(opts: ServerOptions, version: str, backend_path: Path, workdi
         port = tcp.getsockname()[1]
     info: dict[str, Any] = {"port": port, "http": {"h1": "1.1", "h2": "2", "h3": "3"}[version],
                             "tls": version != "h1"}
+    if version == "h3":
+        info["addresses"] = [s.getsockname()[0] for s in (udp, *(u for u, _ in more))]
     if version == "h2" and opts.h2c_port is not None:
         h2c = bind(opts.host, opts.h2c_port)
         sockets.append(h2c)
@@ -128,7 +135,8 @@ def _front_sockets(opts: ServerOptions, version: str, backend_path: Path, workdi
                      udp_fd=udp.fileno() if udp else None,
                      h2c_fd=h2c.fileno() if h2c else None,
                      cert=tls.cert if tls else None, key=tls.key if tls else None,
-                     tls_min=opts.tls_version, storage=workdir / "data")
+                     tls_min=opts.tls_version, storage=workdir / "data",
+                     more_h3_fds=tuple((t.fileno(), u.fileno()) for u, t in more))
     return sockets, info, spec
 
 

@@ -12,7 +12,6 @@ document for the bare app's /openapi.json.
 from __future__ import annotations
 
 import functools
-import hmac
 from typing import Any, Awaitable, Callable, Literal, Optional, Union
 
 import orjson
@@ -27,6 +26,7 @@ from servers.core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage,
                    parse_embed_request, parse_generate_request, vector_b64)
 from servers.model import Model
 from servers.openai_format import StreamFormatter, dumps, model_card, models_response
+from servers.http.query import check_key, openapi_parameters, parse_generate_query
 
 # ------------------------------------------------------------------ OpenAI schemas
 
@@ -116,6 +116,14 @@ class ErrorResponse(BaseModel):
 _ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
            404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+_STREAM_RESPONSES = {200: {"description": "the stream: `data: {chunk}` events, then "
+                                          "`data: [DONE]`",
+                           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                     **_ERRORS}
+
+
+class _EventStream(StreamingResponse):
+    media_type = "text/event-stream"       # what the GET stream routes document
 
 
 # ------------------------------------------------------------------ the app
@@ -130,13 +138,13 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     expected = f"Bearer {api_key}".encode() if api_key is not None else None
 
     def authorised(request: Request) -> None:
-        if expected is None:
-            return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise RequestError("Incorrect API key provided" if given else
-                               "Missing bearer authentication in header 'Authorization'",
-                               status=401, code="invalid_api_key")
+        if expected is not None:
+            check_key(_authorization(request), expected)
+
+    def authorised_stream(request: Request) -> None:
+        """GET streams: ?api_key= stands in for the header EventSource cannot send."""
+        if expected is not None:
+            check_key(_authorization(request), expected, request.scope.get("query_string", b""))
 
     @app.exception_handler(RequestError)
     async def _refused(request: Request, err: RequestError) -> Response:
@@ -159,12 +167,18 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code,
                                                                  "invalid_request_error")
         where = f"{request.method} {request.url.path}"
+        # Every method of the path (a path with a GET and a POST route is two routes).
+        allowed = [m for r in app.routes if getattr(r, "path", None) == request.url.path
+                   for m in sorted(getattr(r, "methods", None) or ()) if m != "HEAD"]
+        allow = ", ".join(allowed) or _header(err.headers, "allow")
         message = {404: f"no route {where}",      # the bare app's words
                    405: f"method {request.method} not allowed on {request.url.path}; use "
-                        f"{_header(err.headers, 'allow') or 'another method'}"}
+                        f"{' or '.join(allowed) or allow or 'another method'}"}
         response = await _refused(request, RequestError(
             message.get(err.status_code, str(err.detail)), status=err.status_code, code=code))
         response.headers.update(err.headers or {})      # 405's Allow
+        if err.status_code == 405 and allow:
+            response.headers["allow"] = allow
         return response
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS,
@@ -187,6 +201,24 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
     @app.post("/v1/completions", responses=_ERRORS, dependencies=[Depends(authorised)])
     async def completions(body: CompletionRequest) -> Response:
         return await _generate(model, limits, body.model_dump(exclude_none=True), chat=False)
+
+    @app.get("/v1/chat/completions", responses=_STREAM_RESPONSES,
+             response_class=_EventStream, dependencies=[Depends(authorised_stream)],
+             openapi_extra={"parameters": openapi_parameters(True, limits)},
+             summary="Chat completion stream, parameters in the query (EventSource)")
+    async def chat_stream(request: Request) -> Response:
+        params = parse_generate_query(request.scope.get("query_string", b""), chat=True,
+                                      limits=limits)
+        return await _generate_params(model, params, now_ns())
+
+    @app.get("/v1/completions", responses=_STREAM_RESPONSES,
+             response_class=_EventStream, dependencies=[Depends(authorised_stream)],
+             openapi_extra={"parameters": openapi_parameters(False, limits)},
+             summary="Completion stream, parameters in the query (EventSource)")
+    async def completions_stream(request: Request) -> Response:
+        params = parse_generate_query(request.scope.get("query_string", b""), chat=False,
+                                      limits=limits)
+        return await _generate_params(model, params, now_ns())
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS,
              dependencies=[Depends(authorised)])
@@ -296,9 +328,18 @@ def _timing(t0_ns: int) -> str:
     return "app;dur=%.3f" % ((now_ns() - t0_ns) / 1e6)
 
 
+def _authorization(request: Request) -> bytes | None:
+    value = request.headers.get("authorization")
+    return value.encode("latin-1") if value is not None else None
+
+
 async def _generate(model: Model, limits: Limits, body: dict, *, chat: bool) -> Response:
     t0 = now_ns()
     params = parse_generate_request(body, chat=chat, limits=limits)
+    return await _generate_params(model, params, t0)
+
+
+async def _generate_params(model: Model, params: Any, t0: int) -> Response:
     fmt = StreamFormatter(params)
     if not params.stream:
         texts = [event.text async for event in model.stream(params, t0)]

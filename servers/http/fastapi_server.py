@@ -13,6 +13,8 @@ import dataclasses
 from importlib.metadata import version
 from typing import Callable
 
+from servers import cors
+
 from servers.http import caddy_server, http_server
 from servers.http.fastapi_app import make_app
 from servers.options import ServerOptions
@@ -34,7 +36,7 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
     if version_ == "h3":
         await caddy_server.serve(opts, ready, app_factory=FACTORY)
         return
-    app = make_app(opts.limits, opts.api_key)
+    app = cors.wrap(make_app(opts.limits, opts.api_key), opts.cors_origins)
     plain = dataclasses.replace(opts, kind=version_)      # h1 / h2 as http_server knows them
     if version_ == "h1":
         await http_server._serve_uvicorn(app, plain, ready)

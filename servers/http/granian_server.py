@@ -32,7 +32,8 @@ holder instead of binding its own.
 The app. granian imports its target by module path in the worker; the target is the
 factory `servers.http.granian_server:app_from_env`, which builds `App(limits, api_key)` from
 one environment variable, WIREBENCH_GRANIAN_APP: JSON `{"limits": {Limits fields},
-"api_key": str | null}` (both optional; missing means the defaults). This process sets
+"api_key": str | null, "cors": [origins] | null}` (all optional; missing means the
+defaults; "cors" wraps the app in servers.cors.Cors). This process sets
 it for its children. The same factory works with stock granian, for cross-checks:
 
     WIREBENCH_GRANIAN_APP='{"limits": {"max_batch": 4}}' \\
@@ -67,7 +68,7 @@ from servers.options import ServerOptions
 
 Ready = Callable[[dict], None]
 
-APP_ENV = "WIREBENCH_GRANIAN_APP"            # JSON: {"limits": {...}, "api_key": ...}
+APP_ENV = "WIREBENCH_GRANIAN_APP"            # JSON: {"limits": {...}, "api_key": ..., "cors": [...]}
 _READY_FD_ENV = "WIREBENCH_GRANIAN_READY_FD"  # worker writes its PID here once loaded
 
 MAX_CONCURRENT_STREAMS = 100                 # hypercorn's h2_max_concurrent_streams
@@ -82,17 +83,22 @@ def app_from_env():
     """granian's target (`--factory servers.http.granian_server:app_from_env`): the App
     built from $WIREBENCH_GRANIAN_APP. Runs in the granian worker process."""
     from servers.http.asgi_app import App
+    from servers.cors import wrap
 
     spec = json.loads(os.environ.get(APP_ENV) or "{}")
     limits = Limits(**spec.get("limits", {}))
-    app = App(limits, spec.get("api_key"))
+    cors = spec.get("cors")
+    app = wrap(App(limits, spec.get("api_key")), tuple(cors) if cors is not None else None)
     _worker_started()
     return app
 
 
-def app_env(limits: Limits, api_key: str | None) -> str:
-    """The value of $WIREBENCH_GRANIAN_APP that makes app_from_env build App(limits, api_key)."""
-    return json.dumps({"limits": dataclasses.asdict(limits), "api_key": api_key})
+def app_env(limits: Limits, api_key: str | None,
+            cors: tuple[str, ...] | None = None) -> str:
+    """The value of $WIREBENCH_GRANIAN_APP that makes app_from_env build App(limits, api_key)
+    (inside servers.cors.Cors when `cors` lists origins)."""
+    return json.dumps({"limits": dataclasses.asdict(limits), "api_key": api_key,
+                       "cors": list(cors) if cors is not None else None})
 
 
 def _worker_started() -> None:
@@ -195,7 +201,8 @@ class _Granian:
         rfd, wfd = os.pipe()
         os.set_blocking(rfd, False)
         config = {**cfg, "fd": sock.fileno(), "backlog": 1024, "host": opts.host}
-        env = child_env({APP_ENV: app_env(opts.limits, opts.api_key), _READY_FD_ENV: str(wfd)})
+        env = child_env({APP_ENV: app_env(opts.limits, opts.api_key, opts.cors_origins),
+                         _READY_FD_ENV: str(wfd)})
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "servers.http.granian_server", json.dumps(config)],

@@ -9,7 +9,8 @@ hypercorn).
   caught by the client's check, not hidden); optional cleartext h2c on --h2c-port.
 - h3: hypercorn + aioquic on UDP, with TLS over TCP on the same port number (hypercorn
   needs a TCP bind beside the QUIC one); it issues session tickets and accepts 0-RTT
-  (`_issue_session_tickets`), as the TCP servers issue theirs.
+  (`_issue_session_tickets`), as the TCP servers issue theirs. `--host localhost`
+  listens on 127.0.0.1 and ::1 alike, one port (bind_quic: browsers try ::1 first).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import socket
 import ssl
 from typing import Any, Callable
 
+from servers import cors
 from servers.http.asgi_app import App
 from servers.http.h1_timeouts import with_header_timeout
 from servers.options import ServerOptions
@@ -37,18 +40,22 @@ BACKEND_IDLE_TIMEOUT_S = 75       # longer than Caddy's idle keep-alive to the b
 def bind(host: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if kind == socket.SOCK_STREAM:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    if kind == socket.SOCK_STREAM:
-        sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
 
 async def serve(opts: ServerOptions, ready: Ready) -> None:
-    app = App(opts.limits, opts.api_key)
+    app = cors.wrap(App(opts.limits, opts.api_key), opts.cors_origins)
     if opts.kind == "h1":
         await _serve_uvicorn(app, opts, ready)
     else:
@@ -132,11 +139,12 @@ async def _serve_hypercorn(app: App, opts: ServerOptions, ready: Ready) -> None:
             info["h2c_port"] = h2c.getsockname()[1]
     else:
         _issue_session_tickets()
-        udp, tcp = _bind_same_port(opts.host, opts.port)
-        sockets += [udp, tcp]
-        config.bind = [f"fd://{tcp.fileno()}"]
-        config.quic_bind = [f"fd://{udp.fileno()}"]
-        info.update(port=udp.getsockname()[1], http="3", tls=True)
+        pairs = bind_quic(opts.host, opts.port)
+        sockets += [s for pair in pairs for s in pair]
+        config.bind = [f"fd://{tcp.fileno()}" for _, tcp in pairs]
+        config.quic_bind = [f"fd://{udp.fileno()}" for udp, _ in pairs]
+        info.update(port=pairs[0][0].getsockname()[1], http="3", tls=True,
+                    addresses=[udp.getsockname()[0] for udp, _ in pairs])
     ssl_ctx_factory = config.create_ssl_context
 
     def ssl_context() -> ssl.SSLContext:
@@ -210,6 +218,42 @@ def _issue_session_tickets() -> None:
                              session_ticket_handler=store.add, **kwargs)
 
     hq.QuicConnection = TicketingQuicConnection
+
+
+def quic_hosts(host: str) -> list[str]:
+    """Where an HTTP/3 server for `host` listens: `localhost` is both loopbacks, since
+    browsers (Chromium) try ::1 first and a QUIC attempt there must not go unanswered."""
+    return ["127.0.0.1", "::1"] if host == "localhost" else [host]
+
+
+def bind_quic(host: str, port: int, attempts: int = 20
+              ) -> list[tuple[socket.socket, socket.socket]]:
+    """(UDP, TCP) pairs on one port number for each of quic_hosts(host); the first pair
+    picks the port when it is 0. A machine without an IPv6 loopback serves 127.0.0.1
+    alone (logged)."""
+    hosts = quic_hosts(host)
+    for _ in range(attempts):
+        pairs = [_bind_same_port(hosts[0], port)]
+        chosen = pairs[0][0].getsockname()[1]
+        try:
+            for other in hosts[1:]:
+                try:
+                    pairs.append(_bind_same_port(other, chosen))
+                except OSError as exc:
+                    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                        logging.getLogger("wirebench").warning(
+                            "no %s here (%s): HTTP/3 listens on %s only", other, exc, hosts[0])
+                        continue
+                    raise
+            return pairs
+        except OSError:
+            for pair in pairs:
+                for sock in pair:
+                    sock.close()
+            if port:
+                raise
+    raise OSError(f"no port free for UDP and TCP on all of {', '.join(hosts)} "
+                  f"after {attempts} tries")
 
 
 def _bind_same_port(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:

@@ -476,3 +476,16 @@ def test_concurrency_is_bounded(concurrency, requests, message):
             "load": {"mode": "closed", "concurrency": concurrency, "requests": requests}}
     with pytest.raises(ScenarioError, match=message):
         parse_scenario(data)
+
+
+def test_cors_is_the_servers_flag_normalised():
+    assert parse_scenario(minimal()).cors is None
+    s = parse_scenario(minimal(cors=["HTTP://Localhost:8000/", "http://a.test"]))
+    assert s.cors == "http://localhost:8000,http://a.test"
+    assert parse_scenario(s.to_dict()) == s
+    assert parse_scenario(minimal(cors="*")).cors == "*"
+    assert "cors" in str(error_of(minimal(cors="localhost:8000")))
+    assert "cors" in str(error_of(minimal(cors=["*", "http://a.test"])))
+    assert "cors" in str(error_of(minimal(cors=7)))
+    assert "cors" in str(error_of(minimal(cors="*", target={
+        "base_url": "https://api.example.com/v1", "model": "m"})))
