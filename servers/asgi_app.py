@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from . import browser_page
 from .clock import now_ns
 from .core import (GenerateParams, Limits, RequestError, Usage, parse_embed_request,
                    parse_generate_request)
@@ -65,6 +66,7 @@ class App:
             "/v1/models": (b"GET", self._models),
             "/health": (b"GET", self._health),
             "/openapi.json": (b"GET", self._openapi),
+            browser_page.PATH: (b"GET", browser_page.asgi_handler),   # the browser engine's page
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -22,6 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
+from . import browser_page
 from .clock import now_ns
 from .core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage, count_tokens,
                    parse_embed_request, parse_generate_request, vector_b64)
@@ -197,6 +198,11 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
              dependencies=[Depends(authorised)])
     async def retrieve(model_id: str) -> Any:
         return orjson.loads(model_card(model_id))
+
+    @app.get(browser_page.PATH, include_in_schema=False)   # the browser engine's page
+    async def bench_page() -> Response:
+        return Response(browser_page.PAGE, headers={k.decode(): v.decode()
+                                                    for k, v in browser_page.HEADERS})
 
     @app.get("/health")
     async def health(request: Request) -> Any:

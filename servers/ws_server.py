@@ -23,6 +23,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from . import browser_page
 from .clock import now_ns
 from .core import Limits, RequestError, Usage, parse_embed_request, parse_generate_request
 from .model import Model
@@ -183,6 +184,7 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
 
     auth = _require_key(opts.api_key, model) if opts.api_key else None
     async with ws_serve(handler, opts.host, opts.port, compression=None,
-                        max_size=opts.limits.max_body_bytes, process_request=auth) as server:
+                        max_size=opts.limits.max_body_bytes,
+                        process_request=browser_page.ws_process_request(auth)) as server:
         ready({"port": server.sockets[0].getsockname()[1]})
         await asyncio.Future()
