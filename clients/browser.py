@@ -43,6 +43,9 @@ driver process) took 1.3 s to launch and 1.1-1.4 ms per evaluate round trip, raw
 0.25 s and 0.13-0.16 ms, with one process fewer on a 2-core machine and no new
 dependency. The round trip sets the clock mapping's error, so shorter is better too.
 
+Client CPU: Chromium's processes (one session) are read from /proc around the measured
+phase and added to the worker's own CPU (`child_cpu_s`).
+
 Limits: connection.policy `reuse` only (the browser pools its connections itself); an
 API key is sent as an extra header on every request of the page
 (Network.setExtraHTTPHeaders), WebSocket upgrade included; no DNS step, resumption or h3.
@@ -251,6 +254,24 @@ class Chromium:
                "params": {"expression": expression}}
         self.writer.write(orjson.dumps(msg) + b"\0")
 
+    def cpu_s(self) -> float:
+        """CPU seconds of every process of this Chromium (its session: browser, zygotes,
+        renderer, network and GPU services), from /proc, reaped children included."""
+        if self.proc is None:
+            return 0.0
+        sid, ticks = self.proc.pid, 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:            # state ppid pgrp session ... utime stime
+                ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     async def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None and not self.dead:
             try:
@@ -415,6 +436,11 @@ class BrowserClient(Client):
                 best = (b - a, (a + b) // 2 - round(page_ms * 1e6))
         self._offset_ns = best[1]
         self.clock_error_us = best[0] / 2e3
+
+    def child_cpu_s(self) -> float:
+        """CPU seconds the browser's processes used so far (the harness adds it to the
+        worker's own client CPU)."""
+        return self._browser.cpu_s() if self._browser is not None else 0.0
 
     def _ns(self, page_ms: float) -> int:
         return self._offset_ns + round(page_ms * 1e6)

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from clients import client_class, open_client
-from clients.base import ConnectError, ServerError, Target, TlsUntrusted
+from clients.base import ConnectError, ProtocolViolation, ServerError, Target, TlsUntrusted
 from clients.browser import ENGINES, browser_unavailable, engine_version
 from harness.cells import parse_cell
 from harness.implementations import client_engine
@@ -150,3 +150,72 @@ async def test_ttft_agrees_with_the_python_client(servers, tls_files):
     print(f"TTFT p50: browser {p50['browser']:.2f} ms, python {p50['python']:.2f} ms")
     assert p50["python"] >= 19.5 and p50["browser"] >= 19.5, p50
     assert abs(p50["browser"] - p50["python"]) < 5, p50
+
+
+def _with_get_form(app):
+    """The bare app plus the GET form of /v1/chat/completions (being added to the real
+    servers in parallel): ?model=..&content=..&max_tokens=..&wirebench=<JSON>, streamed."""
+    import json
+    from urllib.parse import parse_qs
+
+    async def asgi(scope, receive, send):
+        if (scope["type"] == "http" and scope["method"] == "GET"
+                and scope["path"] == "/v1/chat/completions"):
+            q = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+            body = {"model": q["model"], "messages": [{"role": "user", "content": q["content"]}],
+                    "max_tokens": int(q["max_tokens"]), "stream": True,
+                    "wirebench": json.loads(q.get("wirebench", "{}"))}
+            sent = []
+
+            async def once():
+                if sent:
+                    return await receive()
+                sent.append(1)
+                return {"type": "http.request", "body": json.dumps(body).encode(),
+                        "more_body": False}
+            scope = {**scope, "method": "POST"}
+            return await app(scope, once, send)
+        return await app(scope, receive, send)
+    return asgi
+
+
+async def test_eventsource_when_the_server_has_the_get_form():
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from servers.asgi_app import App
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(_with_get_form(App()), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    auto = open_client("sse-h1", Target(port=port), engine="browser")
+    forced = open_client("sse-h1", Target(port=port), engine="browser", sse_mode="fetch")
+    try:
+        r = await auto.generate(CHAT)
+        f = await forced.generate(CHAT)
+    finally:
+        await auto.close()
+        await forced.close()
+        server.should_exit = True
+        await serving
+    assert r.extra["browser_mode"] == "eventsource" and f.extra["browser_mode"] == "fetch"
+    assert [t.index for t in r.tokens] == list(range(16)) == [t.index for t in f.tokens]
+    assert [t.text for t in r.tokens] == [t.text for t in f.tokens]
+    assert r.server_time_us and r.payload_down > 0
+
+
+async def test_no_get_form_means_fetch(servers, tls_files):
+    client = open_client("sse-h1", target(servers, tls_files, "sse-h1"), engine="browser",
+                         sse_mode="eventsource")
+    try:
+        with pytest.raises(ProtocolViolation, match="does not stream"):
+            await client.generate(CHAT)
+    finally:
+        await client.close()
