@@ -6,7 +6,7 @@ protocol exceeds the spread between protocols (ANCHORS.md).
 
 from __future__ import annotations
 
-from .cells import CLIENTS, SERVERS, Cell, make_cell
+from .cells import CLIENTS, ENGINE_PROTOCOLS, SERVERS, Cell, make_cell
 from .environment import package_version
 
 
@@ -68,4 +68,5 @@ def client_engine(cell: Cell | str) -> str:
 def alternatives(protocol: str) -> str:
     """'servers: a|b; clients: c|d' for --list-protocols."""
     kind = make_cell(protocol).kind
-    return f"@{'|'.join(SERVERS[kind])}  +{'|'.join(CLIENTS[kind])}"
+    clients = [c for c in CLIENTS[kind] if protocol in ENGINE_PROTOCOLS.get(c, (protocol,))]
+    return f"@{'|'.join(SERVERS[kind])}  +{'|'.join(clients)}"

@@ -701,10 +701,15 @@ def _check_dns(values: dict) -> None:
 
 
 def _check_browser(values: dict) -> None:
-    """The browser engine pools its own connections and speaks HTTP/2 only over TLS."""
+    """The browser engine needs wirebench's servers (its page), pools its own connections
+    and speaks HTTP/2 only over TLS."""
     browser = [p for p in values["protocols"] if parse_cell(p).client == "browser"]
     if not browser:
         return
+    if values["target"] is not None:
+        raise Invalid("target", f"{', '.join(browser)}: the browser engine loads its page "
+                                "(/bench.html) from wirebench's own servers; remove them or "
+                                "target")
     policies = values["connection"].policy
     if "new" in (policies if isinstance(policies, tuple) else (policies,)):
         raise Invalid("connection.policy", f"{', '.join(browser)}: the browser engine keeps "

@@ -70,3 +70,5 @@ def test_browser_cells_and_their_limits():
         stream_scenario(["sse-h2+browser"], tls=False)
     with pytest.raises(ScenarioError, match=r"dns: the browser resolves names itself"):
         stream_scenario(["sse-h1+browser"], dns={"cache": True})
+    with pytest.raises(ScenarioError, match=r"target: .*loads its page"):
+        stream_scenario(["sse-h1+browser"], target={"base_url": "http://h:1/v1", "model": "m"})
