@@ -2,8 +2,9 @@
 
 Protocol and implementation are two axes (DESIGN.md section 2). A cell is written
 `protocol[@server][+client]`, defaults omitted: `rest-h1` (uvicorn, the Python engine),
-`rest-h1@granian`, `rest-h3+curl`, `rest-h2@granian+curl`. The same string names the
-cell in scenarios, on the command line (`--protocols`) and in result files.
+`rest-h1@granian`, `rest-h3+curl`, `rest-h2@granian+curl`, `sse-h1+browser`. The same
+string names the cell in scenarios, on the command line (`--protocols`) and in result
+files.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ SERVERS: dict[str, tuple[str, ...]] = {
 }
 # server kind -> client engines, the default first ("python": wirebench's own clients)
 CLIENTS: dict[str, tuple[str, ...]] = {
-    "h1": ("python", "curl"),
-    "h2": ("python", "curl"),
+    "h1": ("python", "curl", "browser"),
+    "h2": ("python", "curl", "browser"),
     "h3": ("python", "curl"),
     "grpc": ("python",),
-    "ws": ("python",),
+    "ws": ("python", "browser"),
+}
+# Engines that drive only some of their server kind's protocols (clients/browser/).
+ENGINE_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "browser": ("sse-h1", "sse-h2", "ws-stream"),
 }
 
 _CELL_RE = re.compile(r"(?P<protocol>[a-z0-9-]+)(?:@(?P<server>[a-z0-9.]+))?"
@@ -72,6 +77,9 @@ def make_cell(protocol: str, server: str | None = None, client: str | None = Non
     if client not in CLIENTS[kind]:
         raise ValueError(f'{protocol} has no client engine "{client}"; known: '
                          f'{", ".join(CLIENTS[kind])}')
+    if protocol not in ENGINE_PROTOCOLS.get(client, (protocol,)):
+        raise ValueError(f'{protocol} has no client engine "{client}": it drives only '
+                         f'{", ".join(ENGINE_PROTOCOLS[client])}')
     return Cell(protocol, server, client)
 
 

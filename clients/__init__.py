@@ -16,8 +16,16 @@ from clients.base import Client, Target
 def client_class(protocol_id: str, engine: str = "python") -> type[Client]:
     """The Client subclass for a protocol id and engine (imports only that stack).
 
-    engine "python": wirebench's own clients; "curl": libcurl through pycurl (HTTP only).
+    engine "python": wirebench's own clients; "curl": libcurl through pycurl (HTTP only);
+    "browser": headless Chromium (sse-h1, sse-h2, ws-stream; clients.browser).
     """
+    if engine == "browser":
+        from clients.browser import ENGINES as BROWSER
+        try:
+            return BROWSER[protocol_id]
+        except KeyError:
+            raise KeyError(f"no browser engine for {protocol_id!r}; it has: "
+                           f"{', '.join(BROWSER)}") from None
     if engine == "curl":
         from clients.curl.engine import ENGINES
         try:
@@ -26,7 +34,7 @@ def client_class(protocol_id: str, engine: str = "python") -> type[Client]:
             raise KeyError(f"no curl engine for {protocol_id!r}; it has: "
                            f"{', '.join(ENGINES)}") from None
     if engine != "python":
-        raise KeyError(f"unknown client engine {engine!r}: python or curl")
+        raise KeyError(f"unknown client engine {engine!r}: python, curl or browser")
     module = importlib.import_module(f"clients.{spec(protocol_id).client_module}")
     return module.CLIENT
 

@@ -31,6 +31,7 @@ from servers.core import Limits, RequestError, Usage, parse_embed_request, parse
 from servers.model import Model
 from servers.openai_format import embedding_response
 from servers.options import ServerOptions
+from servers.http import browser_page
 from servers.http.query import query_api_key
 
 log = logging.getLogger("wirebench.ws")
@@ -254,7 +255,8 @@ async def serve(opts: ServerOptions, ready: Callable[[dict], None]) -> None:
 
     gate = _Gate(opts, model)
     async with ws_serve(handler, opts.host, opts.port, compression=None,
-                        max_size=opts.limits.max_body_bytes, process_request=gate,
+                        max_size=opts.limits.max_body_bytes,
+                        process_request=browser_page.ws_process_request(gate),
                         select_subprotocol=gate.select_subprotocol) as server:
         port = server.sockets[0].getsockname()[1]
         gate.listening(port)

@@ -6,7 +6,7 @@ protocol exceeds the spread between protocols (ANCHORS.md).
 
 from __future__ import annotations
 
-from base.cells import CLIENTS, SERVERS, Cell, make_cell
+from base.cells import CLIENTS, ENGINE_PROTOCOLS, SERVERS, Cell, make_cell
 from harness.run.environment import package_version
 
 
@@ -46,6 +46,14 @@ def _curl() -> str:
     return engine_version()
 
 
+def _browser() -> str:
+    from clients.browser import engine_version
+    return engine_version()
+
+
+_OTHER_ENGINES = {"curl": _curl, "browser": _browser}
+
+
 def server_impl(cell: Cell | str, external: str | None = None) -> str:
     cell = make_cell(cell) if isinstance(cell, str) else cell
     return external or _SERVER_NAMES[(cell.server, cell.kind)]()
@@ -53,10 +61,12 @@ def server_impl(cell: Cell | str, external: str | None = None) -> str:
 
 def client_engine(cell: Cell | str) -> str:
     cell = make_cell(cell) if isinstance(cell, str) else cell
-    return _curl() if cell.client == "curl" else _PYTHON_ENGINES[cell.kind]()
+    other = _OTHER_ENGINES.get(cell.client)
+    return other() if other is not None else _PYTHON_ENGINES[cell.kind]()
 
 
 def alternatives(protocol: str) -> str:
     """'servers: a|b; clients: c|d' for --list-protocols."""
     kind = make_cell(protocol).kind
-    return f"@{'|'.join(SERVERS[kind])}  +{'|'.join(CLIENTS[kind])}"
+    clients = [c for c in CLIENTS[kind] if protocol in ENGINE_PROTOCOLS.get(c, (protocol,))]
+    return f"@{'|'.join(SERVERS[kind])}  +{'|'.join(clients)}"

@@ -20,7 +20,7 @@ class LoadJob:
     target: dict[str, Any]
     workload: Workload
     mode: str                        # closed | open
-    engine: str = "python"           # client engine: python | curl
+    engine: str = "python"           # client engine: python | curl | browser
     concurrency: int = 1             # closed: users in this worker
     rate: float = 0.0                # open: requests/s from this worker
     arrival: str = "poisson"

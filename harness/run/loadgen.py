@@ -313,7 +313,7 @@ class LoadRunner:
         if job.trace:
             self.rec.traces = []
         wire0, queries0 = METER.snapshot(), Resolver.sent_total
-        cpu0, t0 = time.process_time(), clock_ns()
+        cpu0, t0 = time.process_time() + self._child_cpu_s(), clock_ns()
         if self._use_blocking():
             await self._closed_blocking(self.rec, job.requests, job.duration_s)
         elif job.mode == "closed":
@@ -321,11 +321,17 @@ class LoadRunner:
         else:
             await self._open(self.rec, job.requests, job.duration_s)
         wall_ns = clock_ns() - t0
-        cpu = time.process_time() - cpu0
+        cpu = time.process_time() + self._child_cpu_s() - cpu0
         wire1 = METER.snapshot()
         self.rec.dns_queries = Resolver.sent_total - queries0
         return Result(wall_ns / 1e9, cpu, {k: wire1[k] - wire0[k] for k in wire1}, t0,
                       self.client_path, self.rec.to_json())
+
+    def _child_cpu_s(self) -> float:
+        """CPU of processes a client runs besides this one (the browser engine's
+        Chromium): part of the client's cost."""
+        return sum(c.child_cpu_s() for c in [*self.clients, *self.stream_clients.values()]
+                   if hasattr(c, "child_cpu_s"))
 
     async def close(self) -> None:
         if self.blocking is not None:

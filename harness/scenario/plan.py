@@ -116,7 +116,7 @@ def resumption_support(scenario: Scenario, pid: str) -> tuple[str, ...]:
 
 
 def _resumption_support(cell: Any, tls: bool) -> tuple[str, ...]:
-    if cell.client == "curl" or not tls or cell.kind not in ("h1", "h2", "h3"):
+    if cell.client in ("curl", "browser") or not tls or cell.kind not in ("h1", "h2", "h3"):
         return ("none",)
     return ("none", "session", "0rtt") if cell.kind == "h3" else ("none", "session")
 

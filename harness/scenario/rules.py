@@ -145,6 +145,7 @@ def _check_resumption(values: dict) -> None:
         can = _resumption_support(cell, tls)
         if not set(wanted) & set(can):
             why = ("libcurl's session cache is off in its engine" if cell.client == "curl"
+                   else "the browser keeps its own connections" if cell.client == "browser"
                    else "it runs without TLS" if not tls and cell.kind in ("h1", "h2")
                    else "its client cannot resume TLS sessions")
             raise Invalid("resumption", f"{show(cell.label)} can run only "
@@ -159,6 +160,29 @@ def _check_dns(values: dict) -> None:
     if curl:
         raise Invalid("dns", f"libcurl resolves names itself, so the DNS step covers the "
                              f"python clients only; remove {', '.join(curl)} or dns")
+    browser = [p for p in values["protocols"] if parse_cell(p).client == "browser"]
+    if browser:
+        raise Invalid("dns", f"the browser resolves names itself, so the DNS step covers "
+                             f"the python clients only; remove {', '.join(browser)} or dns")
+
+
+def _check_browser(values: dict) -> None:
+    """The browser engine needs wirebench's servers (its page), pools its own connections
+    and speaks HTTP/2 only over TLS."""
+    browser = [p for p in values["protocols"] if parse_cell(p).client == "browser"]
+    if not browser:
+        return
+    if values["target"] is not None:
+        raise Invalid("target", f"{', '.join(browser)}: the browser engine loads its page "
+                                "(/bench.html) from wirebench's own servers; remove them or "
+                                "target")
+    policies = values["connection"].policy
+    if "new" in (policies if isinstance(policies, tuple) else (policies,)):
+        raise Invalid("connection.policy", f"{', '.join(browser)}: the browser engine keeps "
+                                           "the browser's own connection pool; use reuse")
+    if values["tls"] is False and any(parse_cell(p).kind == "h2" for p in browser):
+        raise Invalid("tls", "browsers speak HTTP/2 only over TLS (no h2c): remove "
+                             "tls: false or the h2 +browser cells")
 
 
 def _groups(v: Any, path: str) -> tuple:
@@ -176,6 +200,7 @@ def _cross_checks(values: dict, path: str) -> None:
     _check_target(values)
     _check_dns(values)
     _check_resumption(values)
+    _check_browser(values)
 
 
 _SCENARIO = Section(Scenario, (

@@ -28,6 +28,7 @@ from servers.core import (GenerateParams, Limits, RequestError, Usage, parse_emb
 from servers.model import Model
 from servers.openai_format import (StreamFormatter, dumps, embedding_response, model_card,
                             models_response)
+from servers.http import browser_page
 from servers.http.query import check_key, parse_generate_query
 
 Scope = dict[str, Any]
@@ -38,7 +39,9 @@ _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
 _MODEL_PREFIX = "/v1/models/"
-_OPEN_PATHS = ("/health", "/openapi.json")      # no key needed (FastAPI's are open too)
+# No key needed (FastAPI's are open too); the browser engine's page holds no data, and a
+# browser loads it before it can present a key.
+_OPEN_PATHS = ("/health", "/openapi.json", browser_page.PATH)
 # GET streams (EventSource sends no headers) may carry the key as ?api_key=.
 _QUERY_KEY_PATHS = ("/v1/chat/completions", "/v1/completions")
 
@@ -69,6 +72,7 @@ class App:
             "/v1/models": {"GET": self._models},
             "/health": {"GET": self._health},
             "/openapi.json": {"GET": self._openapi},
+            browser_page.PATH: {"GET": browser_page.asgi_handler},   # the browser engine's page
         }
         self._model_route = {"GET": self._model}
 

@@ -26,6 +26,7 @@ from servers.core import (EMBED_MODEL_ID, MODEL_ID, Limits, RequestError, Usage,
                    parse_embed_request, parse_generate_request, vector_b64)
 from servers.model import Model
 from servers.openai_format import StreamFormatter, dumps, model_card, models_response
+from servers.http import browser_page
 from servers.http.query import check_key, openapi_parameters, parse_generate_query
 
 # ------------------------------------------------------------------ OpenAI schemas
@@ -229,6 +230,11 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
              dependencies=[Depends(authorised)])
     async def retrieve(model_id: str) -> Any:
         return orjson.loads(model_card(model_id))
+
+    @app.get(browser_page.PATH, include_in_schema=False)   # the browser engine's page
+    async def bench_page() -> Response:
+        return Response(browser_page.PAGE, headers={k.decode(): v.decode()
+                                                    for k, v in browser_page.HEADERS})
 
     @app.get("/health")
     async def health(request: Request) -> Any:

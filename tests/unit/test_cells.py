@@ -48,3 +48,27 @@ def test_subset_by_cell():
     s = scenario(["rest-h1", "rest-h1@granian"])
     assert with_protocols(s, ["rest-h1@granian"]).protocols == ("rest-h1@granian",)
     assert make_cell("rest-h1").label == "rest-h1"
+
+
+def stream_scenario(protocols, **extra):
+    return parse_scenario({"name": "x", "workload": {"type": "stream"}, "load": {},
+                           "protocols": protocols, **extra}, "x.yaml")
+
+
+def test_browser_cells_and_their_limits():
+    assert parse_cell("sse-h2@caddy+browser").label == "sse-h2@caddy+browser"
+    with pytest.raises(ValueError, match=r'rest-h1 has no client engine "browser": it '
+                                         r"drives only sse-h1, sse-h2, ws-stream"):
+        parse_cell("rest-h1+browser")
+    with pytest.raises(ValueError, match='no client engine "browser"'):
+        parse_cell("grpc-stream+browser")
+    s = stream_scenario(["sse-h1", "sse-h1+browser", "ws-stream+browser"])
+    assert s.protocols == ("sse-h1", "sse-h1+browser", "ws-stream+browser")
+    with pytest.raises(ScenarioError, match=r"connection\.policy: .*browser's own connection"):
+        stream_scenario(["sse-h1+browser"], connection={"policy": "new"})
+    with pytest.raises(ScenarioError, match=r"tls: browsers speak HTTP/2 only over TLS"):
+        stream_scenario(["sse-h2+browser"], tls=False)
+    with pytest.raises(ScenarioError, match=r"dns: the browser resolves names itself"):
+        stream_scenario(["sse-h1+browser"], dns={"cache": True})
+    with pytest.raises(ScenarioError, match=r"target: .*loads its page"):
+        stream_scenario(["sse-h1+browser"], target={"base_url": "http://h:1/v1", "model": "m"})
