@@ -90,7 +90,7 @@ class App:
         try:
             handler = route.get(method) if route is not None else None
             if handler is None:
-                await _drain(receive)       # see _read_json: hypercorn h2 needs it
+                await _drain(receive)       # a response before its request wedged aioquic
             if route is None:
                 raise RequestError(f"no route {scope['method']} {scope['path']}; try "
                                    f"{', '.join(self.routes)}", status=404, code="not_found")
@@ -137,6 +137,13 @@ class App:
         limit = self.limits.max_body_bytes
         declared = next((int(v) for k, v in scope["headers"]
                          if k == b"content-length" and v.isdigit()), None)
+        # HTTP/2 refuses at once: on the declared length before any byte is read, else
+        # as soon as the body passes the limit; the server then resets the stream, so
+        # the client stops sending (servers/http/h2_frames.py). HTTP/1.1 and HTTP/3 read
+        # the body to its end first (a response before its request wedged aioquic).
+        early = scope.get("http_version") == "2"
+        if early and declared is not None and declared > limit:
+            raise _too_large(declared, limit)
         chunks, size = [], 0
         more = True
         while more:
@@ -148,12 +155,10 @@ class App:
             more = message.get("more_body", False)
             if size <= limit and (declared is None or declared <= limit):
                 chunks.append(chunk)
-        # Refuse only once the body is drained: hypercorn's HTTP/2 drops the whole
-        # connection when DATA arrives for a stream whose response already ended.
+            elif early:
+                raise _too_large(size, limit)
         if size > limit or (declared is not None and declared > limit):
-            raise RequestError(f"request body of {max(size, declared or 0)} bytes exceeds "
-                               f"the limit of {limit} bytes", status=413,
-                               code="request_too_large")
+            raise _too_large(max(size, declared or 0), limit)
         try:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError as exc:
@@ -265,6 +270,11 @@ class App:
             tail.append(b"data: " + dumps(fmt.usage(usage)) + b"\n\n")
         tail.append(_DONE)
         await _send_or_gone(send, {"type": "http.response.body", "body": b"".join(tail)})
+
+
+def _too_large(size: int, limit: int) -> RequestError:
+    return RequestError(f"request body of {size} bytes exceeds the limit of {limit} bytes",
+                        status=413, code="request_too_large")
 
 
 async def _drain(receive: Receive, gone: bool = False) -> None:

@@ -250,9 +250,10 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
 
 class _WholeBody:
     """Reads the whole request body before the routes see it, as the bare app does: a body
-    over the limit is refused with 413 once drained, and every early refusal (401, 404,
-    405) answers a request whose body was read (hypercorn's HTTP/2 drops the connection
-    when DATA arrives for a stream whose response already ended). Counts requests."""
+    over the limit is refused with 413 (over HTTP/2 at once, on its content-length or
+    as soon as it passes the limit: servers/http/h2_frames.py resets the stream; else
+    once drained), and every other early refusal (401, 404, 405) answers a request whose
+    body was read (a response before its request wedged aioquic). Counts requests."""
 
     def __init__(self, app: Any, limit: int, stats: Any) -> None:
         self.app, self.limit, self.stats = app, limit, stats
@@ -265,7 +266,8 @@ class _WholeBody:
         self.stats.requests += 1
         declared = next((int(v) for k, v in scope["headers"]
                          if k == b"content-length" and v.isdigit()), 0)
-        chunks, size, more = [], 0, True
+        early = scope.get("http_version") == "2"
+        chunks, size, more = [], 0, not (early and declared > self.limit)
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -275,6 +277,8 @@ class _WholeBody:
             more = message.get("more_body", False)
             if size <= self.limit and declared <= self.limit:
                 chunks.append(chunk)
+            elif early:
+                break
         if max(size, declared) > self.limit:
             self.stats.errors += 1
             body = dumps(RequestError(f"request body of {max(size, declared)} bytes exceeds the "

@@ -122,7 +122,7 @@ async def _serve_hypercorn(app: App, opts: ServerOptions, ready: Ready) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
 
     from servers.http.h2_frames import install
-    install()       # garbage after the preface gets GOAWAY at once (servers/http/h2_frames.py)
+    install()       # GOAWAY for garbage, early responses reset their stream (h2_frames)
 
     config = _hypercorn_config(opts)
     sockets: list[socket.socket] = []
