@@ -155,6 +155,12 @@ def make_app(limits: Limits = Limits(), api_key: str | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> Response:
+        # FastAPI decodes and validates the body before it runs the routes' key check:
+        # the key comes first, as in the bare app and OpenAI (a 401, not a 400).
+        try:
+            (authorised_stream if request.method == "GET" else authorised)(request)
+        except RequestError as refused:
+            return await _refused(request, refused)
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
         if first.get("type") == "json_invalid":

@@ -93,6 +93,20 @@ def test_sdk_wrong_key_is_an_authentication_error(sdk):
         bad.embeddings.create(model="wirebench-embed-1", input=["x"])
 
 
+@pytest.mark.parametrize("body", [b"x" * 100_000, b'{"input": 12}'], ids=["not-json", "invalid"])
+def test_the_key_is_checked_before_the_body_as_in_the_bare_app(sdk, body):
+    """FastAPI validates a body before its routes' dependencies run; a bad body with a
+    wrong key is still a 401, as the bare app and OpenAI answer it."""
+    _, srv = sdk
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/v1/embeddings", data=body,
+                                 headers={"content-type": "application/json",
+                                          "authorization": "Bearer wrong"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 401
+    assert json.loads(err.value.read())["error"]["type"] == "invalid_request_error"
+
+
 def test_sdk_bad_value_is_a_bad_request(sdk):
     client, _ = sdk
     with pytest.raises(openai.BadRequestError):
