@@ -79,6 +79,7 @@ class PointResult:
     # Each repeat's own p50 (latency; TTFT for streams): the spread between repeats is
     # the run-to-run noise a difference between rows has to beat.
     repeat_p50_ms: dict[str, list[float]] = field(default_factory=dict)
+    repeat_p99_ms: dict[str, list[float]] = field(default_factory=dict)   # and p99 (compare)
     client_cpu_s: float = 0.0
     server_cpu_s: float | None = 0.0
     client_core_util: float = 0.0                              # busiest worker, 0..1
@@ -110,7 +111,9 @@ class PointResult:
         for metric in ("latency", "ttft"):
             h = rec.hist.get(metric)
             if h is not None and h.count:
-                self.repeat_p50_ms.setdefault(metric, []).append(round(h.summary_ms()["p50"], 4))
+                summary = h.summary_ms()
+                self.repeat_p50_ms.setdefault(metric, []).append(round(summary["p50"], 4))
+                self.repeat_p99_ms.setdefault(metric, []).append(round(summary["p99"], 4))
         self.wall_s.append(wall_s)
         self.repeat_n.append(rec.n)
         self.client_cpu_s += client_cpu_s
@@ -214,6 +217,8 @@ class PointResult:
                                           zip(self.repeat_n, self.wall_s) if w],
             "latency_p50_per_repeat_ms": self.repeat_p50_ms.get("latency"),
             "ttft_p50_per_repeat_ms": self.repeat_p50_ms.get("ttft"),
+            "latency_p99_per_repeat_ms": self.repeat_p99_ms.get("latency"),
+            "ttft_p99_per_repeat_ms": self.repeat_p99_ms.get("ttft"),
             "latency_ms": {k: round(v, 4) for k, v in lat.items() if k != "n"} if lat else None,
             **{f"latency_{p}_ms": pct("latency", p) for p in
                ("p50", "p90", "p95", "p99", "p999", "max")},

@@ -1,8 +1,13 @@
-"""`python bench.py compare RUN_A RUN_B`: two result directories side by side.
+"""`python bench.py compare RUN_A RUN_B`: what changed between two runs, and whether it is
+more than noise.
 
-Rows are matched by protocol, load point and network condition. Runs of different
-workloads measure different things, so comparing them is refused (exit 2) unless
---force; a different machine, kernel or library version is shown as a warning.
+Rows are matched by cell, load point and network condition. Per row and metric: A, B,
+the change, its interval from the runs' repeats and a verdict (better / worse / within
+noise; harness.report.noise). `--fail-on-regression PCT` exits 99 when a metric got
+worse by PCT percent or more beyond the noise. Runs of different workloads measure
+different things, so comparing them is refused (exit 2) unless --force; a different
+machine, kernel or library version is shown as a warning. Output: a table, or
+`--format markdown` / `--format json`.
 """
 
 from __future__ import annotations
@@ -16,12 +21,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from base.errors import BadInput
+from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
+from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
 from harness.run.status import effective_status
 
-METRICS = [("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"), ("throughput_rps", "rps"),
-           ("ttft_p50_ms", "ttft p50"), ("client_cpu_ms_per_req", "client CPU ms"),
-           ("server_cpu_ms_per_req", "server CPU ms")]
+BACKEND_KNOBS = frozenset({"compute_ms", "server_cache", "ttft_ms", "itl_ms"})
 
 
 class CompareError(BadInput):
@@ -36,21 +40,32 @@ def load_run(path: str) -> dict[str, Any]:
         run["status"] = effective_status(run)      # a killed run left "running"
         return run
     except FileNotFoundError:
-        raise CompareError(f"{path}: no summary.json (expected a results/<run> directory)") from None
+        raise CompareError(f"{path}: no summary.json (expected a results/<run> "
+                           f"directory)") from None
     except json.JSONDecodeError as exc:
         raise CompareError(f"{summary}: not valid JSON ({exc})") from None
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row.get("cell", row["protocol"]), row["mode"], row.get("concurrency"), row.get("rate_offered_rps"),
-            row.get("network", "loopback"), row.get("connections_policy"))
+    return (row.get("cell", row["protocol"]), row["mode"], row.get("concurrency"),
+            row.get("rate_offered_rps"), row.get("network", "loopback"),
+            row.get("connections_policy"))
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(reasons the comparison is unsafe, warnings)."""
     unsafe, warn = [], []
-    if a["scenario"]["workload"] != b["scenario"]["workload"]:
-        unsafe.append(f"workloads differ: {a['scenario']['workload']} vs {b['scenario']['workload']}")
+    wa, wb = a["scenario"]["workload"], b["scenario"]["workload"]
+    # What the requests are decides what is measured; how the backend answers them
+    # (its simulated compute and token timing) is what a comparison is for.
+    shape = sorted(k for k in set(wa) | set(wb)
+                   if k not in BACKEND_KNOBS and wa.get(k) != wb.get(k))
+    if shape:
+        unsafe.append("the requests differ: " + ", ".join(
+            f"workload.{k} {wa.get(k)!r} vs {wb.get(k)!r}" for k in shape))
+    for k in sorted(BACKEND_KNOBS):
+        if wa.get(k) != wb.get(k):
+            warn.append(f"backend changed: workload.{k} {wa.get(k)!r} vs {wb.get(k)!r}")
     ea, eb = a["environment"], b["environment"]
     for field in ("cpu", "cores", "kernel", "python", "tcp_congestion_control"):
         if ea.get(field) != eb.get(field):
@@ -66,52 +81,106 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[s
     return unsafe, warn
 
 
-def _ratio(va: Any, vb: Any) -> str:
-    if not va or vb is None:
-        return "-"
-    return f"{vb / va:.2f}x"
+def _load(row: dict[str, Any]) -> str:
+    if row["mode"] == "closed":
+        return f"c={row['concurrency']}"
+    return f"{row['rate_offered_rps']:g}/s"
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python bench.py compare")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument("--force", action="store_true", help="compare even if workloads differ")
-    args = p.parse_args(argv)
-    # Off a terminal rich would squeeze the table into 80 columns: give it room.
-    console = Console(width=None if sys.stdout.isatty() else 200)
-    a, b = load_run(args.run_a), load_run(args.run_b)      # CompareError: bad input
-    unsafe, warn = differences(a, b)
-    if unsafe and not args.force:
-        for text in unsafe:
-            console.print(f"[red]refusing to compare: {text}[/red] (--force to override)")
-        return 2
-    for text in unsafe + warn:
-        console.print(f"[yellow]note: {text}[/yellow]")
+def compare_rows(a: dict[str, Any], b: dict[str, Any]
+                 ) -> tuple[list[tuple[str, str, Change]], list[str], list[str]]:
+    """(cell, load, change) for every row both runs have; cells only in A; only in B."""
     rows_b = {_key(r): r for r in b["rows"]}
-    metrics = [m for m in METRICS if any(r.get(m[0]) is not None for r in a["rows"])]
-    table = Table(title=f"A = {args.run_a}   B = {args.run_b}   (B/A)")
-    table.add_column("protocol")
-    table.add_column("load")
-    for _, label in metrics:
-        table.add_column(f"{label} A", justify="right")
-        table.add_column(f"{label} B", justify="right")
-        table.add_column("B/A", justify="right")
-    only_a = []
+    out, only_a = [], []
     for ra in a["rows"]:
         rb = rows_b.pop(_key(ra), None)
         if rb is None:
             only_a.append(ra.get("cell", ra["protocol"]))
             continue
-        load = f"c={ra['concurrency']}" if ra["mode"] == "closed" else f"{ra['rate_offered_rps']:g}/s"
-        cells = [ra.get("cell", ra["protocol"]), load]
-        for field, _ in metrics:
-            va, vb = ra.get(field), rb.get(field)
-            cells += ["-" if va is None else f"{va:,.3f}", "-" if vb is None else f"{vb:,.3f}",
-                      _ratio(va, vb)]
-        table.add_row(*cells)
-    console.print(table)
-    if only_a or rows_b:
-        console.print(f"only in A: {sorted(set(only_a)) or '-'}; only in B: "
-                      f"{sorted({k[0] for k in rows_b}) or '-'}")
-    return 0
+        out += [(ra.get("cell", ra["protocol"]), _load(ra), c) for c in row_changes(ra, rb)]
+    return out, sorted(set(only_a)), sorted({k[0] for k in rows_b})
+
+
+def _interval(c: Change) -> str:
+    return "-" if c.low is None else f"{c.low:.2f}-{c.high:.2f}x"
+
+
+def _verdict(c: Change) -> str:
+    if c.verdict == UNKNOWN:
+        return f"{UNKNOWN} ({min(c.repeats)} repeat)"
+    return c.verdict if c.verdict == WITHIN else f"{c.verdict} {abs(c.percent):.0f}%"
+
+
+def markdown(rows: list[tuple[str, str, Change]], title: str) -> str:
+    lines = [f"## {title}", "", "| cell | load | metric | A | B | B/A | interval | verdict |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for cell, load, c in rows:
+        lines.append(f"| {cell} | {load} | {c.metric} | {c.a:,.3f} | {c.b:,.3f} | "
+                     f"{c.ratio:.2f}x | {_interval(c)} | {_verdict(c)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[tuple[str, str, Change]], title: str) -> Table:
+    table = Table(title=title, header_style="bold")
+    for name in ("cell", "load", "metric", "A", "B", "B/A", "interval", "verdict"):
+        table.add_column(name, justify="left" if name in ("cell", "load", "metric", "verdict")
+                         else "right")
+    style = {"worse": "red", "better": "green"}
+    for cell, load, c in rows:
+        mark = style.get(c.verdict)
+        verdict = f"[{mark}]{_verdict(c)}[/{mark}]" if mark else _verdict(c)
+        table.add_row(cell, load, c.metric, f"{c.a:,.3f}", f"{c.b:,.3f}", f"{c.ratio:.2f}x",
+                      _interval(c), verdict)
+    return table
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python bench.py compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--force", action="store_true", help="compare even if workloads differ")
+    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument("--fail-on-regression", type=float, metavar="PCT",
+                   help="exit 99 if a metric got worse by PCT%% or more beyond the noise")
+    args = p.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 100,
+                      color_system="auto" if sys.stdout.isatty() else None)
+    a, b = load_run(args.run_a), load_run(args.run_b)      # CompareError: bad input
+    unsafe, warn = differences(a, b)
+    if unsafe and not args.force:
+        raise CompareError("; ".join(f"refusing to compare: {t}" for t in unsafe)
+                           + " (--force to override)")
+    notes = unsafe + warn
+    rows, only_a, only_b = compare_rows(a, b)
+    bad = regressions([c for _, _, c in rows], args.fail_on_regression or 0.0)
+    title = f"A = {args.run_a}  B = {args.run_b}"
+    if args.format == "json":
+        print(json.dumps({"a": args.run_a, "b": args.run_b, "notes": notes,
+                          "changes": [{"cell": cell, "load": load, **c.to_dict()}
+                                      for cell, load, c in rows],
+                          "only_a": only_a, "only_b": only_b,
+                          "regressions": ([{"cell": cell, "load": load, **c.to_dict()}
+                                           for cell, load, c in rows if c in bad]
+                                          if args.fail_on_regression is not None else None)},
+                         indent=1))
+    elif args.format == "markdown":
+        print(markdown(rows, title) + "".join(f"\n- note: {t}" for t in notes))
+    else:
+        for text in notes:
+            console.print(f"[yellow]note: {text}[/yellow]")
+        console.print(_table(rows, title))
+        called = [c for _, _, c in rows if c.verdict not in (WITHIN, UNKNOWN)]
+        console.print(f"{len(called)} of {len(rows)} figures changed beyond the noise "
+                      f"(their repeats do not overlap); the rest are within noise or have "
+                      f"one repeat", markup=False)
+        if only_a or only_b:
+            console.print(f"only in A: {only_a or '-'}; only in B: {only_b or '-'}",
+                          markup=False)
+    if args.fail_on_regression is not None and bad:
+        for cell, load, c in rows:
+            if c in bad:
+                print(f"regression: {cell} {load} {c.metric} {_verdict(c)} "
+                      f"(>= {args.fail_on_regression:g}%)", file=sys.stderr)
+        return EXIT_THRESHOLDS
+    return EXIT_OK

@@ -29,12 +29,67 @@ def test_matching_rows_are_compared_with_ratios(tmp_path, capsys):
     assert "rest-h1" in out and "1.50x" in out
 
 
-def test_different_workloads_are_refused_unless_forced(tmp_path, capsys):
+def test_different_requests_are_refused_unless_forced(tmp_path, capsys):
+    from harness.cli import main as cli_main
     a = write(tmp_path, "a", [ROW])
     b = write(tmp_path, "b", [ROW], workload={"type": "embed", "dimensions": 8})
-    assert main([a, b]) == 2
-    assert "workloads differ" in capsys.readouterr().out
+    assert cli_main(["compare", a, b]) == 2
+    assert "the requests differ: workload.dimensions" in capsys.readouterr().err
     assert main([a, b, "--force"]) == 0
+
+
+def test_a_changed_backend_is_compared_and_noted(tmp_path, capsys):
+    a = write(tmp_path, "a", [ROW], workload={"type": "embed", "compute_ms": 0})
+    b = write(tmp_path, "b", [ROW], workload={"type": "embed", "compute_ms": 5})
+    assert main([a, b]) == 0
+    assert "backend changed: workload.compute_ms 0 vs 5" in capsys.readouterr().out
+
+
+def rep(p50s, rps=None, p99s=None):
+    """A row with per-repeat figures (what a run with repeats writes)."""
+    return {**ROW, "latency_p50_ms": sorted(p50s)[len(p50s) // 2],
+            "latency_p50_per_repeat_ms": p50s,
+            "latency_p99_per_repeat_ms": p99s or [4.0] * len(p50s),
+            "throughput_per_repeat_rps": rps or [400.0] * len(p50s)}
+
+
+def test_overlapping_repeats_are_within_noise(tmp_path, capsys):
+    a = write(tmp_path, "a", [rep([2.0, 2.2, 2.1])])
+    b = write(tmp_path, "b", [rep([2.15, 2.3, 2.05])])
+    assert main([a, b, "--fail-on-regression", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "within noise" in out and "worse" not in out
+
+
+def test_a_change_beyond_the_repeats_is_called_and_fails_the_gate(tmp_path, capsys):
+    a = write(tmp_path, "a", [rep([2.0, 2.2, 2.1], rps=[400, 410, 390])])
+    b = write(tmp_path, "b", [rep([3.0, 3.1, 3.2], rps=[300, 310, 305])])
+    assert main([a, b]) == 0                              # no gate: reported only
+    out = capsys.readouterr().out
+    assert "worse 48%" in out and "0.95-1.60x" not in out
+    assert main([a, b, "--fail-on-regression", "60"]) == 0   # under the gate's 60%
+    assert main([a, b, "--fail-on-regression", "10"]) == 99
+    assert "regression: rest-h1 c=1 p50 ms worse 48%" in capsys.readouterr().err
+
+
+def test_one_repeat_gives_no_verdict(tmp_path, capsys):
+    a = write(tmp_path, "a", [ROW])
+    b = write(tmp_path, "b", [{**ROW, "latency_p50_ms": 3.0}])
+    assert main([a, b, "--fail-on-regression", "1"]) == 0
+    assert "noise unknown" in capsys.readouterr().out
+
+
+def test_markdown_and_json_output(tmp_path, capsys):
+    a = write(tmp_path, "a", [rep([2.0, 2.2, 2.1])])
+    b = write(tmp_path, "b", [rep([3.0, 3.1, 3.2])])
+    assert main([a, b, "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| cell | load | metric |" in md and "| rest-h1 | c=1 | p50 ms |" in md
+    assert main([a, b, "--format", "json", "--fail-on-regression", "5"]) == 99
+    doc = json.loads(capsys.readouterr().out)
+    p50 = next(c for c in doc["changes"] if c["metric"] == "p50 ms")
+    assert p50["verdict"] == "worse" and p50["low"] == round(3.0 / 2.2, 4)
+    assert [r["metric"] for r in doc["regressions"]] == ["p50 ms"]
 
 
 def test_environment_differences_are_shown(tmp_path, capsys):
