@@ -95,6 +95,10 @@ class Recorder:
     late_reads: int = 0                   # one-user overlapped loop (harness.run.blocking_loop)
     pipeline_ns: dict[str, int] = field(default_factory=dict)   # bucket -> summed ns
     stages_ns: dict[str, int] = field(default_factory=dict)     # stage -> summed wall ns
+    # Per-request SLO, metric -> limit in ns (latency, ttft, tpot, itl: the request's
+    # largest gap): `good` counts the requests that kept every limit (goodput).
+    slo_ns: dict[str, int] | None = None
+    good: int = 0
     rows: list[tuple] | None = None       # per-request rows when asked
     traces: list[dict] | None = None      # per-stream token traces when asked (hol.StreamTrace)
 
@@ -109,6 +113,8 @@ class Recorder:
             st = int(r.server_time_us * 1000)
             self.hist["server_time"].record_ns(st)
             self.hist["overhead"].record_ns(end - r.t_start_ns - st)
+        if self.slo_ns is not None:
+            self.good += self.slo_ns.get("latency", end) >= end - intended_ns
         self._common(r, intended_ns, end)
 
     def stream(self, r: StreamResult, intended_ns: int | None) -> None:
@@ -139,6 +145,8 @@ class Recorder:
                     self.chunks += 1
                     prev = t.recv_ns
             self.tokens += len(toks)
+        if self.slo_ns is not None:
+            self.good += _stream_meets(self.slo_ns, r, intended_ns)
         self._common(r, intended_ns, r.t_end_ns)
 
     def pipeline(self, r: Any, intended_ns: int | None) -> None:
@@ -149,6 +157,8 @@ class Recorder:
         self.n += 1
         intended_ns = r.t_start_ns if intended_ns is None else intended_ns
         self.hist["latency"].record_ns(r.t_end_ns - intended_ns)
+        if self.slo_ns is not None:
+            self.good += self.slo_ns.get("latency", r.t_end_ns) >= r.t_end_ns - intended_ns
         self.hist["service_time"].record_ns(r.e2e_ns)
         self.hist["e2e"].record_ns(r.e2e_ns)
         for bucket, ns in r.components_ns.items():
@@ -248,7 +258,7 @@ class Recorder:
                 "chunks": self.chunks, "late_starts": self.late_starts,
                 "handshakes": dict(self.handshakes),
                 "calls": self.calls, "dns_queries": self.dns_queries,
-                "late_reads": self.late_reads,
+                "late_reads": self.late_reads, "good": self.good,
                 "pipeline_ns": self.pipeline_ns,
                 "stages_ns": self.stages_ns, "rows": self.rows, "traces": self.traces}
 
@@ -265,6 +275,7 @@ class Recorder:
         rec.calls = data.get("calls", 0)
         rec.dns_queries = data.get("dns_queries", 0)
         rec.late_reads = data.get("late_reads", 0)
+        rec.good = data.get("good", 0)
         rec.pipeline_ns = dict(data.get("pipeline_ns") or {})
         rec.stages_ns = dict(data.get("stages_ns") or {})
         rec.handshakes = Counter(data.get("handshakes") or {})
@@ -280,7 +291,7 @@ class Recorder:
         for k, v in other.error_samples.items():
             self.error_samples.setdefault(k, v)
         for k in ("n", "payload_up", "payload_down", "new_connections", "tokens", "chunks",
-                  "late_starts", "calls", "dns_queries", "late_reads"):
+                  "late_starts", "calls", "dns_queries", "late_reads", "good"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for mine, theirs in ((self.pipeline_ns, other.pipeline_ns),
                              (self.stages_ns, other.stages_ns)):
@@ -294,3 +305,25 @@ class Recorder:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def _stream_meets(slo_ns: dict[str, int], r: StreamResult, intended_ns: int) -> bool:
+    """Whether one stream kept every per-request limit (a stream without tokens kept
+    none of the token ones)."""
+    if slo_ns.get("latency", r.t_end_ns) < r.t_end_ns - intended_ns:
+        return False
+    toks = r.tokens
+    token_limits = ("ttft", "tpot", "itl")
+    if not toks:
+        return not any(k in slo_ns for k in token_limits)
+    ttft = toks[0].recv_ns - r.t_start_ns
+    if "ttft" in slo_ns and ttft > slo_ns["ttft"]:
+        return False
+    if len(toks) > 1:
+        if "tpot" in slo_ns and (toks[-1].recv_ns - toks[0].recv_ns) // (len(toks) - 1) \
+                > slo_ns["tpot"]:
+            return False
+        if "itl" in slo_ns and max(b.recv_ns - a.recv_ns for a, b in zip(toks, toks[1:])) \
+                > slo_ns["itl"]:
+            return False
+    return True

@@ -36,7 +36,7 @@ CSV_COLUMNS = [
     "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util", "late_starts",
     "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
     "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
-    "server_bound", "failed",
+    "server_bound", "failed", "goodput_fraction", "goodput_rps",
 ]
 
 
@@ -80,6 +80,7 @@ class PointResult:
     # the run-to-run noise a difference between rows has to beat.
     repeat_p50_ms: dict[str, list[float]] = field(default_factory=dict)
     repeat_p99_ms: dict[str, list[float]] = field(default_factory=dict)   # and p99 (compare)
+    slo: tuple[str, ...] = ()                  # the scenario's per-request limits, as written
     client_cpu_s: float = 0.0
     server_cpu_s: float | None = 0.0
     client_core_util: float = 0.0                              # busiest worker, 0..1
@@ -213,6 +214,11 @@ class PointResult:
             "error_samples": rec.error_samples,
             "error_rate": round(rec.error_count / total, 6) if total else 0.0,
             "throughput_rps": round(n / wall, 2) if wall else None,
+            # Goodput (scenario `slo:`): the share of requests, errors included, that kept
+            # every per-request limit, and how many of those per second.
+            "slo": list(self.slo) or None,
+            "goodput_fraction": (round(rec.good / total, 4) if self.slo and total else None),
+            "goodput_rps": round(rec.good / wall, 2) if self.slo and wall else None,
             "throughput_per_repeat_rps": [round(k / w, 2) for k, w in
                                           zip(self.repeat_n, self.wall_s) if w],
             "latency_p50_per_repeat_ms": self.repeat_p50_ms.get("latency"),

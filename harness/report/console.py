@@ -115,8 +115,9 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
                   header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   safe_box=True, caption_justify="left")
     # A stream's question is its first token and its gaps; a request's is its latency.
+    slo = any(r.get("goodput_fraction") is not None for r in rows)
     cols = (["cell", "load", "n", "ttft p50", "itl p99", "p50 ms"] if streaming else
-            ["cell", "load", "n", "p50 ms", "p99 ms", "ovh p50", "rps"])
+            ["cell", "load", "n", "p50 ms", "p99 ms", "good%" if slo else "ovh p50", "rps"])
     cols += ["B/req", "cpu c/s", "note"]
     one_tls = len({r.get("tls_version") for r in rows if r.get("tls_version")}) <= 1
     for c in cols:
@@ -133,14 +134,17 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
             cells = [r["cell"], load, fmt(r["n"]), fmt(r["ttft_p50_ms"], 2),
                      fmt(r["itl_p99_ms"], 2), fmt(r["latency_p50_ms"], 2)]
         else:
-            cells = [r["cell"], load, fmt(r["n"]), fmt(r["latency_p50_ms"], 2), p99,
-                     fmt(r["overhead_p50_ms"], 2), fmt(r["throughput_rps"], 0)]
+            third = (fmt(100 * r["goodput_fraction"], 1) if slo and r.get("goodput_fraction")
+                     is not None else "-" if slo else fmt(r["overhead_p50_ms"], 2))
+            cells = [r["cell"], load, fmt(r["n"]), fmt(r["latency_p50_ms"], 2), p99, third,
+                     fmt(r["throughput_rps"], 0)]
         cpu = f"{fmt(r['client_cpu_ms_per_req'], 2)}/{fmt(r['server_cpu_ms_per_req'], 2)}"
         note = _note(r)
         flagged = flagged or bool(note)
         cells += [fmt(r.get("wire_down_bytes") or r["payload_down_bytes"], 0), cpu, note]
         table.add_row(*cells)
     captions = [("p50 ms: the whole stream; " if streaming else
+                 f"good%: requests within the SLO ({'; '.join(rows[0]['slo'])}); " if slo else
                  "ovh: latency minus server time; ")
                 + "B/req: bytes down per request (wire where measured, else payload); cpu: "
                   "client/server ms per request; every column: report.md or --wide"]

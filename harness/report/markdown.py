@@ -27,6 +27,17 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
           _bound_flag(r)] for r in rows])
 
 
+def goodput_table(rows: list[dict[str, Any]]) -> str:
+    """Per row, the share of requests within the scenario's SLO and their rate."""
+    return _table(
+        ["protocol", "load", "n", "errors", "within SLO", "goodput rps", "achieved rps",
+         "saturated"],
+        [[r["cell"], load_label(r), fmt(r["n"]), fmt(r["errors"]),
+          f"{100 * r['goodput_fraction']:.1f}%" if r.get("goodput_fraction") is not None
+          else "-", fmt(r.get("goodput_rps"), 1), fmt(r["throughput_rps"], 1), _bound_flag(r)]
+         for r in rows])
+
+
 def _bound_flag(r: dict[str, Any]) -> str:
     flags = [f for f, key in (("server-bound", "server_bound"), ("client-bound", "client_bound"))
              if r.get(key)]
@@ -338,6 +349,11 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     if shown:
         parts += ["## What this run shows", "", *shown, ""]
     parts += ["## Latency and throughput", "", latency_table(rows), ""]
+    slo = next((r["slo"] for r in rows if r.get("slo")), None)
+    if slo:
+        parts += ["## Goodput", "", f"Requests that kept every per-request limit of the "
+                  f"scenario's SLO ({'; '.join(slo)}), errors counted as missing it.", "",
+                  goodput_table(rows), ""]
     stream_rows = [r for r in rows if r["workload"] == "stream"]
     unary_rows = [r for r in rows if r["workload"] == "embed"]
     parts += render_pipeline_section(rows)

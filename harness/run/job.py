@@ -39,6 +39,11 @@ class LoadJob:
     trace: bool = False              # keep every stream's per-token trace (network lab)
     worker: int = 0                  # this worker's index, for connection labels
     client_path: str = "auto"        # auto | async | blocking | sequential (docstring)
+    slo_ms: dict[str, float] | None = None   # per-request limits (scenario `slo:`)
+
+    @property
+    def slo_ns(self) -> dict[str, int] | None:
+        return None if self.slo_ms is None else {k: int(v * 1e6) for k, v in self.slo_ms.items()}
 
     def warmup_plan(self) -> tuple[int, int]:
         """(requests, users) of the warmup: at least one request per user and per

@@ -132,7 +132,7 @@ class LoadRunner:
             self.stream_clients = {id(c): open_client(family, target, reuse=job.reuse,
                                                       engine=job.engine, **options)
                                    for c in self.clients}
-        self.rec = Recorder()
+        self.rec = Recorder(slo_ns=job.slo_ns)
         self.phase_rec = self.rec       # the recorder of the phase running (warmup, measure)
         self.done = 0
         self._watchdog = _Watchdog(job.timeout_s)

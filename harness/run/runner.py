@@ -86,6 +86,7 @@ class Runner:
     def __init__(self, scenario: Scenario, out_root: Path, progress: "ProgressSink | None",
                  *, loopback: bool = False) -> None:
         self.s = scenario
+        self.slo_texts = tuple(t.text for t in scenario.slo)
         self.loopback = loopback            # never use namespaces (no wire bytes)
         self.topology: Topology | None = None
         self.network = "loopback"
@@ -210,7 +211,8 @@ class Runner:
                 max_connections=self._pool_cap(cell, conn),
                 seed=s.seed * 1000 + point.repeat * 100 + i,
                 keep_rows=s.outputs.requests_csv,
-                stagger_ms=load.stagger_ms or 0.0, trace=trace, worker=i))
+                stagger_ms=load.stagger_ms or 0.0, trace=trace, worker=i,
+                slo_ms={t.metric: t.value for t in s.slo} or None))
         return jobs
 
     @staticmethod
@@ -361,7 +363,7 @@ class Runner:
         if point.resumption is not None:
             target["resumption"] = point.resumption   # the clients resume new connections
         key = self._key(point)
-        result = self.points.setdefault(key.label, PointResult(key))
+        result = self.points.setdefault(key.label, PointResult(key, slo=self.slo_texts))
         result.wire_source = self.wire_source
         result.server_impl, result.client_engine = impl, client_engine(cell)
         result.tls = self.s.uses_tls(cell.label)
@@ -494,7 +496,7 @@ class Runner:
         """Record the failure on its row (created if nothing was measured) and go on; a
         dead server is dropped so the next point that needs it starts a fresh one."""
         key = self._key(point)
-        result = self.points.setdefault(key.label, PointResult(key))
+        result = self.points.setdefault(key.label, PointResult(key, slo=self.slo_texts))
         if not any(str(exc) in f for f in result.failures):
             result.failures.append(str(exc))
         self.failures.append(f"{key.label} (repeat {point.repeat + 1}): {exc}")

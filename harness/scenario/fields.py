@@ -316,6 +316,31 @@ def _cors(v: Any, path: str) -> str:
         raise Invalid(path, str(exc)) from None
 
 
+# SLO metrics are per request: its latency, first token, mean time per output token and
+# its largest gap between tokens; (unit kind, needs a stream workload).
+SLO_METRICS = {"latency": ("time", False), "ttft": ("time", True), "tpot": ("time", True),
+               "itl": ("time", True)}
+
+
+def _slo(v: Any, path: str) -> tuple[Threshold, ...]:
+    """`slo: ["latency < 50ms", "ttft < 200ms"]`: limits every request must keep."""
+    out = []
+    for raw, where in items(v, path, 'a list of strings such as "latency < 50ms"'):
+        match = _THRESHOLD_RE.fullmatch(raw) if isinstance(raw, str) else None
+        if match is None or match.group(2) not in ("<", "<="):
+            raise Invalid(where, f'expected "metric < value[unit]" such as "ttft < 200ms", '
+                                 f"got {show(raw)}")
+        metric, op, number, unit = match.groups()
+        if metric not in SLO_METRICS:
+            raise Invalid(where, f"unknown SLO metric {show(metric)}; known: "
+                                 f"{', '.join(SLO_METRICS)} (per request)")
+        units = _UNITS["time"]
+        if unit not in units:
+            raise Invalid(where, f"unit {show(unit)} does not fit {metric}; use us, ms or s")
+        out.append(Threshold(metric, op, float(number) * units[unit], raw.strip()))
+    return tuple(out)
+
+
 def _thresholds(v: Any, path: str) -> tuple[Threshold, ...]:
     pairs = items(v, path, 'a list of strings such as "p99 < 200ms"')
     return tuple(_threshold(raw, where) for raw, where in pairs)

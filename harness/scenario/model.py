@@ -215,6 +215,9 @@ class Scenario:
     dns: Dns | None = None
     resumption: tuple[str, ...] = ("none",)     # none / session / 0rtt (a sweep)
     cors: str | None = None     # the servers' --cors: "*" or origins, comma-separated
+    # Per-request service levels, metric -> limit in ms (latency, ttft, tpot, itl): a
+    # request meets the SLO when every one holds (goodput).
+    slo: tuple[Threshold, ...] = ()
     # Every workload: `workload` is the first; a scenario may give one embed and one
     # stream workload, and each protocol runs the one of its kind.
     workloads: tuple[Workload, ...] = ()

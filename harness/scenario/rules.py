@@ -14,10 +14,12 @@ from harness.scenario.fields import (
     _LOAD,
     _TARGET,
     METRICS,
+    SLO_METRICS,
     PROTOCOL_GROUPS,
     TARGET_PROTOCOLS,
     _cell,
     _cors,
+    _slo,
     _protocols,
     _resumption,
     _thresholds,
@@ -90,6 +92,13 @@ def _resolve_protocols(values: dict) -> None:
         problem = _protocol_problem(pid, values)
         if problem:
             raise Invalid(f"protocols[{i}]", problem)
+
+
+def _check_slo(values: dict) -> None:
+    streaming = {w.type for w in values["workloads"]} == {"stream"}
+    for i, t in enumerate(values["slo"]):
+        if SLO_METRICS[t.metric][1] and not streaming:
+            raise Invalid(f"slo[{i}]", f"{t.metric} applies to stream workloads only")
 
 
 def _check_threshold_metrics(values: dict) -> None:
@@ -197,6 +206,7 @@ def _cross_checks(values: dict, path: str) -> None:
     _resolve_protocols(values)
     check_groups(values["groups"], values["protocols"])
     _check_threshold_metrics(values)
+    _check_slo(values)
     _check_target(values)
     _check_dns(values)
     _check_resumption(values)
@@ -226,4 +236,5 @@ _SCENARIO = Section(Scenario, (
     Field("dns", optional(_DNS), None),
     Field("resumption", sweep(_resumption), "none"),
     Field("cors", optional(_cors), None),
+    Field("slo", _slo, []),
 ), post=_cross_checks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -578,3 +579,29 @@ def test_quick_mode_warms_every_connection_it_measures(tmp_path, tls_dir):
     wide = run_bench([path, "--out", out, "--quick", "--wide"], tls_dir)
     assert wide.returncode == 0, wide.stderr
     assert "payload up B" in wide.stdout and max(map(len, wide.stdout.splitlines())) > 100
+
+
+SLO_YAML = """\
+name: goodput
+workload: {type: embed, batch_size: 1, dimensions: 8, compute_ms: 4}
+protocols: [rest-h1]
+load: {concurrency: [1], requests: 60}
+warmup: {requests: 5}
+slo: ["latency < 2ms"]
+"""
+
+
+def test_an_slo_gives_goodput_per_row(tmp_path, tls_dir):
+    """4 ms of simulated compute against a 2 ms SLO: no request keeps it; against 1 s
+    every one does (the same run's rows, through the whole pipeline)."""
+    out = tmp_path / "out"
+    tight = write(tmp_path / "tight.yaml", SLO_YAML)
+    loose = write(tmp_path / "loose.yaml", SLO_YAML.replace("2ms", "1s"))
+    for path, fraction in ((tight, 0.0), (loose, 1.0)):
+        proc = run_bench([path, "--out", out], tls_dir)
+        assert proc.returncode == 0, proc.stderr
+        (row,) = summary(out)["rows"]
+        assert row["goodput_fraction"] == fraction and row["slo"] == [
+            "latency < 2ms" if fraction == 0 else "latency < 1s"]
+        assert "good%" in proc.stdout
+        shutil.rmtree(out)
