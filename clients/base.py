@@ -79,6 +79,12 @@ class Refused(ConnectError):
     kind = "refused"
 
 
+class RequestTimeout(ClientError):
+    """No complete response within the request timeout (the blocking paths; the async
+    ones are cancelled by the load generator's watchdog and recorded the same way)."""
+    kind = "timeout"
+
+
 class PhaseTimeout(ConnectError):
     """One connection step (TCP connect, TLS/QUIC handshake, upgrade) got no answer in
     time: a blackholed link, or a listener that never accepts."""

@@ -41,24 +41,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
-                          ProtocolViolation, Target, clock_ns)
-from clients.blocking.sockets import Connection, TcpConnection
+from clients.base import (ConnectError, ConnectionLost, FallbackError, PhaseTimeout,
+                          ProtocolViolation, Refused, RequestTimeout, Target, clock_ns)
+from clients.blocking.sockets import Connection, Stale, TcpConnection
 from clients.http_api import Headers, HttpResponse
 from clients.transport.http1 import RequestHead
 from clients.transport.phases import ConnectStamps
 
-try:        # the connect-failure classes (clients.transport.connect), where this tree has them
-    from clients.base import PhaseTimeout, Refused
-except ImportError:                     # pragma: no cover
-    PhaseTimeout = Refused = ConnectError       # type: ignore[misc]
-
 BUFFER = 256 * 1024             # the receive buffer; larger bodies get one of their own
-
-
-class RequestTimeout(ClientError):
-    """No complete response within the request timeout."""
-    kind = "timeout"
 
 
 class BlockingH1Transport:
@@ -148,7 +138,7 @@ class BlockingH1Transport:
         while True:
             try:
                 return self._receive(pending)
-            except _Stale:
+            except Stale:
                 self._drop()
                 if pending.retried or pending.new:
                     raise ConnectionLost("HTTP/1.1 connection closed before any response "
@@ -217,12 +207,12 @@ class BlockingH1Transport:
                     n = self._recv(have, deadline)
                 except ConnectionLost:
                     if not new and have == 0:
-                        raise _Stale() from None
+                        raise Stale() from None
                     raise
                 t = self._clock()
                 if n == 0:
                     if not new and have == 0:
-                        raise _Stale()
+                        raise Stale()
                     raise ConnectionLost("connection closed mid-response (EOF)")
                 if not t_first:
                     t_first = t
@@ -328,10 +318,6 @@ class _Pending:
         self.new, self.connect_ns, self.retried = False, None, False
         self.opened: ConnectStamps | None = None    # how its connection was opened, if new
         self.t_sent = 0                             # when the request was written
-
-
-class _Stale(Exception):
-    """A reused connection turned out closed before any response byte."""
 
 
 class _HeadResponse(HttpResponse):

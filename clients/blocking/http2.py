@@ -42,11 +42,10 @@ from typing import Callable
 
 import hpack
 
-from clients.base import (ClientError, ConnectionLost, FallbackError, ProtocolViolation, Target,
-                   clock_ns)
+from clients.base import (ClientError, ConnectionLost, FallbackError, ProtocolViolation,
+                          RequestTimeout, Target, clock_ns)
 from clients.transport.connect import os_error, tls_error
-from clients.blocking.http1 import RequestTimeout
-from clients.blocking.sockets import Connection, StreamConnection
+from clients.blocking.sockets import Connection, Stale, StreamConnection
 from clients.transport.http2 import header_block_error
 from clients.http_api import Headers, HttpResponse
 from clients.transport.phases import ConnectStamps
@@ -231,7 +230,7 @@ class BlockingH2Transport:
         while True:
             try:
                 return self._receive(pending)
-            except _Stale:
+            except Stale:
                 self._drop()
                 if pending.retried or pending.opened is not None:
                     raise ConnectionLost("HTTP/2 connection closed before any response "
@@ -439,7 +438,7 @@ class BlockingH2Transport:
                 frame = self._frame_in(deadline, pending)
             except ConnectionLost:
                 if not got_any and pending.opened is None:
-                    raise _Stale() from None
+                    raise Stale() from None
                 raise
             got_any = True
             if frame is None:
@@ -526,5 +525,3 @@ class _Pending:
         self.retried = False
 
 
-class _Stale(Exception):
-    """A kept connection turned out closed before any response frame."""

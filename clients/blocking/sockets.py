@@ -15,6 +15,11 @@ from typing import Protocol
 from clients.transport.wire import METER
 
 
+class Stale(Exception):
+    """A kept connection turned out closed before any byte of the response: the server
+    closed it while idle. The request is sent once more on a new connection."""
+
+
 class Connection(Protocol):
     local_port: int | None
 

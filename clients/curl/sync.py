@@ -38,8 +38,8 @@ from __future__ import annotations
 import pycurl
 
 from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
-                          ProtocolViolation, Target, clock_ns)
-from clients.blocking.http1 import RequestTimeout
+                          ProtocolViolation, RequestTimeout, Target, clock_ns)
+
 from clients.curl.easy import (CONNECT_ERRORS, E_HTTP2, INFO_VERSION, NO_HEADERS, PHASE_INFOS,
                                PHASE_NAMES, PROTOCOL_ERRORS, RECEIVE_BUFFER, STALE_CONNECTION,
                                TLS_VERSIONS, VERSION_NAMES, CurlSocket, final_block, track_socket,

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from clients.base import ConnectionLost, FallbackError, ProtocolViolation, Target
-from clients.blocking.http1 import BUFFER, BlockingH1Transport, RequestTimeout
+from clients.base import (ConnectionLost, FallbackError, ProtocolViolation, RequestTimeout,
+                          Target)
+from clients.blocking.http1 import BUFFER, BlockingH1Transport
 
 MS = 1_000_000
 TIMEOUT = object()              # a scripted read that the kernel's SO_RCVTIMEO ends

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hpack
 import pytest
 
-from clients.base import ConnectionLost, Target
-from clients.blocking.http1 import RequestTimeout
+from clients.base import ConnectionLost, RequestTimeout, Target
+
 from clients.blocking.http2 import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING,
                                     PREFACE, RST_STREAM, SETTINGS, BlockingH2Transport,
                                     _frame)
