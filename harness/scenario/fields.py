@@ -16,6 +16,7 @@ from harness.scenario.model import (
     Target,
     Threshold,
     Workload,
+    make_workload,
 )
 from harness.scenario.schema import (
     REQUIRED,
@@ -185,8 +186,8 @@ _CALL_FIELDS = (
     Field("ttft_ms", number(0), 0, _STREAM),
     Field("itl_ms", number(0), 0, _STREAM),
 )
-_CALL = Section(Workload, _CALL_FIELDS)       # one call: an embed or a stream request
-_WORKLOAD = Section(Workload, (
+_CALL = Section(make_workload, _CALL_FIELDS)       # one call: an embed or a stream request
+_WORKLOAD = Section(make_workload, (
     Field("type", choice("embed", "stream", "pipeline")),
     *_CALL_FIELDS[1:],
     Field("stages", _stages, REQUIRED, _PIPELINE),

@@ -48,38 +48,68 @@ class ScenarioError(BadInput):
 
 # --------------------------------------------------------------------------- dataclasses
 
-@dataclass(frozen=True)
 class Workload:
-    type: Literal["embed", "stream", "pipeline"]
-    # embed only (None for stream)
-    batch_size: int | None
-    input_words: int | None
-    distinct_inputs: int | None
-    dimensions: int | None
-    encoding: Literal["float", "base64"] | None
-    compute_ms: float | None
-    server_cache: bool | None
-    # stream only (None for embed)
-    prompt_tokens: int | None
-    max_tokens: int | None
-    ttft_ms: float | None
-    itl_ms: float | None
-    # pipeline only: one user request is these stages, run one after another
-    stages: tuple["Stage", ...] | None = None
+    """What each request of a run sends: one class per kind (EmbedWorkload,
+    StreamWorkload, PipelineWorkload), each with only its own fields."""
+
+    type: str
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (stages nested), as a worker process receives it."""
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)       # type: ignore[call-overload]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Workload":
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "Workload":
         """The inverse of to_dict; fields left out are None (a hand-written workload)."""
-        values = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
-        if values["stages"] is not None:
-            values["stages"] = tuple(Stage(st["name"], st["calls"], st["parallel"],
-                                           cls.from_dict(st["work"]))
-                                     for st in values["stages"])
-        return cls(**values)
+        return make_workload(**data)
+
+
+@dataclass(frozen=True)
+class EmbedWorkload(Workload):
+    batch_size: int
+    input_words: int
+    distinct_inputs: int
+    dimensions: int
+    encoding: Literal["float", "base64"]
+    compute_ms: float
+    server_cache: bool
+    type: Literal["embed"] = "embed"
+
+
+@dataclass(frozen=True)
+class StreamWorkload(Workload):
+    prompt_tokens: int
+    max_tokens: int
+    ttft_ms: float
+    itl_ms: float
+    type: Literal["stream"] = "stream"
+
+
+@dataclass(frozen=True)
+class PipelineWorkload(Workload):
+    # one user request is these stages, run one after another
+    stages: tuple["Stage", ...]
+    type: Literal["pipeline"] = "pipeline"
+
+
+WORKLOAD_KINDS: dict[str, type[Workload]] = {
+    "embed": EmbedWorkload, "stream": StreamWorkload, "pipeline": PipelineWorkload}
+
+
+def make_workload(**values: Any) -> Workload:
+    """The workload of values["type"] from the fields that are its own (others, such as
+    the schema's not-applicable Nones, are dropped; a missing one is None)."""
+    kind = values.get("type")
+    if kind not in WORKLOAD_KINDS:
+        raise ValueError(f"unknown workload type {kind!r}")
+    cls = WORKLOAD_KINDS[kind]
+    own = {f.name: values.get(f.name) for f in dataclasses.fields(cls)}
+    if kind == "pipeline" and own["stages"] is not None:
+        own["stages"] = tuple(
+            st if isinstance(st, Stage) else
+            Stage(st["name"], st["calls"], st["parallel"], make_workload(**st["work"]))
+            for st in own["stages"])
+    return cls(**own)
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,11 @@ def _check_target(values: dict) -> None:
     calls = []          # (field path prefix, what one call sends)
     for w in values["workloads"]:
         calls.append(("workload.", w))
-        calls += [(f"workload.stages[{i}].", st.work) for i, st in enumerate(w.stages or ())]
+        calls += [(f"workload.stages[{i}].", st.work)
+                  for i, st in enumerate(getattr(w, "stages", None) or ())]
     for where, workload in calls:
         for key in ("compute_ms", "ttft_ms", "itl_ms"):
-            if getattr(workload, key):
+            if getattr(workload, key, None):
                 raise Invalid(where + key, "simulated model time only applies to the "
                                            "built-in servers; remove it when target is set")
     if values["network"] is not None:

@@ -11,6 +11,7 @@ from harness.scenario import (
     PlanPoint, ScenarioError, Threshold, expand_plan, load_scenario, parse_scenario, quick,
     with_protocols,
 )
+from harness.scenario.model import EmbedWorkload
 
 FULL_YAML = """\
 name: embedding
@@ -83,7 +84,8 @@ def test_full_scenario_parses_and_round_trips(tmp_path):
     assert s.source == str(path)
     assert s.name == "embedding"
     assert s.workload.encoding == "base64" and s.workload.compute_ms == 2.0
-    assert s.workload.max_tokens is None            # stream fields do not apply
+    assert isinstance(s.workload, EmbedWorkload)    # one class per kind:
+    assert not hasattr(s.workload, "max_tokens")    # stream fields are not there
     assert s.protocols == ("rest-h1", "rest-h2", "rest-h3", "grpc", "ws")
     assert s.load.concurrency == (1, 4, 8, 16) and s.load.rate is None
     assert s.warmup.requests == 20 and s.repeats == 3 and s.seed == 7 and s.workers == 2
@@ -122,7 +124,7 @@ def test_open_loop_stream_with_target_round_trips():
     assert s.load.requests is None and s.load.duration_s == 5.0
     assert s.load.gamma_shape == 2.0 and s.load.max_in_flight == 1024
     assert [t.value for t in s.thresholds] == [1000.0, 0.5]
-    assert s.workload.max_tokens == 64 and s.workload.batch_size is None
+    assert s.workload.max_tokens == 64 and not hasattr(s.workload, "batch_size")
     assert parse_scenario(s.to_dict()) == s
     assert not s.uses_tls("sse-h2")                   # http:// URL
 
