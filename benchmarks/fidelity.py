@@ -62,6 +62,7 @@ import orjson
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
 from harness.run.events import Failure, Result, Warm, decode
+from clients.base import Target
 from harness.run.job import LoadJob
 from harness.scenario.model import Workload
 from harness.run.loadgen import CLIENT_PATHS
@@ -403,16 +404,15 @@ def engine_field(spec: str) -> dict[str, str]:
     return out
 
 
-def has_path(spec: str, protocol: str, target: dict, concurrency: int) -> bool:
+def has_path(spec: str, protocol: str, target: Target, concurrency: int) -> bool:
     """Whether the client path ENGINE:PATH forces exists for this point (a blocking
     path is for one user of rest-h1, or of rest-h2 with libcurl); points without it are
     left out, with a line saying so."""
     engine, path = split_engine(spec)
     if path not in ("blocking", "sequential"):
         return True
-    from clients.base import Target
     from clients.blocking.rest import blocking_client
-    client = (blocking_client(protocol, engine, Target(**target), reuse=True, timeout_s=1)
+    client = (blocking_client(protocol, engine, target, reuse=True, timeout_s=1)
               if concurrency == 1 else None)
     if client is None:
         print(f"  {spec}: no blocking client path for {protocol} at concurrency "
@@ -445,7 +445,7 @@ class Harness:
         self.root = root            # the tree whose harness.run.worker runs
         self.variant = variant      # its label ("" for this tree)
 
-    def run(self, protocol: str, target: dict[str, Any], size: str, conc: int,
+    def run(self, protocol: str, target: Target, size: str, conc: int,
             duration_s: float, server: ServerProcess, engine: str = "python") -> Run:
         sc = scenario(size)
         job = LoadJob(**engine_field(engine),
@@ -841,8 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             with start_server(kind, extra=extra) as server:
                 pin.pin_server(server)
                 port = server.info["h2c_port"] if kind == "h2" else server.port
-                target = {"host": "127.0.0.1", "port": port,
-                          **({"tls": False} if kind == "h2" else {})}
+                target = Target(port=port, **({"tls": False} if kind == "h2" else {}))
                 url = f"http://127.0.0.1:{port}/v1/embeddings"
                 run_native = native.wrk if tool == "wrk" else native.h2load
                 # Warm the server (imports, first-request paths); not recorded.

@@ -4,11 +4,13 @@ sides of the process boundary, with its one JSON encoding."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from clients.base import Target
 from harness.scenario.model import Workload
 
 
@@ -17,7 +19,7 @@ class LoadJob:
     """One worker's share of one load point: what the runner sends a worker process."""
 
     protocol: str
-    target: dict[str, Any]
+    target: Target                   # where the worker's clients connect
     workload: Workload
     mode: str                        # closed | open
     engine: str = "python"           # client engine: python | curl | browser
@@ -40,6 +42,7 @@ class LoadJob:
     worker: int = 0                  # this worker's index, for connection labels
     client_path: str = "auto"        # auto | async | blocking | sequential (docstring)
     slo_ms: dict[str, float] | None = None   # per-request limits (scenario `slo:`)
+    model: str | None = None         # the model name requests carry (external targets)
 
     @property
     def slo_ns(self) -> dict[str, int] | None:
@@ -57,9 +60,22 @@ class LoadJob:
 
     def to_json(self) -> bytes:
         """One line of JSON (the worker's first stdin line)."""
-        return orjson.dumps({**dataclasses.asdict(self), "workload": self.workload.to_dict()})
+        return orjson.dumps({**dataclasses.asdict(self), "workload": self.workload.to_dict(),
+                             "target": _target_to_dict(self.target)})
 
     @classmethod
     def from_json(cls, line: bytes | str) -> "LoadJob":
         data = orjson.loads(line)
-        return cls(**{**data, "workload": Workload.from_dict(data["workload"])})
+        return cls(**{**data, "workload": Workload.from_dict(data["workload"]),
+                      "target": _target_from_dict(data["target"])})
+
+
+def _target_to_dict(t: Target) -> dict[str, Any]:
+    out = dataclasses.asdict(t)
+    out["ca"] = None if t.ca is None else str(t.ca)
+    return out
+
+
+def _target_from_dict(d: dict[str, Any]) -> Target:
+    return Target(**{**d, "ca": None if d.get("ca") is None else Path(d["ca"]),
+                     "dns": None if d.get("dns") is None else tuple(d["dns"])})

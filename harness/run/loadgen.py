@@ -51,7 +51,7 @@ class _Workload:
     def __init__(self, job: LoadJob) -> None:
         w = job.workload
         self.streaming = w.type == "stream"
-        model = job.target.get("model")
+        model = job.model
         self.pipeline = Pipeline(w, job.seed, model) if w.type == "pipeline" else None
         if self.pipeline is not None:
             self.next_request = lambda: None
@@ -106,20 +106,11 @@ class _Watchdog:
             self._arm(soonest, now)
 
 
-def _target(d: dict[str, Any]) -> Target:
-    keys = ("host", "port", "tls", "ca", "server_name", "api_key", "base_path",
-            "tls_version", "dns_cache", "resumption")
-    fields = {k: d[k] for k in keys if k in d}
-    if d.get("dns"):
-        fields["dns"] = tuple(d["dns"])          # JSON gave a list
-    return Target(**fields)
-
-
 class LoadRunner:
     def __init__(self, job: LoadJob) -> None:
         self.job = job
         self.workload = _Workload(job)
-        target = _target(job.target)
+        target = job.target
         options = {"max_connections": job.max_connections} if job.max_connections else {}
         self.clients: list[Client] = [open_client(job.protocol, target, reuse=job.reuse,
                                                   engine=job.engine, **options)

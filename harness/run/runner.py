@@ -6,6 +6,7 @@ The parent measures nothing itself (as pyperf): workers measure, the parent merg
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import selectors
@@ -19,6 +20,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 
+from clients.base import Target
 from clients.transport.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ServerGroup, ServerProcess
 from base.paths import PACKAGE_ROOT
@@ -106,21 +108,22 @@ class Runner:
     # ------------------------------------------------------------ targets
 
     def _target(self, cell: Cell, tls_version: str | None = None
-                ) -> tuple[dict[str, Any], ServerProcess | None, str]:
-        """(Target fields for workers, the server process if ours, server impl name)."""
+                ) -> tuple[Target, str | None, ServerProcess | None, str]:
+        """(where the workers connect, the model their requests name (external targets),
+        the server process if ours, the server implementation's name)."""
         ext = self.s.target
         if ext is not None:
             u = urlsplit(ext.base_url)
             tls = u.scheme == "https"
-            fields = {"host": u.hostname, "port": u.port or (443 if tls else 80), "tls": tls,
-                      "server_name": u.hostname, "base_path": u.path.rstrip("/") or "",
-                      "model": ext.model,
-                      "api_key": os.environ.get(ext.api_key_env) if ext.api_key_env else None}
-            return fields, None, f"external {u.hostname}"
+            target = Target(host=u.hostname, port=u.port or (443 if tls else 80), tls=tls,
+                            server_name=u.hostname, base_path=u.path.rstrip("/") or "",
+                            api_key=(os.environ.get(ext.api_key_env) if ext.api_key_env
+                                     else None))
+            return target, ext.model, None, f"external {u.hostname}"
         kind = cell.kind
         h2c = kind == "h2" and not self.s.tls
         where: dict[str, Any] = {}
-        fields: dict[str, Any] = {"ca": str(self._ca())}
+        fields: dict[str, Any] = {"ca": self._ca()}
         if self.topology is not None:
             where = {"host": SERVER_IP, "wrap": self.topology.wrap("server")}
             fields.update(host=SERVER_IP, server_name="wirebench.test")   # in the cert
@@ -138,7 +141,7 @@ class Runner:
         if self.s.dns is not None:
             fields.update(self._dns_fields(where), host="wirebench.test",
                           server_name="wirebench.test")
-        return fields, srv, server_impl(cell)
+        return Target(**fields), None, srv, server_impl(cell)
 
     def _dns_fields(self, where: dict[str, Any]) -> dict[str, Any]:
         """The DNS step: a DNS server next to the app server answering for its name."""
@@ -147,7 +150,7 @@ class Runner:
         srv = self.servers.start("dns", extra=["--name", "wirebench.test", "--address", host,
                                                "--ttl", str(dns.ttl_s),
                                                "--delay-ms", f"{dns.delay_ms:g}"], **where)
-        return {"dns": [host, srv.port]}
+        return {"dns": (host, srv.port)}
 
     def _setup_network(self) -> None:
         """Namespaces and a link where allowed: a plain veth so wire bytes can be counted,
@@ -180,7 +183,7 @@ class Runner:
 
     # ------------------------------------------------------------ one point
 
-    def _jobs(self, point: PlanPoint, target: dict[str, Any]) -> list[LoadJob]:
+    def _jobs(self, point: PlanPoint, target: Target, model: str | None) -> list[LoadJob]:
         s, load = self.s, self.s.load
         cell = point.cell
         conn = point.connection or s.connection
@@ -212,7 +215,7 @@ class Runner:
                 seed=s.seed * 1000 + point.repeat * 100 + i,
                 keep_rows=s.outputs.requests_csv,
                 stagger_ms=load.stagger_ms or 0.0, trace=trace, worker=i,
-                slo_ms={t.metric: t.value for t in s.slo} or None))
+                slo_ms={t.metric: t.value for t in s.slo} or None, model=model))
         return jobs
 
     @staticmethod
@@ -357,21 +360,21 @@ class Runner:
     def run_point(self, point: PlanPoint) -> None:
         cell = point.cell
         self._set_link(point.link)
-        target, srv, impl = self._target(cell, point.tls_version)
+        target, model, srv, impl = self._target(cell, point.tls_version)
         if point.dns_cache is not None:
-            target["dns_cache"] = point.dns_cache
-        if point.resumption is not None:
-            target["resumption"] = point.resumption   # the clients resume new connections
+            target = dataclasses.replace(target, dns_cache=point.dns_cache)
+        if point.resumption is not None:     # the clients resume new connections
+            target = dataclasses.replace(target, resumption=point.resumption)
         key = self._key(point)
         result = self.points.setdefault(key.label, PointResult(key, slo=self.slo_texts))
         result.wire_source = self.wire_source
         result.server_impl, result.client_engine = impl, client_engine(cell)
         result.tls = self.s.uses_tls(cell.label)
-        result.tls_version_used = ("1.3" if cell.kind == "h3" else target.get("tls_version")
+        result.tls_version_used = ("1.3" if cell.kind == "h3" else target.tls_version
                                    if result.tls else None)
         if point.link is not None:
             result.link = point.link.describe()
-        jobs = self._jobs(point, target)
+        jobs = self._jobs(point, target, model)
         total = sum(j.requests for j in jobs) if self.s.load.requests else None
         task = self.progress.start(point, total)
         procs = [self._spawn(job) for job in jobs]

@@ -187,8 +187,8 @@ async def test_same_vectors_and_ordered_stamps_as_the_async_path(servers, tls_fi
 @pytest.mark.parametrize("engine,cell", PATHS)
 async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engine, cell):
     target = real_target(servers, tls_files, cell)
-    tdict = {"host": target.host, "port": target.port, "ca": str(target.ca),
-             **({"tls": False} if cell == "h2c" else {})}
+    tdict = Target(host=target.host, port=target.port, ca=target.ca,
+                   **({"tls": False} if cell == "h2c" else {}))
     workload = {"type": "embed", "batch_size": 1, "dimensions": 8, "input_words": 4,
                 "distinct_inputs": 1, "encoding": "float", "compute_ms": 0,
                 "server_cache": False}

@@ -510,7 +510,7 @@ def test_scenario_cors_reaches_the_servers(tls_files, tmp_path, protocol):
                                "protocols": [protocol], "cors": [PAGE]})
     runner = Runner(scenario, tmp_path, None, loopback=True)
     try:
-        _, srv, _ = runner._target(parse_cell(protocol))
+        _, _, srv, _ = runner._target(parse_cell(protocol))
         flags = srv.args[srv.args.index("--cors"):][:2] if "--cors" in srv.args else []
         assert flags == ([] if protocol == "grpc" else ["--cors", PAGE])   # gRPC: no CORS
     finally:

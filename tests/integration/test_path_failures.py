@@ -157,7 +157,7 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
     cases, servers = bad_servers
     good = target(cases, servers["good"])
     dead = free_port()
-    job = LoadJob(protocol="rest-h2", target={"host": "127.0.0.1", "port": good.port},
+    job = LoadJob(protocol="rest-h2", target=Target(port=good.port),
                   workload=Workload.from_dict(WORKLOAD), mode="closed", concurrency=3, requests=30, warmup=0,
                   timeout_s=10, reuse=False, keep_rows=True, client_path="async")
     runner = LoadRunner(job)

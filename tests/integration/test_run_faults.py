@@ -246,6 +246,7 @@ def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(t
 
 
     from harness.run.events import Result, Warm
+    from clients.base import Target
     from harness.run.job import LoadJob
     from harness.run.runner import Runner
     from harness.scenario import parse_scenario
@@ -254,7 +255,7 @@ def test_a_worker_that_beats_but_never_finishes_is_killed_at_its_plan_deadline(t
     scenario = parse_scenario({"name": "stuck", "workload": {"type": "embed"},
                                "load": {"concurrency": 1, "requests": 2, "timeout_s": 0.5}})
     runner = Runner(scenario, tmp_path, None, loopback=True)
-    job = LoadJob(protocol="rest-h1", target={"host": "127.0.0.1", "port": 9},
+    job = LoadJob(protocol="rest-h1", target=Target(port=9),
                   workload=scenario.workload, mode="closed", requests=2, warmup=0,
                   timeout_s=0.5, client_path="async")
     err = tempfile.TemporaryFile()          # as Runner._spawn gives it

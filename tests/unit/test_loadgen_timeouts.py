@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from clients.base import Client, ConnectionLost, UnaryResult, clock_ns
+from clients.base import Client, ConnectionLost, Target, UnaryResult, clock_ns
 from harness.run.job import LoadJob
 from harness.scenario.model import Workload
 from harness.run.loadgen import LoadRunner
@@ -46,7 +46,7 @@ class FakeClient(Client):
 
 
 def runner(client: Client, timeout_s: float, **kw) -> LoadRunner:
-    job = LoadJob(protocol="rest-h1", target={"host": "127.0.0.1", "port": 9},
+    job = LoadJob(protocol="rest-h1", target=Target(port=9),
                   workload=Workload.from_dict(WORKLOAD), mode=kw.pop("mode", "closed"), timeout_s=timeout_s,
                   warmup=0, keep_rows=True, **kw)
     r = LoadRunner(job)

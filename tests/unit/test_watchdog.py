@@ -2,6 +2,7 @@
 
 import pytest
 
+from clients.base import Target
 from harness.run.job import LoadJob
 from harness.scenario.model import Workload
 from harness.run.watchdog import (SLACK_FRACTION, SLACK_S, STARTUP_S, phase_deadline_s,
@@ -9,7 +10,7 @@ from harness.run.watchdog import (SLACK_FRACTION, SLACK_S, STARTUP_S, phase_dead
 
 
 def job(**kw) -> LoadJob:
-    return LoadJob(protocol="rest-h1", target={}, workload=Workload.from_dict({"type": "embed"}), **{"mode": "closed", **kw})
+    return LoadJob(protocol="rest-h1", target=Target(), workload=Workload.from_dict({"type": "embed"}), **{"mode": "closed", **kw})
 
 
 def stretched(work_s: float) -> float:
