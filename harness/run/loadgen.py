@@ -76,10 +76,14 @@ class _Watchdog:
 
     SLACK_NS = 1_000_000        # fire just after a deadline, never just before it
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, *, clock: Callable[[], int] = clock_ns,
+                 call_later: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
+        """clock: now in ns; call_later(seconds, callback): the loop's timer (a test
+        passes both to drive the watchdog exactly, tests/unit/test_watchdog_timer.py)."""
         self.timeout_ns = int(timeout_s * 1e9)
         self.deadlines: dict[asyncio.Task, int | None] = {}   # None: cancelled by us
         self.timer: asyncio.TimerHandle | None = None
+        self._clock, self._call_later = clock, call_later
 
     def arm(self, now: int) -> None:
         """After adding a deadline: sleep until the soonest one in flight (later ones are
@@ -87,12 +91,12 @@ class _Watchdog:
         self._arm(min(d for d in self.deadlines.values() if d is not None), now)
 
     def _arm(self, deadline: int, now: int) -> None:
-        self.timer = asyncio.get_running_loop().call_later(
-            (deadline - now + self.SLACK_NS) / 1e9, self._fire)
+        call_later = self._call_later or asyncio.get_running_loop().call_later
+        self.timer = call_later((deadline - now + self.SLACK_NS) / 1e9, self._fire)
 
     def _fire(self) -> None:
         self.timer = None
-        now = clock_ns()
+        now = self._clock()
         soonest = None
         for task, deadline in list(self.deadlines.items()):
             if deadline is None:

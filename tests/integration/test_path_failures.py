@@ -152,7 +152,7 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
     from harness.run.loadgen import LoadRunner
     from harness.scenario.model import Workload
     from harness.measure.recorder import Recorder
-    from tests.unit.test_loadgen_timeouts import WORKLOAD
+    from tests.integration.test_loadgen_timeouts import WORKLOAD
 
     cases, servers = bad_servers
     good = target(cases, servers["good"])

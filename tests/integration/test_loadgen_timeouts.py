@@ -1,5 +1,5 @@
-"""LoadRunner's per-request timeout: one watchdog timer for every request in flight,
-with asyncio.timeout's semantics (a request past timeout_s is cancelled and counted as a
+"""LoadRunner's per-request timeout on the real event loop: one watchdog timer for every
+request in flight, with asyncio.timeout's semantics (a request past timeout_s is cancelled and counted as a
 "timeout" error; any other cancellation still cancels)."""
 
 from __future__ import annotations
