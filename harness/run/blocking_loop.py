@@ -38,7 +38,8 @@ class BlockingLoop:
     """One user's requests, `requests` of them or until `duration_s` has passed."""
 
     def __init__(self, client: Any, next_request: Callable[[], dict], rec: Recorder,
-                 on_done: Callable[[], None], overlap: bool) -> None:
+                 on_done: Callable[[], None], overlap: bool,
+                 clock: Callable[[], int] = clock_ns) -> None:
         self.client, self.next_request, self.rec, self.on_done = (client, next_request,
                                                                   rec, on_done)
         self.overlap = overlap and getattr(client, "can_overlap", False)
@@ -47,10 +48,11 @@ class BlockingLoop:
         self.stop = False               # set from another thread: ends after this request
         self._left: int | None = None
         self._deadline: int | None = None
+        self._clock = clock             # ns (tests/unit/test_blocking_loop.py passes its own)
 
     def run(self, requests: int | None, duration_s: float | None) -> None:
         self._left = requests
-        self._deadline = clock_ns() + int(duration_s * 1e9) if duration_s else None
+        self._deadline = self._clock() + int(duration_s * 1e9) if duration_s else None
         if self.overlap:
             self._overlapped()
         else:
@@ -58,7 +60,7 @@ class BlockingLoop:
 
     def _may_start(self) -> bool:
         if self.stop or self._left == 0 or (self._deadline is not None
-                                            and clock_ns() >= self._deadline):
+                                            and self._clock() >= self._deadline):
             return False
         if self._left is not None:
             self._left -= 1
@@ -66,16 +68,16 @@ class BlockingLoop:
 
     def _failed(self, exc: Exception, start: int) -> None:
         if isinstance(exc, ClientError):
-            self.rec.error(exc.kind, str(exc), None, start, clock_ns())
+            self.rec.error(exc.kind, str(exc), None, start, self._clock())
         else:           # a bug in a client must not end the run silently
             self.rec.error("internal", f"{type(exc).__name__}: {exc}", None, start,
-                           clock_ns())
+                           self._clock())
         self.on_done()
 
     def _sequential(self) -> None:
         embed, next_request, unary = self.client.embed_sync, self.next_request, self.rec.unary
         while self._may_start():
-            start = clock_ns()
+            start = self._clock()
             try:
                 unary(embed(next_request()), None)      # closed loop: no intended time
             except Exception as exc:
@@ -84,7 +86,7 @@ class BlockingLoop:
             self.on_done()
 
     def _send(self) -> tuple | None:
-        start = clock_ns()
+        start = self._clock()
         try:
             return self.client.send(self.next_request())
         except Exception as exc:
