@@ -145,6 +145,39 @@ def throughput_ranking(rows: list[Row], groups: Any = None) -> list[str]:
     return out
 
 
+def _bytes_per_request(r: Row) -> tuple[float, str] | None:
+    """(bytes up + down per request, "wire" or "payload"): wire bytes where the run
+    counted them (IP headers and framing included), else the payload alone."""
+    up, down = r.get("wire_up_bytes"), r.get("wire_down_bytes")
+    if up is not None and down is not None:
+        return up + down, "wire"
+    up, down = r.get("payload_up_bytes"), r.get("payload_down_bytes")
+    if up is not None and down is not None:
+        return up + down, "payload"
+    return None
+
+
+def bytes_ranking(rows: list[Row], groups: Any = None) -> list[str]:
+    """Per workload kind, at one user in the first group: the fewest bytes per request.
+    Bytes barely vary between repeats, so the order needs no noise verdict; rows
+    measured differently (wire vs payload) are not ranked together."""
+    group, mine = _first_group(rows, groups)
+    out = []
+    for kind in ("embed", "stream"):
+        cand = [(r, _bytes_per_request(r)) for r in _one_user_rows(mine)
+                if r["workload"] == kind]
+        cand = [(r, b) for r, b in cand if b is not None and b[0]]
+        for source in ("wire", "payload"):
+            ok = sorted((b[0], r["cell"]) for r, b in cand if b[1] == source)
+            if len(ok) < 2:
+                continue
+            (least, first), (second_b, second) = ok[0], ok[1]
+            out.append(f"- Fewest bytes per {kind} request ({source}, up + down): "
+                       f"**{first} {least:,.0f} B**, then {second} {second_b:,.0f} B "
+                       f"({second_b / least:.2f}x); most: {ok[-1][1]} {ok[-1][0]:,.0f} B.")
+    return out
+
+
 def _rps_range(r: Row) -> tuple[float, float] | None:
     values = r.get("throughput_per_repeat_rps") or []
     return (min(values), max(values)) if len(values) >= 2 else None
@@ -242,4 +275,5 @@ def conclusions(rows: list[Row], groups: Any = None) -> list[str]:
     """Every conclusion line for the report and the terminal, in that order. `groups` is
     the scenario's (its order says which group is ranked)."""
     return (latency_ranking(rows, groups) + throughput_ranking(rows, groups)
-            + protocol_or_library(rows, groups) + hop_cost(rows) + framework_cost(rows))
+            + bytes_ranking(rows, groups) + protocol_or_library(rows, groups)
+            + hop_cost(rows) + framework_cost(rows))

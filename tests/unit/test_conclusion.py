@@ -102,3 +102,20 @@ def test_framework_cost_pairs_fastapi_with_the_bare_app_on_the_same_server():
     text = "\n".join(framework_cost(rows))
     assert "rest-h1@fastapi p50 1.600 ms vs the bare ASGI app rest-h1 1.200 ms (+0.400 ms)" in text
     assert "rest-h3@caddy+curl 2.400" in text and "(+0.300)" in text
+
+
+def test_bytes_ranking_orders_rows_measured_the_same_way():
+    from harness.report.conclusion import bytes_ranking
+    base = {"mode": "closed", "concurrency": 1, "n": 10, "workload": "embed",
+            "latency_p50_ms": 1.0}
+    rows = [
+        {**base, "cell": "grpc", "protocol": "grpc", "wire_up_bytes": 300,
+         "wire_down_bytes": 6_000},
+        {**base, "cell": "rest-h1", "protocol": "rest-h1", "wire_up_bytes": 500,
+         "wire_down_bytes": 20_000},
+        {**base, "cell": "ws", "protocol": "ws", "wire_up_bytes": None,
+         "wire_down_bytes": None, "payload_up_bytes": 100, "payload_down_bytes": 19_000},
+    ]
+    (line,) = bytes_ranking(rows)
+    assert "(wire, up + down): **grpc 6,300 B**, then rest-h1 20,500 B (3.25x)" in line
+    assert "ws" not in line          # payload-only rows are not ranked against wire ones
