@@ -16,15 +16,30 @@ from harness.measure.roundtrips import accounting, dns_accounting
 from harness.report.tables import fmt, load_label, table as _table
 
 
+TAIL_SAMPLES = 100     # fewer samples beyond a percentile than this: it is indicative
+
+
+def _tail(r: dict[str, Any], field: str, q: float) -> str:
+    """A percentile, marked ~ when fewer than TAIL_SAMPLES requests lie beyond it."""
+    text = fmt(r[field])
+    return text + "~" if r[field] is not None and (r["n"] or 0) * (1 - q) < TAIL_SAMPLES \
+        else text
+
+
 def latency_table(rows: list[dict[str, Any]]) -> str:
-    return _table(
+    table = _table(
         ["protocol", "load", "n", "errors", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "p99.9 ms",
          "max ms", "achieved rps", "offered rps", "late starts", "group", "saturated"],
         [[r["cell"], load_label(r), fmt(r["n"]), fmt(r["errors"]), fmt(r["latency_p50_ms"]),
-          fmt(r["latency_p90_ms"]), fmt(r["latency_p95_ms"]), fmt(r["latency_p99_ms"]),
-          fmt(r["latency_p999_ms"]), fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
+          _tail(r, "latency_p90_ms", 0.9), _tail(r, "latency_p95_ms", 0.95),
+          _tail(r, "latency_p99_ms", 0.99), _tail(r, "latency_p999_ms", 0.999),
+          fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
           fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"]), r.get("group", "-"),
           _bound_flag(r)] for r in rows])
+    if any("~" in line for line in table.splitlines()[2:]):
+        table += (f"\n\n~ fewer than {TAIL_SAMPLES} requests lie beyond this percentile: "
+                  "it rests on a handful of samples and is indicative only.")
+    return table
 
 
 def goodput_table(rows: list[dict[str, Any]]) -> str:
