@@ -123,7 +123,11 @@ class CurlEasyTransport:
         self._path: bytes | None = None
         self._hdrs: Headers | None = None
         self._method: bytes | None = None
+        self._body: bytes | None = None     # the POSTFIELDS libcurl holds (a POST's)
         self._multi: pycurl.CurlMulti | None = None     # from the first send_sync on
+        self._ended = False     # whether the last perform ended the transfer, and when
+        self._t_ended = 0
+        self._outcome = _Outcome()
 
     # ------------------------------------------------------------------ requests
 
@@ -137,19 +141,26 @@ class CurlEasyTransport:
                 setopt(pycurl.CUSTOMREQUEST, None)
                 setopt(pycurl.NOBODY, 0)
                 self._method = b"POST"
-            setopt(pycurl.POSTFIELDS, body)     # makes it a POST
+                self._body = None
+            # POSTFIELDS (which makes it a POST) is copied by libcurl and stays set: the
+            # same bytes as the last POST's need not be handed over again.
+            if body != self._body:
+                setopt(pycurl.POSTFIELDS, body)
+                self._body = body
         elif method == b"GET" and not body:
             if self._method != b"GET":
                 setopt(pycurl.CUSTOMREQUEST, None)
                 setopt(pycurl.NOBODY, 0)
                 setopt(pycurl.HTTPGET, 1)
                 self._method = b"GET"
+                self._body = None
         else:
             setopt(pycurl.NOBODY, 1 if method == b"HEAD" else 0)
             if method != b"HEAD":
                 setopt(pycurl.POSTFIELDS, body)
             setopt(pycurl.CUSTOMREQUEST, method.decode())
             self._method = None
+            self._body = None
         if headers is not self._hdrs:
             setopt(pycurl.HTTPHEADER, [k + b": " + v for k, v in headers] + NO_HEADERS)
             self._hdrs = headers
@@ -196,10 +207,15 @@ class CurlEasyTransport:
     def receive_sync(self, sent: _Sent) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
         multi, lines, getinfo = self._multi, self.lines, self._getinfo
         while True:
-            while not self._drive():
+            # No perform before the first wait: the one that sent the request (or
+            # response_waiting's) handed libcurl everything there was; libcurl's timeout
+            # is 0 when it has work left without a socket event.
+            while not self._ended:
                 wait = multi.timeout()
-                multi.select(_SELECT_S if wait < 0 else min(_SELECT_S, wait / 1000))
-            t_end = clock_ns()
+                if wait:
+                    multi.select(_SELECT_S if wait < 0 else min(_SELECT_S, wait / 1000))
+                self._drive()
+            t_end = self._t_ended
             code, message = self._finish()
             if (code in STALE_CONNECTION and not sent.retried and not lines
                     and getinfo(NUM_CONNECTS) == 0):
@@ -215,27 +231,33 @@ class CurlEasyTransport:
         counts (an HTTP/2 WINDOW_UPDATE or PING does not)."""
         if self._multi is None:
             return False
-        if self._multi.select(0) > 0:
+        if not self._ended and self._multi.select(0) > 0:
             self._drive()
         return bool(self.lines or self.parts)
 
     def _start(self, sent: _Sent) -> None:
         sent.t0 = clock_ns()
         self._multi.add_handle(self.curl)
+        self._ended = False
         self._drive()
 
     def _drive(self) -> bool:
-        """Let libcurl do what it can without waiting; whether the transfer ended."""
+        """Let libcurl do what it can without waiting; whether the transfer ended (then
+        stamped: `_t_ended`, right after the perform in which it did)."""
         perform = self._multi.perform
         while True:
             ret, running = perform()
             if ret != _CALL_MULTI_PERFORM:
-                return running == 0
+                if running == 0:
+                    self._t_ended = clock_ns()
+                    self._ended = True
+                    return True
+                return False
 
     def _finish(self) -> tuple[int | None, str]:
         """Take the ended transfer off the multi: (curl error code or None, message)."""
         multi = self._multi
-        _, _, failed = multi.info_read()
+        failed = multi.info_read()[2]
         multi.remove_handle(self.curl)
         if failed:
             _, code, message = failed[0]
@@ -248,7 +270,8 @@ class CurlEasyTransport:
         lines, parts, getinfo = self.lines, self.parts, self._getinfo
         try:
             phases = dict(zip(PHASE_NAMES, map(getinfo, PHASE_INFOS)))
-            outcome = _Outcome()
+            outcome = self._outcome
+            outcome.error = None
             start, end, status = final_block(lines, outcome)
             if code is not None:
                 raise outcome.error or self._error(code, message, end >= 0, phases)
@@ -260,15 +283,15 @@ class CurlEasyTransport:
                 raise FallbackError(
                     f"asked for HTTP/{self.version}, server answered HTTP/"
                     f"{VERSION_NAMES.get(got, got)} ({self._prefix.decode()})")
-            new = getinfo(NUM_CONNECTS) > 0
-            connect_ns = None
-            if new:
+            if getinfo(NUM_CONNECTS):
+                new = True
                 connect_ns = 1000 * (phases["appconnect"] if self.tls else phases["connect"])
-            t_first = min(t0 + 1000 * phases["starttransfer"], t_end)
-            response = HttpResponse(status, None, t_first, new, connect_ns, None,
-                                    lines[start + 1:end])
-            raw = parts[0] if len(parts) == 1 else b"".join(parts)
-            return response, raw, t_end, phases
+            else:
+                new, connect_ns = False, None
+            t_first = t0 + 1000 * phases["starttransfer"]
+            response = HttpResponse(status, None, t_first if t_first < t_end else t_end, new,
+                                    connect_ns, None, lines[start + 1:end])
+            return response, parts[0] if len(parts) == 1 else b"".join(parts), t_end, phases
         finally:
             lines.clear()
             parts.clear()
