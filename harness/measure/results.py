@@ -87,7 +87,7 @@ class PointResult:
     # Per server process over the measured window, the highest over repeats
     # (harness.measure.saturation): {label: {process, busiest_thread, cores}}.
     server_util: dict[str, dict[str, float]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)         # failed repeats (harness.run.watchdog)
+    failures: list[str] = field(default_factory=list)   # failed repeats (run.watchdog)
     wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
     wire_source: str = "not measured"
     server_impl: str = ""
@@ -105,6 +105,7 @@ class PointResult:
     # changes its count.
     _summary_cache: tuple[tuple[int, ...], dict] | None = field(
         default=None, repr=False, compare=False)
+    _shared_counts_dropped: bool = field(default=False, repr=False, compare=False)
 
     def add_repeat(self, rec: Recorder, wall_s: float, client_cpu_s: float,
                    server_cpu_s: float | None, core_util: float) -> None:
@@ -128,9 +129,21 @@ class PointResult:
         merge_max(self.server_util, util)
 
     def add_wire(self, up: int, down: int, up_packets: int, down_packets: int) -> None:
+        if self._shared_counts_dropped:
+            return
         for k, v in (("up", up), ("down", down), ("up_packets", up_packets),
                      ("down_packets", down_packets)):
             self.wire[k] = self.wire.get(k, 0) + v
+
+    def drop_shared_counts(self, why: str) -> None:
+        """A repeat lost a worker mid-point: the link's bytes and the server's CPU include
+        requests that no survivor counted, so per request they would be inflated. The row
+        reports neither (from any repeat) rather than a wrong figure."""
+        self._shared_counts_dropped = True
+        self.wire.clear()
+        self.wire_counters.clear()
+        self.wire_source = f"not measured: {why}"
+        self.server_cpu_s = None
 
     def add_counter_check(self, up: int, down: int) -> None:
         """The device counters' bytes for a point whose wire bytes come from the log."""

@@ -321,9 +321,11 @@ class Runner:
         """A server that exited or was stopped fails its point at once (its requests
         would only time out, one timeout_s each)."""
         if not server.alive():
-            raise PointFailed(f"the {server.kind} server exited with code "
-                              f"{server.proc.returncode} during the point; its log "
-                              f"ends:\n{server.log_tail(10)}")
+            code = server.proc.returncode
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            tail = server.log_tail(10).strip()
+            raise PointFailed(f"the {server.kind} server {how} during the point; "
+                              + (f"its log ends:\n{tail}" if tail else "its log is empty"))
         stopped = server.stopped()
         if stopped:
             raise PointFailed(f"the {server.kind} server is stopped (process "
@@ -430,13 +432,17 @@ class Runner:
                 w = r.socket_wire
                 if w["up"] or w["down"]:     # nothing counted (libcurl's QUIC): unknown, not 0
                     result.add_wire(w["up"], w["down"], w["up_packets"], w["down_packets"])
+        if failure is not None:
+            result.drop_shared_counts("a worker failed mid-point, and the link and the server "
+                                      "also carried requests that no survivor counted")
         wall = max(r.wall_s for r in results)
         util = max(r.client_cpu_s / r.wall_s for r in results if r.wall_s)
         path = next((r.client_path for r in results
                      if str(r.client_path or "").startswith("blocking")), None)
         if path and path not in result.client_engine:   # one user: no asyncio per request
             result.client_engine += f" ({path})"
-        server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+        server_cpu = (cpu1 - cpu0 if cpu0 is not None and cpu1 is not None and failure is None
+                      else None)
         result.add_repeat(rec, wall, sum(r.client_cpu_s for r in results), server_cpu, util)
         self.progress.finish(task, result)
         if failure is not None:
