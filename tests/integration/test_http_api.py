@@ -14,7 +14,6 @@ from clients.transport.http1 import Http1Transport
 from clients.transport.http2 import Http2Transport
 from servers import core
 
-from ..conftest import target_for
 
 EMBED = {"input": [f"text {i}" for i in range(8)], "dimensions": 1536, "model": "wirebench-embed-1"}
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 12, "stream": True,
