@@ -17,6 +17,7 @@ import importlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 from base.protocols import PROTOCOLS, SERVER_KINDS
 
@@ -24,7 +25,7 @@ from servers.core import Limits
 from servers.cors import parse_origins
 from base.lifetime import die_with_parent
 from servers.options import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, ServerOptions
-from servers.tls import ensure_tls_files
+from servers.tls import ensure_tls_files, export_ca
 
 READY_PREFIX = "WIREBENCH-READY "
 
@@ -67,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
                    help="browser pages allowed to call: '*' or comma-separated origins "
                         "(http://localhost:8000,...). HTTP: CORS headers and preflights; "
                         "ws: the handshake's Origin. Default: none (same-origin only)")
+    p.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                   help="a host name or address clients on other hosts reach this server "
+                        "by, for its certificate (repeatable; besides localhost, 127.0.0.1, "
+                        "::1 and wirebench.test, which every certificate names)")
+    p.add_argument("--export-ca", type=Path, metavar="PATH",
+                   help="write the CA certificate that signed the server certificate (for "
+                        "these --tls-name) to PATH: a client on another host verifies "
+                        "against it (a scenario's remote.ca)")
     d = Limits()
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help=f"largest request body/message (default {d.max_body_bytes})")
@@ -93,7 +102,15 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         p.error(f"--cors: {exc}")
     limits = Limits(max_body_bytes=a.max_body_bytes, max_batch=a.max_batch,
                     max_tokens=a.max_tokens, max_model_ms=a.max_model_ms)
-    tls = ensure_tls_files() if kind in TLS_KINDS else None
+    tls = None
+    if kind in TLS_KINDS or a.export_ca is not None:
+        files = ensure_tls_files(extra_names=tuple(a.tls_name))
+        tls = files if kind in TLS_KINDS else None
+        if a.export_ca is not None:    # any kind may: one script starts them all alike
+            try:
+                export_ca(files, a.export_ca)
+            except OSError as exc:
+                p.error(f"--export-ca {a.export_ca}: {exc.strerror or exc}")
     return ServerOptions(kind=kind, host=a.host, port=a.port, api_key=a.api_key,
                          limits=limits, tls=tls, h2c_port=a.h2c_port,
                          tls_version=a.tls_version, header_timeout_s=a.header_timeout_s,

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 
 from clients.base import Target
@@ -29,6 +28,7 @@ from base.lifetime import child_env
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
 from harness.run.implementations import client_engine, server_impl
+from harness.run.targets import external_target, remote_cpu_s, remote_target
 from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
 from harness.run.job import LoadJob
 from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible
@@ -111,15 +111,13 @@ class Runner:
                 ) -> tuple[Target, str | None, ServerProcess | None, str]:
         """(where the workers connect, the model their requests name (external targets),
         the server process if ours, the server implementation's name)."""
-        ext = self.s.target
-        if ext is not None:
-            u = urlsplit(ext.base_url)
-            tls = u.scheme == "https"
-            target = Target(host=u.hostname, port=u.port or (443 if tls else 80), tls=tls,
-                            server_name=u.hostname, base_path=u.path.rstrip("/") or "",
-                            api_key=(os.environ.get(ext.api_key_env) if ext.api_key_env
-                                     else None))
-            return target, ext.model, None, f"external {u.hostname}"
+        if self.s.target is not None:
+            target = external_target(self.s.target)
+            return target, self.s.target.model, None, f"external {target.host}"
+        if self.s.remote is not None:
+            target = remote_target(self.s.remote, cell, self.s.uses_tls(cell.label),
+                                   tls_version or self.s.tls_version[0])
+            return target, None, None, f"{server_impl(cell)} on {self.s.remote.host}"
         kind = cell.kind
         h2c = kind == "h2" and not self.s.tls
         where: dict[str, Any] = {}
@@ -158,6 +156,9 @@ class Runner:
         lab = self.s.network
         if self.s.target is not None:
             self.wire_source = "not measured: external target"
+            return
+        if self.s.remote is not None:      # no namespace: the clients' socket counts
+            self.network = "remote"
             return
         if lab is not None:
             refusal = lab_refusal(self.loopback)
@@ -316,6 +317,9 @@ class Runner:
             raise PointFailed(reasons, [got[p.pid] for p in procs if p.pid in got])
         return [got[p.pid] for p in procs]
 
+    def _remote_cpu(self, cell: Cell, target: Target) -> float | None:
+        return remote_cpu_s(cell, target) if self.s.remote is not None else None
+
     @staticmethod
     def _check_server(server: ServerProcess) -> None:
         """A server that exited or was stopped fails its point at once (its requests
@@ -383,7 +387,7 @@ class Runner:
         logging, packets, failure = False, None, None
         try:
             self._events(procs, Warm, server=srv)
-            cpu0 = processes_cpu_s(srv.pids) if srv else None
+            cpu0 = processes_cpu_s(srv.pids) if srv else self._remote_cpu(cell, target)
             threads0, window0 = Snapshot.take(srv.pids if srv else []), time.monotonic()
             if point.link is not None:
                 self._set_link(point.link)
@@ -401,7 +405,7 @@ class Runner:
                 if not exc.results:
                     raise
                 results, failure = exc.results, exc     # keep what the survivors measured
-            cpu1 = processes_cpu_s(srv.pids) if srv else None
+            cpu1 = processes_cpu_s(srv.pids) if srv else self._remote_cpu(cell, target)
             result.add_server_util(utilisation(threads0, Snapshot.take(srv.pids if srv else []),
                                                time.monotonic() - window0))
             wire = self.topology.counters() - wire0 if wire0 is not None else None

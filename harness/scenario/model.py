@@ -14,6 +14,7 @@ from base.errors import BadInput
 from base.protocols import PROTOCOLS
 from harness.scenario.linkspec import LinkSpec
 from harness.scenario.network import Network
+from harness.scenario.remote import Remote
 
 # TLS modes each server kind offers, first = the one used when `tls` asks for the
 # other. Mirrors servers/: uvicorn (h1), grpc.aio and websockets serve cleartext;
@@ -253,6 +254,7 @@ class Scenario:
     workloads: tuple[Workload, ...] = ()
     # Named groups of cells (harness.scenario.groups): the first is ranked, later ones beside it.
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    remote: Remote | None = None     # wirebench servers on another host (scenario/remote.py)
     source: str = field(default="<string>", compare=False)   # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,6 +267,8 @@ class Scenario:
         data["groups"] = {name: list(cells) for name, cells in self.groups}
         if not data["groups"]:
             del data["groups"]
+        if data.get("remote"):
+            data["remote"]["ports"] = dict(self.remote.ports)
         return data
 
     def workload_for(self, protocol_id: str) -> Workload:

@@ -30,6 +30,7 @@ from harness.scenario.groups import check_groups, parse_groups
 from harness.scenario.model import _TLS_MODES, Outputs, Scenario, Warmup
 from harness.scenario.network import network_section
 from harness.scenario.plan import _resumption_support
+from harness.scenario.remote import REMOTE, check_remote
 from harness.scenario.schema import (
     Field,
     Invalid,
@@ -212,6 +213,12 @@ def _cross_checks(values: dict, path: str) -> None:
     _check_dns(values)
     _check_resumption(values)
     _check_browser(values)
+    check_remote(values, lambda label: _tls_of(label, values["tls"]))
+
+
+def _tls_of(label: str, tls: bool) -> bool:
+    modes = _TLS_MODES[parse_cell(label).kind]
+    return tls if tls in modes else modes[0]
 
 
 _SCENARIO = Section(Scenario, (
@@ -238,4 +245,5 @@ _SCENARIO = Section(Scenario, (
     Field("resumption", sweep(_resumption), "none"),
     Field("cors", optional(_cors), None),
     Field("slo", _slo, []),
+    Field("remote", optional(REMOTE), None),
 ), post=_cross_checks)
