@@ -1,7 +1,6 @@
 """Every cell against wirebench servers started apart (`remote:`), as on another host:
-`python -m servers KIND --host 127.0.0.2 --tls-name 127.0.0.2 --api-key K
---export-ca PATH`, one per kind,
-then a scenario naming that address, the ports and the exported CA."""
+`python -m servers KIND --host 127.0.0.2 --tls-name 127.0.0.2 --api-key K --export-ca
+PATH`, one per kind, then a scenario naming that address, the ports and the CA."""
 
 from __future__ import annotations
 
@@ -44,8 +43,9 @@ def remote(tmp_path_factory):
     ca = tmp / "exported-ca.pem"
     env = {**os.environ, "WIREBENCH_TLS_DIR": str(tmp / "server-tls")}
     with ServerGroup() as group:
-        ports = {kind: group.start(kind, host=HOST, api_key=KEY, env=env,
-                                   extra=["--tls-name", HOST, "--export-ca", str(ca)]).port for kind in KINDS}
+        extra = ["--tls-name", HOST, "--export-ca", str(ca)]
+        ports = {kind: group.start(kind, host=HOST, api_key=KEY, env=env, extra=extra).port
+                 for kind in KINDS}
         yield tmp, ca, ports
 
 
