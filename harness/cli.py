@@ -103,6 +103,7 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
                                         wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
+    from harness.report.questions import METHOD, verdict_lines
     from harness.report.verdict import check
     from harness.run.runner import Runner
 
@@ -123,9 +124,15 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     lines, failed, over = check(scenario, rows)
     summary = json.loads((runner.out / "summary.json").read_text())
     (runner.out / "report.md").write_text(render(summary, lines, runner.out))
-    # What the run shows comes first (a winner per question, or "no difference"); the
-    # tables that back it follow.
-    for line in conclusions(rows, scenario.groups):
+    # The verdict comes first (a winner per question with its margin, or "no
+    # difference"), then what else the run shows; the tables that back it follow.
+    verdict = verdict_lines(rows, scenario.groups)
+    if verdict:
+        table_console.print("Verdict", style="bold")
+        for line in verdict:
+            table_console.print(f"  {line}", markup=False, highlight=False)
+        table_console.print(f"  {METHOD}", markup=False, highlight=False, style="dim")
+    for line in conclusions(rows, scenario.groups, rankings=not verdict):
         table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for kind in scenario.workload_types:      # one table per workload: their columns differ
         mine = [r for r in rows if r["workload"] == kind]

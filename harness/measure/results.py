@@ -161,6 +161,12 @@ class PointResult:
             e["late_p99_us"] = max(e.get("late_p99_us", 0.0), stats[d]["late_p99_us"])
             e["late_max_us"] = max(e.get("late_max_us", 0.0), stats[d]["late_max_us"])
 
+    def _p50_interval(self, metric: str) -> list[float] | None:
+        """The p50's 95% interval from the merged histogram (harness.measure.stats)."""
+        h = self.rec.hist.get(metric)
+        ci = h.quantile_interval_ms(0.5) if h is not None else None
+        return [round(ci[0], 4), round(ci[1], 4)] if ci else None
+
     def _wire_per_request(self, key: str, n: int) -> float | None:
         return round(self.wire[key] / n, 1) if n and key in self.wire else None
 
@@ -265,6 +271,7 @@ class PointResult:
             "late_starts": rec.late_starts,
             "late_reads": rec.late_reads,
             "ttft_p50_ms": pct("ttft", "p50"), "ttft_p99_ms": pct("ttft", "p99"),
+            **{f"{m}_p50_ci_ms": self._p50_interval(m) for m in ("latency", "ttft", "itl")},
             "ttst_p50_ms": pct("ttst", "p50"),
             "itl_p50_ms": pct("itl", "p50"), "itl_p99_ms": pct("itl", "p99"),
             "tpot_p50_ms": pct("tpot", "p50"), "e2e_p50_ms": pct("e2e", "p50"),

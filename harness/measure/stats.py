@@ -7,6 +7,7 @@ come from merged histograms, never from averaging per-worker or per-run percenti
 from __future__ import annotations
 
 import io
+import math
 from typing import Iterable
 
 import numpy as np
@@ -83,6 +84,21 @@ class Histogram:
         out["mean"] = self._mean() / 1000.0
         out["n"] = self.count
         return out
+
+    def quantile_interval_ms(self, q: float, z: float = 1.96) -> tuple[float, float] | None:
+        """A distribution-free 95% confidence interval for the q-quantile (z = 1.96):
+        the order statistics at ranks n*q -/+ z*sqrt(n*q*(1-q)) (the binomial normal
+        approximation), read from the histogram. It holds for independent samples; the
+        run-to-run spread a busy machine adds is not in it (the report widens it to the
+        range over repeats). None when empty."""
+        n = self.count
+        if not n:
+            return None
+        half = z * math.sqrt(n * q * (1 - q))
+        lo_rank, hi_rank = max(1, math.floor(n * q - half)), min(n, math.ceil(n * q + half))
+        h = self.h
+        return (h.get_value_at_percentile(100.0 * lo_rank / n) / 1000.0,
+                h.get_value_at_percentile(100.0 * hi_rank / n) / 1000.0)
 
     def _mean(self) -> float:
         # hdrh's get_mean_value walks all ~23k buckets in Python (~50 ms a call); only

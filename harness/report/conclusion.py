@@ -271,9 +271,11 @@ def framework_cost(rows: list[Row]) -> list[str]:
     return out
 
 
-def conclusions(rows: list[Row], groups: Any = None) -> list[str]:
+def conclusions(rows: list[Row], groups: Any = None, rankings: bool = True) -> list[str]:
     """Every conclusion line for the report and the terminal, in that order. `groups` is
-    the scenario's (its order says which group is ranked)."""
-    return (latency_ranking(rows, groups) + throughput_ranking(rows, groups)
-            + bytes_ranking(rows, groups) + protocol_or_library(rows, groups)
+    the scenario's (its order says which group is ranked). Without `rankings`, only what
+    the verdict block (harness.report.questions) does not already say."""
+    ranked = (latency_ranking(rows, groups) + throughput_ranking(rows, groups)
+              + bytes_ranking(rows, groups)) if rankings else []
+    return (ranked + protocol_or_library(rows, groups)
             + hop_cost(rows) + framework_cost(rows))

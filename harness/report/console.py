@@ -12,7 +12,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
 
-from harness.report.tables import fmt, load_label
+from harness.report.tables import fastest_first, fmt, load_label
 from harness.measure.results import PointResult
 from harness.run.runner import ProgressSink
 from harness.scenario import PlanPoint
@@ -85,16 +85,6 @@ def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:
     return (r.get("n") or 0) * (1 - q) < TAIL_SAMPLES
 
 
-def _fastest_first(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Rows in the order that answers "who is fastest here": per load point, by `metric`
-    (latency p50 for requests, TTFT p50 for streams)."""
-    def key(r: dict[str, Any]) -> tuple:
-        load = r["concurrency"] if r["mode"] == "closed" else r.get("rate_offered_rps") or 0
-        value = r.get(metric)
-        return (r["mode"], load or 0, load_label(r), value is None, value or 0.0)
-    return sorted(rows, key=key)
-
-
 def _note(r: dict[str, Any]) -> str:
     """Short flags for the compact table (the caption spells them out)."""
     parts = [flag for flag, key in (("SRV", "server_bound"), ("CLI", "client_bound"))
@@ -125,7 +115,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
                          no_wrap=c != "note", overflow="fold",
                          min_width=7 if c == "note" else None)
     thin = flagged = False
-    for r in _fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms"):
+    for r in fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms"):
         p99 = fmt(r["latency_p99_ms"], 2)
         if not streaming and tail_is_thin(r) and r.get("latency_p99_ms") is not None:
             p99, thin = p99 + "~", True

@@ -7,13 +7,14 @@ from typing import Any
 
 from harness.measure.attribution import per_cell, protocol_or_library
 from base.cells import parse_cell
+from harness.report.questions import METHOD, verdict_lines
 from harness.report.conclusion import conclusions, protocol_or_library as library_lines
 from harness.run.status import effective_status
 from harness.report.hol import HolPoint, render_hol_section
 from harness.report.pipeline import render_pipeline_section
 from harness.measure.recorder import FORMULAS, PHASES
 from harness.measure.roundtrips import accounting, dns_accounting
-from harness.report.tables import fmt, load_label, table as _table
+from harness.report.tables import fastest_first, fmt, load_label, table as _table
 
 
 TAIL_SAMPLES = 100     # fewer samples beyond a percentile than this: it is indicative
@@ -35,7 +36,7 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
           _tail(r, "latency_p99_ms", 0.99), _tail(r, "latency_p999_ms", 0.999),
           fmt(r["latency_max_ms"]), fmt(r["throughput_rps"], 1),
           fmt(r["rate_offered_rps"], 1), fmt(r["late_starts"]), r.get("group", "-"),
-          _bound_flag(r)] for r in rows])
+          _bound_flag(r)] for r in fastest_first(rows, "latency_p50_ms")])
     if any("~" in line for line in table.splitlines()[2:]):
         table += (f"\n\n~ fewer than {TAIL_SAMPLES} requests lie beyond this percentile: "
                   "it rests on a handful of samples and is indicative only.")
@@ -108,7 +109,8 @@ def stream_table(rows: list[dict[str, Any]]) -> str:
         [[r["cell"], load_label(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
           fmt(r["ttst_p50_ms"]), fmt(r["itl_p50_ms"]), fmt(r["itl_p99_ms"]),
           fmt(r["tpot_p50_ms"]), fmt(r["e2e_p50_ms"]), fmt(r["owd_p50_ms"]),
-          fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2)] for r in rows])
+          fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2)]
+         for r in fastest_first(rows, "ttft_p50_ms")])
 
 
 def seed_lab_table(rows: list[dict[str, Any]]) -> str:
@@ -360,6 +362,9 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     lab = lab_line(summary)
     if lab:
         parts += [lab, ""]
+    verdict = verdict_lines(rows, s.get("groups"))
+    if verdict:
+        parts += ["## Verdict", "", *[f"- {line}" for line in verdict], "", f"_{METHOD}_", ""]
     shown = conclusions(rows, s.get("groups"))
     if shown:
         parts += ["## What this run shows", "", *shown, ""]

@@ -34,3 +34,13 @@ def load_label(r: dict[str, Any]) -> str:
     if r.get("link"):
         load += f" [{r['network']}]"
     return load
+
+
+def fastest_first(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Rows in the order that answers "who is fastest here": per load point, by `metric`
+    (latency p50 for requests, TTFT p50 for streams)."""
+    def key(r: dict[str, Any]) -> tuple:
+        load = r["concurrency"] if r["mode"] == "closed" else r.get("rate_offered_rps") or 0
+        value = r.get(metric)
+        return (r["mode"], load or 0, load_label(r), value is None, value or 0.0)
+    return sorted(rows, key=key)

@@ -1,0 +1,192 @@
+"""The verdict block: per question the scenario can answer, who wins, by how much, and
+whether the gap is real.
+
+Questions: latency at one user (p50; TTFT and ITL for streams), throughput at the highest
+load, bytes per request, and behaviour under loss where the run has a network lab. Each
+is answered within the scenario's first group of cells (harness.scenario.groups), as
+the conclusions are; a saturated or failed row measures a library and is never a winner
+(it is named as excluded).
+
+Intervals: a p50's 95% interval comes from the merged histogram (order statistics,
+harness.measure.stats), a throughput's from its request count (Poisson: rps x (1 +/-
+1.96/sqrt(n))); with repeats each is widened to cover every repeat's own figure, since
+run-to-run noise on a shared machine is larger than sampling noise. The margin's
+interval is the ratio of the two intervals' far ends, so "real" means the intervals do
+not overlap. Pure: rows in, lines out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from harness.report.conclusion import (Row, _bound, _bytes_per_request, _first_group,
+                                       _one_user_rows, _top_load_rows)
+
+THIN_N = 100            # fewer requests than this: the interval itself is rough
+NEAR_SATURATION = 0.85  # a core this busy (not yet flagged) may already shape the figure
+
+
+@dataclass(frozen=True)
+class Estimate:
+    row: Row
+    value: float
+    lo: float
+    hi: float
+
+    @property
+    def cell(self) -> str:
+        return self.row["cell"]
+
+
+@dataclass(frozen=True)
+class Question:
+    title: str                               # e.g. "Latency at c={c} (p50)"
+    kind: str                                # workload kind: embed / stream
+    rows: Callable[[list[Row]], list[Row]]   # which rows answer it (one per cell)
+    estimate: Callable[[Row], Estimate | None]
+    lower_is_better: bool
+    unit: str
+
+
+def _widen(row: Row, value: float, lo: float, hi: float, per_repeat: str) -> Estimate:
+    repeats = [v for v in (row.get(per_repeat) or ()) if v is not None]
+    if len(repeats) >= 2:
+        lo, hi = min(lo, *repeats), max(hi, *repeats)
+    return Estimate(row, value, min(lo, value), max(hi, value))
+
+
+def p50_estimate(metric: str, per_repeat: str | None) -> Callable[[Row], Estimate | None]:
+    def estimate(row: Row) -> Estimate | None:
+        value, ci = row.get(f"{metric}_p50_ms"), row.get(f"{metric}_p50_ci_ms")
+        if value is None:
+            return None
+        lo, hi = ci if ci else (value, value)
+        return _widen(row, value, lo, hi, per_repeat or "")
+    return estimate
+
+
+def throughput_estimate(row: Row) -> Estimate | None:
+    rps, n = row.get("throughput_rps"), row.get("n")
+    if not rps or not n:
+        return None
+    rel = 1.96 / math.sqrt(n)
+    return _widen(row, rps, rps * (1 - rel), rps * (1 + rel), "throughput_per_repeat_rps")
+
+
+def questions(kinds: set[str]) -> list[Question]:
+    out = []
+    if "embed" in kinds:
+        out += [Question("Latency at c={c} (p50)", "embed", _one_user_rows,
+                         p50_estimate("latency", "latency_p50_per_repeat_ms"), True, "ms"),
+                Question("Throughput at c={c}", "embed", _top_load_rows,
+                         throughput_estimate, False, "req/s")]
+    if "stream" in kinds:
+        out += [Question("TTFT at c={c} (p50)", "stream", _one_user_rows,
+                         p50_estimate("ttft", "ttft_p50_per_repeat_ms"), True, "ms"),
+                Question("ITL at c={c} (p50)", "stream", _one_user_rows,
+                         p50_estimate("itl", None), True, "ms")]
+    return out
+
+
+def _fmt(v: float, unit: str) -> str:
+    return f"{v:,.0f}" if unit == "req/s" else f"{v:.3g}" if v < 10 else f"{v:.1f}"
+
+
+def _caveats(best: Estimate, second: Estimate, excluded: list[Row]) -> list[str]:
+    out = []
+    n = min(best.row.get("n") or 0, second.row.get("n") or 0)
+    if n < THIN_N:
+        out.append(f"n={n}")
+    if not any(len(e.row.get("latency_p50_per_repeat_ms") or ()) >= 2 for e in (best, second)):
+        out.append("1 repeat")
+    for e in (best, second):
+        policy = str(e.row.get("connections_policy") or "reuse")   # None: the default
+        if (not policy.startswith("new")
+                and (e.row.get("new_connections") or 0) > e.row.get("concurrency", 1)):
+            out.append(f"{e.cell}: cold connections measured")
+        server = e.row.get("server_core_util") or {}
+        util = max([e.row.get("client_core_util") or 0,
+                    *(u.get("busiest_thread", 0) for u in server.values())])
+        if util >= NEAR_SATURATION:
+            out.append(f"{e.cell}: a core {util:.0%} busy")
+    if excluded:
+        out.append("excluded (saturated/failed): " + ", ".join(r["cell"] for r in excluded))
+    return out
+
+
+def answer(q: Question, rows: list[Row]) -> str | None:
+    """One line: the winner, its margin over the runner-up with the margin's interval,
+    and whether that gap is real; or why nothing can be said."""
+    cand = [r for r in q.rows(rows) if r["workload"] == q.kind]
+    if not cand:
+        return None
+    title = q.title.format(c=min(r["concurrency"] for r in cand) if q.lower_is_better
+                           else max(r["concurrency"] for r in cand))
+    excluded = [r for r in cand if _bound(r)]
+    est = [e for e in (q.estimate(r) for r in cand if not _bound(r)) if e is not None]
+    if len(est) < 2:
+        who = est[0].cell if est else "no row"
+        tail = f"; excluded: {', '.join(r['cell'] for r in excluded)}" if excluded else ""
+        return f"{title}: not ranked (only {who} unsaturated{tail})"
+    est.sort(key=lambda e: e.value if q.lower_is_better else -e.value)
+    best, second = est[0], est[1]
+    if q.lower_is_better:      # how many times slower the runner-up is
+        ratio, lo, hi = (second.value / best.value, second.lo / best.hi, second.hi / best.lo)
+    else:                      # how many times more the winner does
+        ratio, lo, hi = (best.value / second.value, best.lo / second.hi, best.hi / second.lo)
+    u = q.unit
+    if lo > 1:
+        head = (f"{best.cell} {_fmt(best.value, u)} {u}, {ratio:.2f}x [{lo:.2f}-{hi:.2f}] "
+                f"vs {second.cell}: real")
+    else:
+        head = (f"no difference: {best.cell} {_fmt(best.value, u)} "
+                f"[{_fmt(best.lo, u)}-{_fmt(best.hi, u)}] vs {second.cell} "
+                f"{_fmt(second.value, u)} [{_fmt(second.lo, u)}-{_fmt(second.hi, u)}] {u}")
+    caveats = _caveats(best, second, excluded)
+    return f"{title}: {head}" + (f" ({'; '.join(caveats)})" if caveats else "")
+
+
+def bytes_answer(rows: list[Row], kind: str) -> str | None:
+    """Bytes per request barely vary between requests, so the ratio needs no interval;
+    wire and payload figures are never ranked together."""
+    cand = [(r, _bytes_per_request(r)) for r in _one_user_rows(rows) if r["workload"] == kind]
+    for source in ("wire", "payload"):
+        ok = sorted((b[0], r["cell"]) for r, b in cand if b is not None and b[1] == source)
+        if len(ok) >= 2:
+            (least, first), (second_b, second) = ok[0], ok[1]
+            return (f"Bytes per {kind} request ({source}): {first} {least:,.0f} B, "
+                    f"{second_b / least:.2f}x fewer than {second}")
+    return None
+
+
+def loss_answer(rows: list[Row]) -> str | None:
+    """Under loss: the single-drop evidence per series (the HOL section has the detail)."""
+    drops = [(r["cell"], h) for r in rows for h in (r.get("hol") or ())
+             if h.get("single_drop") and h.get("timeline")]
+    if not drops:
+        return None
+    stalled: dict[str, list[int]] = {}
+    for cell, h in drops:
+        stalls = (h.get("analysis") or {}).get("collateral_stalls")
+        stalled.setdefault(cell, []).append(int(stalls or 0))
+    parts = [f"{cell} {sum(1 for s in v if s)}/{len(v)}" for cell, v in sorted(stalled.items())]
+    return ("Under loss (single drops that stalled a stream which lost nothing): "
+            + ", ".join(parts) + "; see Head-of-line blocking")
+
+
+def verdict_lines(rows: list[Row], groups: Any = None) -> list[str]:
+    """The verdict block, one line per question this run can answer."""
+    group, mine = _first_group(rows, groups)
+    kinds = {r["workload"] for r in mine}
+    lines = [line for q in questions(kinds) if (line := answer(q, mine))]
+    lines += [line for kind in ("embed", "stream") if (line := bytes_answer(mine, kind))]
+    loss = loss_answer(rows)
+    if loss:
+        lines.append(loss)
+    return lines
+
+
+METHOD = ("[lo-hi]: 95% interval of the margin (p50 from the histogram's order statistics, "
+          "req/s from its count), widened to cover every repeat; real = intervals apart.")

@@ -1,0 +1,82 @@
+"""The verdict block: intervals that cover what they claim, and verdicts that follow them."""
+
+from __future__ import annotations
+
+import random
+
+from harness.measure.stats import Histogram
+from harness.report.questions import verdict_lines
+
+
+def test_the_median_interval_covers_the_true_median_about_95_percent_of_the_time():
+    rng = random.Random(7)
+    true_median_ms = 2.0 * 0.6931      # exponential, mean 2 ms
+    trials, covered = 300, 0
+    for _ in range(trials):
+        h = Histogram()
+        for _ in range(400):
+            h.record_ns(int(rng.expovariate(1 / 2.0) * 1e6))
+        lo, hi = h.quantile_interval_ms(0.5)
+        covered += lo <= true_median_ms <= hi
+    assert 0.90 <= covered / trials <= 0.99, covered / trials
+
+
+def test_the_interval_narrows_with_more_samples():
+    rng = random.Random(1)
+    widths = []
+    for n in (100, 10_000):
+        h = Histogram()
+        for _ in range(n):
+            h.record_ns(int(rng.gauss(5.0, 1.0) * 1e6))
+        lo, hi = h.quantile_interval_ms(0.5)
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 5
+
+
+def row(cell: str, p50: float, ci: tuple[float, float], *, c: int = 1, n: int = 1000,
+        rps: float = 1000.0, repeats=None, bound: str | None = None, **extra) -> dict:
+    return {"cell": cell, "workload": "embed", "mode": "closed", "concurrency": c, "n": n,
+            "latency_p50_ms": p50, "latency_p50_ci_ms": list(ci),
+            "latency_p50_per_repeat_ms": repeats, "throughput_rps": rps,
+            "throughput_per_repeat_rps": None, "server_bound": bound, "client_bound": None,
+            "failed": None, "payload_up_bytes": 100, "payload_down_bytes": 1000, **extra}
+
+
+def test_apart_intervals_name_a_winner_with_the_margins_interval():
+    lines = verdict_lines([row("grpc", 1.0, (0.9, 1.1)), row("rest-h1", 2.0, (1.8, 2.2))])
+    latency = next(line for line in lines if line.startswith("Latency at c=1"))
+    # margin 2.0x; its interval [1.8/1.1, 2.2/0.9]
+    assert "grpc 1 ms, 2.00x [1.64-2.44] vs rest-h1: real" in latency
+
+
+def test_overlapping_intervals_say_no_difference():
+    lines = verdict_lines([row("grpc", 1.0, (0.9, 1.2)), row("ws", 1.1, (1.0, 1.3))])
+    assert lines[0].startswith("Latency at c=1 (p50): no difference: grpc 1")
+
+
+def test_repeats_widen_the_interval():
+    # Sampling intervals apart, but the repeats overlap: no difference.
+    a = row("grpc", 1.0, (0.98, 1.02), repeats=[0.9, 1.0, 1.4])
+    b = row("ws", 1.2, (1.18, 1.22), repeats=[1.1, 1.2, 1.3])
+    assert "no difference" in verdict_lines([a, b])[0]
+
+
+def test_a_saturated_row_never_wins_and_is_named():
+    lines = verdict_lines([row("rest-h3", 0.5, (0.4, 0.6), bound="server at 99%"),
+                           row("grpc", 1.0, (0.9, 1.1)), row("ws", 2.0, (1.9, 2.1))])
+    assert lines[0].startswith("Latency at c=1 (p50): grpc")
+    assert "excluded (saturated/failed): rest-h3" in lines[0]
+
+
+def test_one_unsaturated_row_is_not_ranked():
+    lines = verdict_lines([row("rest-h3", 0.5, (0.4, 0.6), bound="server at 99%"),
+                           row("grpc", 1.0, (0.9, 1.1))])
+    assert "not ranked (only grpc unsaturated; excluded: rest-h3)" in lines[0]
+
+
+def test_throughput_is_judged_at_the_top_load_and_small_n_is_a_caveat():
+    rows = [row("grpc", 1.0, (0.9, 1.1)), row("ws", 2.0, (1.9, 2.1)),
+            row("grpc", 3.0, (2.9, 3.1), c=8, n=50, rps=2000.0),
+            row("ws", 4.0, (3.9, 4.1), c=8, n=50, rps=1900.0)]
+    line = next(x for x in verdict_lines(rows) if x.startswith("Throughput"))
+    assert line.startswith("Throughput at c=8: no difference") and "n=50" in line
