@@ -7,6 +7,7 @@
     python bench.py SCENARIO --wide                     the final table with every column
     python bench.py --list-protocols                    protocol ids and implementations
     python bench.py compare RUN_A RUN_B                 two result dirs side by side
+    python bench.py report RUN_DIR                      redraw report.md and report.html
 
 (`wirebench` is the same command once the package is installed.)
 
@@ -103,6 +104,7 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
                                         wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
+    from harness.report.html.page import write_html
     from harness.report.questions import METHOD, verdict_lines
     from harness.report.verdict import check
     from harness.run.runner import Runner
@@ -124,6 +126,11 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     lines, failed, over = check(scenario, rows)
     summary = json.loads((runner.out / "summary.json").read_text())
     (runner.out / "report.md").write_text(render(summary, lines, runner.out))
+    try:
+        write_html(runner.out)
+    except Exception as exc:   # noqa: BLE001 - a figure must not cost the run its results
+        console.print(f"[yellow]report.html not written ({type(exc).__name__}: {exc}); "
+                      f"summary.json and report.md are[/yellow]")
     # The verdict comes first (a winner per question with its margin, or "no
     # difference"), then what else the run shows; the tables that back it follow.
     verdict = verdict_lines(rows, scenario.groups)
@@ -155,6 +162,32 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     return EXIT_RUN_FAILED if over else EXIT_THRESHOLDS if failed else EXIT_OK
 
 
+def rerender(argv: list[str]) -> int:
+    """`report RUN_DIR`: draw report.md and report.html again from a finished run."""
+    from harness.report.html.page import write_html
+    from harness.report.markdown import render
+    from harness.report.verdict import check
+    from harness.scenario.loading import parse_scenario
+
+    p = argparse.ArgumentParser(prog="python bench.py report",
+                                description="Render report.md and report.html again from "
+                                            "a results folder's summary.json.")
+    p.add_argument("run_dir", help="a results folder (results/<stamp>-<name>)")
+    run_dir = Path(p.parse_args(argv).run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise BadInput(f"report {run_dir}: no summary.json there (not a results folder)")
+    try:
+        summary = json.loads(path.read_text())
+        scenario = parse_scenario(summary["scenario"], str(path))
+    except (ValueError, KeyError) as exc:
+        raise BadInput(f"report {run_dir}: summary.json unreadable ({exc})") from None
+    lines, _, _ = check(scenario, summary["rows"])
+    (run_dir / "report.md").write_text(render(summary, lines, run_dir))
+    print(f"{run_dir / 'report.md'}\n{write_html(run_dir)}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; every WirebenchError ends as one line and its exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -172,6 +205,8 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] == "compare":
         from harness.report.compare import main as compare_main
         return compare_main(argv[1:])
+    if argv and argv[0] == "report":
+        return rerender(argv[1:])
     args = parse_args(argv)
     if args.list_protocols:
         return list_protocols()

@@ -40,6 +40,9 @@ CSV_COLUMNS = [
 ]
 
 
+HGRM_METRICS = ("latency", "ttft", "itl", "owd", "service_time")    # written as .hgrm
+
+
 @dataclass
 class PointKey:
     protocol: str
@@ -292,6 +295,9 @@ class PointResult:
             "link": self.link, "emulator": self.emulator or None,
             "wire_counters_bytes": self.wire_counters or None,
             "hol": self.hol_repeats or None, "files": self.files or None,
+            # Where the run's .hgrm files for this row are (when outputs.hgrm is on).
+            "hgrm_files": {m: f"hgrm/{self.key.file_label}-{m}.hgrm" for m in HGRM_METRICS
+                           if m in self.rec.hist and self.rec.hist[m].count} or None,
             "phases_ms": self._phases(s),
             **self._pipeline(),
             "distributions_ms": {k: v for k, v in s.items() if v},
@@ -340,7 +346,7 @@ class ResultWriter:
         out.mkdir(exist_ok=True)
         for p in points:
             for metric, h in p.rec.hist.items():
-                if h.count and metric in ("latency", "ttft", "itl", "owd", "service_time"):
+                if h.count and metric in HGRM_METRICS:
                     name = f"{p.key.file_label}-{metric}.hgrm"
                     if self._hgrm_written.get(name) != h.count:
                         _atomic_write(out / name, h.hgrm())

@@ -18,14 +18,60 @@ not overlap. Pure: rows in, lines out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from harness.report.conclusion import (Row, _bound, _bytes_per_request, _first_group,
-                                       _one_user_rows, _top_load_rows)
+from harness.report.conclusion import Row, _bound, _bytes_per_request, _first_group
 
 THIN_N = 100            # fewer requests than this: the interval itself is rough
 NEAR_SATURATION = 0.85  # a core this busy (not yet flagged) may already shape the figure
+
+
+VARIANTS = ("connections_policy", "tls_version")    # what tells one cell's rows apart
+
+
+def _variant(r: Row) -> tuple:
+    return (r["cell"], *(str(r.get(k)) for k in VARIANTS))
+
+
+def _name(r: Row, rows: list[Row]) -> str:
+    """The cell, with the policy / TLS version where the scenario sweeps them."""
+    extra = [f"{k.split('_')[0]}={r.get(k)}" for k in VARIANTS
+             if len({str(x.get(k)) for x in rows if x["cell"] == r["cell"]}) > 1]
+    return " ".join([r["cell"], *extra])
+
+
+def _pick(rows: list[Row], lowest: bool) -> list[Row]:
+    """Closed-loop rows with a figure: per cell (and variant), its lowest (or highest)
+    concurrency."""
+    best: dict[tuple, Row] = {}
+    for r in rows:
+        if r["mode"] != "closed" or not r["n"]:
+            continue
+        key, c = _variant(r), r["concurrency"]
+        if key not in best or (c < best[key]["concurrency"] if lowest
+                               else c > best[key]["concurrency"]):
+            best[key] = r
+    return list(best.values())
+
+
+def lowest_load(rows: list[Row]) -> list[Row]:
+    return _pick(rows, True)
+
+
+def highest_load(rows: list[Row]) -> list[Row]:
+    return _pick(rows, False)
+
+
+def baseline(rows: list[Row]) -> list[Row]:
+    """In a link sweep, the questions are answered on one link, the first without loss
+    or drops (behaviour under loss has its own line)."""
+    if not any(r.get("link") for r in rows):
+        return rows
+    clean = [r for r in rows if not any(h.get("loss") or h.get("single_drop")
+                                        for h in r.get("hol") or ())]
+    net = (clean or rows)[0].get("network")
+    return [r for r in rows if r.get("network") == net]
 
 
 @dataclass(frozen=True)
@@ -34,10 +80,7 @@ class Estimate:
     value: float
     lo: float
     hi: float
-
-    @property
-    def cell(self) -> str:
-        return self.row["cell"]
+    cell: str = ""           # the name shown (the cell, and its variant where needed)
 
 
 @dataclass(frozen=True)
@@ -54,7 +97,7 @@ def _widen(row: Row, value: float, lo: float, hi: float, per_repeat: str) -> Est
     repeats = [v for v in (row.get(per_repeat) or ()) if v is not None]
     if len(repeats) >= 2:
         lo, hi = min(lo, *repeats), max(hi, *repeats)
-    return Estimate(row, value, min(lo, value), max(hi, value))
+    return Estimate(row, value, min(lo, value), max(hi, value), row["cell"])
 
 
 def p50_estimate(metric: str, per_repeat: str | None) -> Callable[[Row], Estimate | None]:
@@ -78,14 +121,14 @@ def throughput_estimate(row: Row) -> Estimate | None:
 def questions(kinds: set[str]) -> list[Question]:
     out = []
     if "embed" in kinds:
-        out += [Question("Latency at c={c} (p50)", "embed", _one_user_rows,
+        out += [Question("Latency at c={c} (p50)", "embed", lowest_load,
                          p50_estimate("latency", "latency_p50_per_repeat_ms"), True, "ms"),
-                Question("Throughput at c={c}", "embed", _top_load_rows,
+                Question("Throughput at c={c}", "embed", highest_load,
                          throughput_estimate, False, "req/s")]
     if "stream" in kinds:
-        out += [Question("TTFT at c={c} (p50)", "stream", _one_user_rows,
+        out += [Question("TTFT at c={c} (p50)", "stream", lowest_load,
                          p50_estimate("ttft", "ttft_p50_per_repeat_ms"), True, "ms"),
-                Question("ITL at c={c} (p50)", "stream", _one_user_rows,
+                Question("ITL at c={c} (p50)", "stream", lowest_load,
                          p50_estimate("itl", None), True, "ms")]
     return out
 
@@ -125,7 +168,8 @@ def answer(q: Question, rows: list[Row]) -> str | None:
     title = q.title.format(c=min(r["concurrency"] for r in cand) if q.lower_is_better
                            else max(r["concurrency"] for r in cand))
     excluded = [r for r in cand if _bound(r)]
-    est = [e for e in (q.estimate(r) for r in cand if not _bound(r)) if e is not None]
+    est = [replace(e, cell=_name(e.row, cand))
+           for e in (q.estimate(r) for r in cand if not _bound(r)) if e is not None]
     if len(est) < 2:
         who = est[0].cell if est else "no row"
         tail = f"; excluded: {', '.join(r['cell'] for r in excluded)}" if excluded else ""
@@ -151,9 +195,9 @@ def answer(q: Question, rows: list[Row]) -> str | None:
 def bytes_answer(rows: list[Row], kind: str) -> str | None:
     """Bytes per request barely vary between requests, so the ratio needs no interval;
     wire and payload figures are never ranked together."""
-    cand = [(r, _bytes_per_request(r)) for r in _one_user_rows(rows) if r["workload"] == kind]
+    cand = [(r, _bytes_per_request(r)) for r in lowest_load(rows) if r["workload"] == kind]
     for source in ("wire", "payload"):
-        ok = sorted((b[0], r["cell"]) for r, b in cand if b is not None and b[1] == source)
+        ok = sorted((b[0], _name(r, rows)) for r, b in cand if b is not None and b[1] == source)
         if len(ok) >= 2:
             (least, first), (second_b, second) = ok[0], ok[1]
             return (f"Bytes per {kind} request ({source}): {first} {least:,.0f} B, "
@@ -179,8 +223,12 @@ def loss_answer(rows: list[Row]) -> str | None:
 def verdict_lines(rows: list[Row], groups: Any = None) -> list[str]:
     """The verdict block, one line per question this run can answer."""
     group, mine = _first_group(rows, groups)
+    mine = baseline(mine)
     kinds = {r["workload"] for r in mine}
     lines = [line for q in questions(kinds) if (line := answer(q, mine))]
+    if lines and any(r.get("link") for r in mine):
+        lines.insert(0, f"On the link {mine[0].get('network')!r} (the sweep's first point "
+                        f"without loss; behaviour under loss below):")
     lines += [line for kind in ("embed", "stream") if (line := bytes_answer(mine, kind))]
     loss = loss_answer(rows)
     if loss:

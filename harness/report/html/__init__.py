@@ -1,0 +1,1 @@
+"""report.html: the run's figures and report in one self-contained page."""
