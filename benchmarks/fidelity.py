@@ -65,7 +65,7 @@ from harness.run.events import Failure, Result, Warm, decode
 from clients.base import Target
 from harness.run.job import LoadJob
 from harness.scenario.model import Workload
-from harness.run.loadgen import CLIENT_PATHS
+from harness.run.load.loadgen import CLIENT_PATHS
 from harness.measure.recorder import Recorder
 from harness.scenario import Scenario, parse_scenario
 from harness.scenario.workload import embed_requests
@@ -503,7 +503,7 @@ class Harness:
                           "server_reported_p50_ms": srv_t.get("p50"),
                           "response_bytes_per_req": rec.payload_down / n if n else None,
                           "connections": job.connections, "errors": dict(rec.errors),
-                          # which client path the worker ran (harness.run.loadgen)
+                          # which client path the worker ran (harness.run.load.loadgen)
                           "client_path": result.client_path or "asyncio",
                           "late_reads": rec.late_reads})
 
@@ -616,7 +616,7 @@ class Point:
         s["client_path"] = ", ".join(sorted({r.extra.get("client_path", "asyncio")
                                              for r in self.harness}))
         late = sum(r.extra.get("late_reads") or 0 for r in self.harness)
-        if late:                        # the one-user loop's (harness.run.blocking_loop)
+        if late:                        # the one-user loop's (harness.run.load.blocking_loop)
             s["client_path"] += f" ({late} late read{'s' if late > 1 else ''})"
         if self.variant:
             s["harness_client"] += f" [{self.variant}]"
@@ -778,7 +778,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", default="python",
                    help="harness client engines to compare, comma list (default python; "
                         "curl where the harness has it); ENGINE:PATH forces a client path "
-                        "(auto, async, blocking, sequential; harness.run.loadgen), e.g. python:async for "
+                        "(auto, async, blocking, sequential; harness.run.load.loadgen), e.g. python:async for "
                         "the asyncio path beside the default")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "

@@ -89,7 +89,10 @@ def dry_run(scenario) -> int:
         print(f"network lab: backend {net.backend}, congestion control "
               f"{net.congestion_control}, seed {net.seed}, {len(net.links)} link variant(s)")
     for p in plan:
-        load = f"concurrency {p.concurrency}" if p.load_kind == "closed" else f"rate {p.rate:g}/s"
+        load = (f"concurrency {p.concurrency}" if p.load_kind == "closed" else
+                f"rate {p.rate:g}/s" if p.load_kind == "open" else
+                f"sweep {scenario.load.rate_min:g}..{scenario.load.rate_max:g}/s "
+                f"(<= {scenario.load.steps} probes)")
         conn = f"  connections {p.connection.label}" if p.connection else ""
         link = f"  link {p.link.name}" if p.link else ""
         tls = f"  tls {p.tls_version}" if p.tls_version else ""
@@ -104,6 +107,7 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
                                         wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
+    from harness.report.capacity import capacity_lines
     from harness.report.html.page import write_html
     from harness.report.questions import METHOD, verdict_lines
     from harness.report.verdict import check
@@ -139,6 +143,9 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
         for line in verdict:
             table_console.print(f"  {line}", markup=False, highlight=False)
         table_console.print(f"  {METHOD}", markup=False, highlight=False, style="dim")
+    if summary.get("capacity"):
+        for line in capacity_lines(summary["capacity"], summary["scenario"].get("slo")):
+            table_console.print(line, markup=False, highlight=False)
     for line in conclusions(rows, scenario.groups, rankings=not verdict):
         table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for kind in scenario.workload_types:      # one table per workload: their columns differ

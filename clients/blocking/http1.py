@@ -4,14 +4,14 @@ At concurrency 1 every microsecond of client CPU is in series with the server's
 (benchmarks/README.md): an asyncio request costs a task step, futures, a protocol
 callback and a parser callback per header, ~100,000 instructions with the recording.
 When a worker has exactly one user on one keep-alive connection
-(harness.run.loadgen's "blocking" client path), the same request runs here instead: one
+(harness.run.load.loadgen's "blocking" client path), the same request runs here instead: one
 `sendall`, `recv_into` a preallocated buffer, the header block split in C, the body
 read straight into its own buffer (one copy from the kernel for a 154 KB embedding).
 
 Same contract as `HttpTransport.fetch` (clients.http_api), blocking: returns
 (HttpResponse, body, t_received, None). It is also split in two, `send_sync` and
 `receive_sync`, so a caller can do its own work while the server does (the overlapped
-closed loop, harness.run.blocking_loop); `response_waiting` says whether that work ran
+closed loop, harness.run.load.blocking_loop); `response_waiting` says whether that work ran
 past the response's arrival. Same stamps as clients.transport.http1: t_first_byte is the
 clock_ns() taken right after the read that brought the status line, t_received the
 one after the read that completed the body (one stamp per read, as data_received

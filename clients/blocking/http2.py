@@ -3,7 +3,7 @@
 The asyncio HTTP/2 client (clients.transport.http2, over the h2 library) costs ~9,000 bytecodes
 per request in h2's frame, HPACK and state-machine code, plus the event loop; at
 concurrency 1 all of it is in series with the server (benchmarks/README.md: 0.63x of
-h2load). When a worker has exactly one user on one connection (harness.run.loadgen's
+h2load). When a worker has exactly one user on one connection (harness.run.load.loadgen's
 "blocking" client path), nothing is multiplexed, and HTTP/2 shrinks to a few frames:
 this transport writes them itself and reads the server's, one stream at a time,
 over a blocking TCP or TLS socket (ALPN h2, or h2c with prior knowledge).
@@ -22,7 +22,7 @@ What it does of RFC 9113, for one request at a time:
   ConnectionLost for that request, GOAWAY for requests the server did not take.
 
 Same contract and stamps as clients.blocking.http1: `fetch_sync`, or `send_sync` then
-`receive_sync` (the overlapped loop, harness.run.blocking_loop) and `response_waiting`;
+`receive_sync` (the overlapped loop, harness.run.load.blocking_loop) and `response_waiting`;
 t_first_byte is the clock after the read that completed the response's HEADERS, and
 t_received the one after the read that completed its END_STREAM frame (as the asyncio
 client stamps what h2 parsed from one data_received); lifecycle stamps for TCP, TLS

@@ -4,7 +4,7 @@ At concurrency 1 a closed loop runs client and server in turn, so every microsec
 the client spends per request is in series with the server's and lowers throughput
 (benchmarks/README.md has the arithmetic). When a worker has exactly one user on one
 keep-alive connection, nothing runs concurrently in it, and an event loop is pure
-cost: harness.run.loadgen then runs that user's requests through one of these instead,
+cost: harness.run.load.loadgen then runs that user's requests through one of these instead,
 in a thread, each request a blocking call:
 
   engine "python", rest-h1 (cleartext, no DNS step): clients.blocking.http1, one socket
@@ -13,7 +13,7 @@ in a thread, each request a blocking call:
                                                       (a CurlMulti when overlapped)
 
 Both can send a request and read its response in two calls (`send`, `receive`, then
-`complete` to decode and build the result), which harness.run.blocking_loop uses to decode
+`complete` to decode and build the result), which harness.run.load.blocking_loop uses to decode
 response N while request N+1 is with the server.
 
 `embed_sync` is `RestClient.embed` (clients.http_api) line for line, over a blocking
@@ -67,7 +67,7 @@ class BlockingRestClient:
             b"POST", self._embeddings, self._headers, body)
         return self.complete((t_start, len(body), resp, raw, t_received, phases))
 
-    # The same request in three steps, for the overlapped loop (harness.run.blocking_loop):
+    # The same request in three steps, for the overlapped loop (harness.run.load.blocking_loop):
     # send, receive, and complete (decode and result), which may run after the next
     # request was sent.
 

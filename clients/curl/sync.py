@@ -3,11 +3,11 @@
 clients.curl.transport drives a CurlMulti from the asyncio loop: per request a socket_action per
 readiness event, Python socket and timer callbacks, futures and a task step, ~100,000
 instructions of Python around libcurl's own work (benchmarks/README.md). When a worker
-has exactly one user on one keep-alive connection (harness.run.loadgen's "blocking" client
+has exactly one user on one keep-alive connection (harness.run.load.loadgen's "blocking" client
 path), none of that is needed: here one easy handle runs `perform()`, which loops
 inside libcurl (poll, send, recv; pycurl releases the GIL around it) and returns when
 the transfer ended. The connection stays in the handle's cache between requests.
-For the overlapped loop (harness.run.blocking_loop) the same handle runs in a CurlMulti
+For the overlapped loop (harness.run.load.blocking_loop) the same handle runs in a CurlMulti
 driven from this thread, `send_sync` then `receive_sync`: one perform to write the
 request, then select/perform until the transfer ended.
 
@@ -189,7 +189,7 @@ class CurlEasyTransport:
             break
         return self._result(t0, t_end, code, message)
 
-    # The same exchange in two calls (the overlapped closed loop, harness.run.blocking_loop):
+    # The same exchange in two calls (the overlapped closed loop, harness.run.load.blocking_loop):
     # send_sync adds the handle to a CurlMulti and drives it once, which writes the
     # request on a kept connection; receive_sync drives it until the transfer ended.
     # Between the two the caller works while the server does. From the first

@@ -92,7 +92,7 @@ class Recorder:
     handshakes: Counter = field(default_factory=Counter)
     calls: int = 0                        # pipeline: calls made by the user requests
     dns_queries: int = 0                  # DNS queries the clients sent (the DNS step)
-    late_reads: int = 0                   # one-user overlapped loop (harness.run.blocking_loop)
+    late_reads: int = 0                   # one-user overlapped loop (harness.run.load.blocking_loop)
     pipeline_ns: dict[str, int] = field(default_factory=dict)   # bucket -> summed ns
     stages_ns: dict[str, int] = field(default_factory=dict)     # stage -> summed wall ns
     # Per-request SLO, metric -> limit in ns (latency, ttft, tpot, itl: the request's
@@ -150,7 +150,7 @@ class Recorder:
         self._common(r, intended_ns, r.t_end_ns)
 
     def pipeline(self, r: Any, intended_ns: int | None) -> None:
-        """One pipeline user request (harness.run.pipeline.PipelineResult): its end-to-end
+        """One pipeline user request (harness.run.load.pipeline.PipelineResult): its end-to-end
         time is the latency; its calls' phases, bytes and connections are recorded as
         the calls' own; its time by bucket and by stage is summed (means are additive,
         percentiles are not)."""

@@ -69,6 +69,9 @@ class RichProgress(ProgressSink):
     def warning(self, message: str) -> None:
         console.print(f"[yellow]warning: {message}[/yellow]")
 
+    def note(self, message: str) -> None:
+        console.print(message, markup=False, highlight=False)
+
     def failed(self, point: PlanPoint, message: str) -> None:
         first = message.strip().splitlines()[0] if message.strip() else "failed"
         console.print(f"[red]{point.protocol} failed: {first}[/red] (the run goes on)")

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.measure.attribution import per_cell, protocol_or_library
 from base.cells import parse_cell
+from harness.report.capacity import markdown_section as capacity_section
 from harness.report.questions import METHOD, verdict_lines
 from harness.report.conclusion import conclusions, protocol_or_library as library_lines
 from harness.run.status import effective_status
@@ -368,6 +369,7 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     shown = conclusions(rows, s.get("groups"))
     if shown:
         parts += ["## What this run shows", "", *shown, ""]
+    parts += capacity_section(summary)
     parts += ["## Latency and throughput", "", latency_table(rows), ""]
     slo = next((r["slo"] for r in rows if r.get("slo")), None)
     if slo:

@@ -1,12 +1,12 @@
 """report.md's pipeline section: where a user request's seconds go, and which
 connection policy (and DNS cache) removes them. Reads the rows' `pipeline_ms` (mean ms
-per user request by bucket, along the critical path: harness/run/pipeline.py)."""
+per user request by bucket, along the critical path: harness/run/load/pipeline.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.run.pipeline import BUCKETS
+from harness.run.load.pipeline import BUCKETS
 from harness.report.tables import fmt, table
 
 _NAMES = {"dns": "DNS", "tcp_handshake": "TCP handshake", "tls_handshake": "TLS/QUIC/upgrade",

@@ -28,6 +28,7 @@ from base.lifetime import child_env
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
 from harness.run.implementations import client_engine, server_impl
+from harness.run.sweep import run_sweep
 from harness.run.targets import external_target, remote_cpu_s, remote_target
 from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
 from harness.run.job import LoadJob
@@ -104,6 +105,7 @@ class Runner:
                                     **runner_identity()})
         self.workers: list[subprocess.Popen] = []
         self.failures: list[str] = []        # points that failed; the run went on
+        self.sweep_probes: set[str] = set()  # labels of the rows a sweep probed
 
     # ------------------------------------------------------------ targets
 
@@ -517,9 +519,13 @@ class Runner:
         self.progress.failed(point, str(exc))
 
     def rows(self) -> list[dict[str, Any]]:
-        rows = [p.row(self.s.workload_for(p.key.protocol).type) for p in self.points.values()]
-        for r in rows:
+        rows = []
+        for p in self.points.values():
+            r = p.row(self.s.workload_for(p.key.protocol).type)
             r["group"] = group_of(self.s.groups, r["cell"])
+            if p.key.label in self.sweep_probes:
+                r["sweep_probe"] = True
+            rows.append(r)
         return rows
 
     def save(self) -> None:
@@ -536,6 +542,9 @@ class Runner:
             plan = expand_plan(self.s)
             self.progress.plan(len(plan), self.out)
             for point in plan:
+                if point.load_kind == "sweep":
+                    run_sweep(self, point)   # its probes are saved as they finish
+                    continue
                 try:
                     self.run_point(point)
                 except PointFailed as exc:
@@ -580,3 +589,4 @@ class ProgressSink:
     def finish(self, task: Any, result: PointResult) -> None: ...
     def failed(self, point: PlanPoint, message: str) -> None: ...
     def warning(self, message: str) -> None: ...
+    def note(self, message: str) -> None: ...

@@ -21,7 +21,7 @@ from base.lifetime import die_with_parent
 
 from harness.run.events import Alive, Event, Failure, Progress, Warm, Warning, encode
 from harness.run.job import LoadJob
-from harness.run.loadgen import LoadRunner
+from harness.run.load.loadgen import LoadRunner
 from harness.measure.recorder import Recorder
 from harness.run.watchdog import HEARTBEAT_S
 

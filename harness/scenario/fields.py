@@ -119,7 +119,8 @@ def _threshold(v: Any, path: str) -> Threshold:
 
 _EMBED, _STREAM = (("type", "embed"),), (("type", "stream"),)
 _PIPELINE = (("type", "pipeline"),)
-_CLOSED, _OPEN = (("mode", "closed"),), (("mode", "open"),)
+_CLOSED, _OPEN, _SWEEP = (("mode", "closed"),), (("mode", "open"),), (("mode", "sweep"),)
+_ARRIVALS = (("mode", ("open", "sweep")),)      # open-loop arrivals: a rate, or a sweep
 _REUSE = (("policy", "reuse"),)
 
 def _stages(v: Any, path: str) -> tuple[Stage, ...]:
@@ -223,6 +224,10 @@ MAX_CONCURRENCY = 4096
 
 
 def _one_of_requests_or_duration(values: dict, path: str) -> None:
+    if values["mode"] == "sweep" and values["rate_min"] >= values["rate_max"]:
+        raise Invalid(join(path, "rate_max"), f"must be above rate_min "
+                                              f"({values['rate_min']:g}), got "
+                                              f"{values['rate_max']:g}")
     users = max(values.get("concurrency") or (1,))
     if values["requests"] is not None and users > values["requests"]:
         raise Invalid(join(path, "concurrency"), f"{users} users for {values['requests']} "
@@ -235,13 +240,19 @@ def _one_of_requests_or_duration(values: dict, path: str) -> None:
 
 
 _LOAD = Section(Load, (
-    Field("mode", choice("closed", "open"), "closed"),
+    Field("mode", choice("closed", "open", "sweep"), "closed"),
     Field("concurrency", points(integer(1, MAX_CONCURRENCY),
                                 f"an integer in 1..{MAX_CONCURRENCY}"), 1, _CLOSED),
     Field("rate", points(number(0, lo_open=True), "a number > 0"), REQUIRED, _OPEN),
-    Field("arrival", choice("poisson", "constant", "gamma"), "poisson", _OPEN),
-    Field("gamma_shape", number(0, lo_open=True), 0.5, _OPEN + (("arrival", "gamma"),)),
-    Field("max_in_flight", integer(1), 1024, _OPEN),
+    Field("arrival", choice("poisson", "constant", "gamma"), "poisson", _ARRIVALS),
+    Field("gamma_shape", number(0, lo_open=True), 0.5, _ARRIVALS + (("arrival", "gamma"),)),
+    Field("max_in_flight", integer(1), 1024, _ARRIVALS),
+    # sweep: the highest open-loop rate that keeps the SLO, by bisection (run/sweep.py)
+    Field("rate_min", number(0, lo_open=True), REQUIRED, _SWEEP),
+    Field("rate_max", number(0, lo_open=True), REQUIRED, _SWEEP),
+    Field("steps", integer(2, 30), 8, _SWEEP),
+    Field("tolerance", number(0, 1, lo_open=True), 0.1, _SWEEP),
+    Field("goodput", number(0, 1, lo_open=True), 0.99, _SWEEP),
     Field("requests", optional(integer(1)), None),
     Field("duration_s", optional(number(0, lo_open=True)), None),
     Field("timeout_s", number(0, lo_open=True), 30),

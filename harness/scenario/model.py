@@ -125,7 +125,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Load:
-    mode: Literal["closed", "open"]
+    mode: Literal["closed", "open", "sweep"]
     concurrency: tuple[int, ...] | None     # closed only, ascending
     rate: tuple[float, ...] | None          # open only, requests/s, ascending
     arrival: Literal["poisson", "constant", "gamma"] | None   # open only
@@ -135,11 +135,22 @@ class Load:
     duration_s: float | None
     timeout_s: float
     stagger_ms: float | None = None         # closed only: user u starts u x stagger_ms late
+    # sweep only: bisect the open-loop rate in [rate_min, rate_max] for the highest one
+    # whose goodput (share of requests keeping the SLO) is at least `goodput`, in at most
+    # `steps` probes, until the bracket is within `tolerance` (harness.run.sweep)
+    rate_min: float | None = None
+    rate_max: float | None = None
+    steps: int | None = None
+    tolerance: float | None = None
+    goodput: float | None = None
 
     def points(self) -> list[tuple[int | None, float | None]]:
-        """(concurrency, rate) of every load point, ascending."""
+        """(concurrency, rate) of every load point, ascending (a sweep: one point per
+        cell, its rates chosen as it runs)."""
         if self.mode == "closed":
             return [(c, None) for c in self.concurrency]
+        if self.mode == "sweep":
+            return [(None, None)]
         return [(None, r) for r in self.rate]
 
 
@@ -293,7 +304,7 @@ class Scenario:
 class PlanPoint:
     repeat: int
     protocol: str
-    load_kind: Literal["closed", "open"]
+    load_kind: Literal["closed", "open", "sweep"]
     concurrency: int | None
     rate: float | None
     connection: Connection | None = None     # the swept connection count's policy, if swept

@@ -34,7 +34,10 @@ def quick(scenario: Scenario) -> Scenario:
     s, load = scenario, scenario.load
     load = dataclasses.replace(
         load, concurrency=_ends(load.concurrency), rate=_ends(load.rate),
-        requests=30 if load.requests is None else min(load.requests, 30), duration_s=None)
+        requests=30 if load.requests is None else min(load.requests, 30), duration_s=None,
+        steps=None if load.steps is None else min(load.steps, 4))
+    if load.mode == "sweep":       # a probe needs time for a queue to build, not a count
+        load = dataclasses.replace(load, requests=None, duration_s=1.0)
     workloads = tuple(_quick_workload(w) for w in s.workloads or (s.workload,))
     workload = workloads[0]
     # min(), not 3: a scenario that asked for no warmup (cold starts) keeps none.

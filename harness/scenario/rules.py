@@ -96,6 +96,13 @@ def _resolve_protocols(values: dict) -> None:
 
 
 def _check_slo(values: dict) -> None:
+    if values["load"].mode == "sweep":
+        if not values["slo"]:
+            raise Invalid("slo", 'load.mode "sweep" looks for the highest rate that keeps '
+                                 'the SLO: give one, e.g. slo: ["p99 < 50ms"]')
+        if values["repeats"] != 1:
+            raise Invalid("repeats", 'a sweep (load.mode "sweep") runs one search per cell; '
+                                     "set repeats: 1")
     streaming = {w.type for w in values["workloads"]} == {"stream"}
     for i, t in enumerate(values["slo"]):
         if SLO_METRICS[t.metric][1] and not streaming:

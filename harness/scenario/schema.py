@@ -192,16 +192,21 @@ def _read(f: Field, raw: dict, path: str, siblings: dict[str, Any]) -> Any:
     where = join(path, f.key)
     for key, wanted in f.only:
         given = siblings[key]
-        # A swept sibling (a tuple of values) enables the field if it includes the value.
-        if given != wanted and not (isinstance(given, tuple) and wanted in given):
+        # `wanted` is a value or a tuple of values (any of them enables the field); a
+        # swept sibling (a tuple of values) enables it if it includes one.
+        options = wanted if isinstance(wanted, tuple) else (wanted,)
+        if given not in options and not (isinstance(given, tuple)
+                                         and any(w in given for w in options)):
             if f.key in raw:
+                shown = " or ".join(f'"{w}"' for w in options)
                 raise Invalid(where, f"only allowed when {join(path, key)} is "
-                                      f'"{wanted}" (it is "{siblings[key]}")')
+                                      f'{shown} (it is "{siblings[key]}")')
             return None
     if f.key in raw:
         return f.check(raw[f.key], where)
     if f.default is REQUIRED:
-        when = " and ".join(f'{join(path, k)} is "{v}"' for k, v in f.only)
+        when = " and ".join(f'{join(path, k)} is "{v}"' for k, v in f.only
+                            if not isinstance(v, tuple))
         raise Invalid(where, f"required when {when}" if when else "required field missing")
     return f.check(f.default, where)
 

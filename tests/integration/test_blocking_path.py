@@ -1,4 +1,4 @@
-"""The blocking client path (clients.blocking.rest, http1_sync, curl_sync; harness.run.loadgen's
+"""The blocking client path (clients.blocking.rest, http1_sync, curl_sync; harness.run.load.loadgen's
 closed loop of one user) against the real servers and small in-test servers.
 
 It must measure what the asyncio path measures: the same vectors, the same ordered
@@ -23,7 +23,7 @@ from clients.blocking.rest import blocking_client
 from clients.transport.wire import METER
 from harness.run.job import LoadJob
 from harness.scenario.model import Workload
-from harness.run.loadgen import LoadRunner
+from harness.run.load.loadgen import LoadRunner
 from harness.measure.recorder import Recorder
 from servers import core
 
@@ -352,7 +352,7 @@ def test_python_blocking_h1_large_body_in_many_reads(raw_server):
 
 def _run_loop(port: int, requests: int, engine: str = "python"):
     """The overlapped one-user loop against a server: (loop, recorder, requests done)."""
-    from harness.run.blocking_loop import BlockingLoop
+    from harness.run.load.blocking_loop import BlockingLoop
     c, rec, done = client_for(engine, port, timeout_s=10), Recorder(), []
     loop = BlockingLoop(c, lambda: EMBED, rec, lambda: done.append(1), overlap=True)
     try:
@@ -440,7 +440,7 @@ def test_overlapped_loop_goes_sequential_when_decode_outlasts_the_server(proc_se
                                                                           engine):
     """A big body answered at once: the next response is already waiting when the
     decode ends, so the loop counts late reads and stops overlapping after LATE_LIMIT."""
-    from harness.run.blocking_loop import LATE_LIMIT
+    from harness.run.load.blocking_loop import LATE_LIMIT
     loop, rec, done = _run_loop(proc_server(1), 30, engine)
     assert done == rec.n == 30 and not rec.errors
     assert loop.late_reads == LATE_LIMIT and not loop.overlap
@@ -451,7 +451,7 @@ def test_overlapped_loop_keeps_overlapping_through_rare_late_reads(proc_server,
                                                                    monkeypatch):
     """Late reads at or under LATE_SHARE of the requests (a preempted client, a GC
     pause) are counted, and the overlap goes on; over it, the loop goes sequential."""
-    import harness.run.blocking_loop as bl
+    import harness.run.load.blocking_loop as bl
     monkeypatch.setattr(bl, "LATE_SHARE", 0.2)
     loop, rec, done = _run_loop(proc_server(10), 40)    # 1 in 10 answered at once
     assert done == rec.n == 40 and 1 <= loop.late_reads <= 8 and loop.overlap

@@ -13,7 +13,7 @@ import pytest
 from clients.base import Client, ConnectionLost, Target, UnaryResult, clock_ns
 from harness.run.job import LoadJob
 from harness.scenario.model import Workload
-from harness.run.loadgen import LoadRunner
+from harness.run.load.loadgen import LoadRunner
 
 WORKLOAD = {"type": "embed", "batch_size": 1, "dimensions": 8, "input_words": 4,
             "distinct_inputs": 1, "encoding": "float", "compute_ms": 0,

@@ -149,7 +149,7 @@ async def test_loadgen_counts_each_failure_class_and_the_run_continues(bad_serve
     certificate, one on a refused port. Every request is made; the failures are counted
     per request by class, with a sample message each, beside the successes."""
     from harness.run.job import LoadJob
-    from harness.run.loadgen import LoadRunner
+    from harness.run.load.loadgen import LoadRunner
     from harness.scenario.model import Workload
     from harness.measure.recorder import Recorder
     from tests.integration.test_loadgen_timeouts import WORKLOAD

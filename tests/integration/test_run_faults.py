@@ -227,7 +227,7 @@ def test_a_stopped_server_fails_its_cell_at_once(tmp_path, tls_dir):
 
 
 STUCK_WORKER = """
-import asyncio, harness.run.loadgen as loadgen, harness.run.worker as worker
+import asyncio, harness.run.load.loadgen as loadgen, harness.run.worker as worker
 
 def stuck(*args, **kw):                 # a client that swallows its request's cancellation
     client = open_client(*args, **kw)

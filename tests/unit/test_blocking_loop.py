@@ -1,4 +1,4 @@
-"""The one-user closed loop (harness.run.blocking_loop) on a scripted client and an
+"""The one-user closed loop (harness.run.load.blocking_loop) on a scripted client and an
 explicit clock: the order of sends, reads and decodes, the late-read rule and errors,
 exact and in memory (against real servers: tests/integration/test_blocking_path.py)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from clients.base import ConnectionLost, UnaryResult
 from harness.measure.recorder import Recorder
-from harness.run.blocking_loop import LATE_LIMIT, BlockingLoop
+from harness.run.load.blocking_loop import LATE_LIMIT, BlockingLoop
 
 MS = 1_000_000
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from clients.base import StreamResult, StreamToken, UnaryResult
-from harness.run.pipeline import BUCKETS, Pipeline, call_components
+from harness.run.load.pipeline import BUCKETS, Pipeline, call_components
 from harness.report.pipeline import render_pipeline_section
 from harness.scenario import ScenarioError, parse_scenario, quick
 

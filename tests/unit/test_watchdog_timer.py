@@ -5,7 +5,7 @@ watchdog inside a real LoadRunner: tests/integration/test_loadgen_timeouts.py)."
 
 from __future__ import annotations
 
-from harness.run.loadgen import _Watchdog
+from harness.run.load.loadgen import _Watchdog
 
 MS = 1_000_000
 
@@ -37,7 +37,7 @@ def watchdog(timeout_ms: float = 50):
 
 
 def start(dog, now, task, at_ms: float) -> None:
-    """What LoadRunner does when a request starts (harness.run.loadgen._one)."""
+    """What LoadRunner does when a request starts (harness.run.load.loadgen._one)."""
     now[0] = 1_000 * MS + int(at_ms * MS)
     dog.deadlines[task] = now[0] + dog.timeout_ns
     if dog.timer is None:

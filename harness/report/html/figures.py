@@ -16,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")       # no display; figures are written, never shown
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness.measure.recorder import PHASES  # noqa: E402
 
@@ -59,8 +59,9 @@ def read_hgrm(path: Path) -> list[tuple[float, float]]:
 def _load_key(r: Row) -> str:
     """The load point a figure is drawn for: users or rate, and the emulated link if any
     (TLS versions and connection policies share one figure, told apart by label)."""
+    rate = r.get("rate_offered_rps") or 0
     load = f"c={r['concurrency']}" if r["mode"] == "closed" else \
-        f"{r.get('rate_offered_rps') or 0:g} req/s"
+        f"{rate:,.0f} req/s" if rate >= 10 else f"{rate:g} req/s"
     net = r.get("network")
     return load if net in (None, "veth", "loopback", "remote") else f"{load}, {net}"
 
@@ -77,8 +78,12 @@ def _log_x(ax: Any) -> None:
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=6)
+    lo, hi = ax.get_xlim()
+    if hi / max(lo, 1e-9) < 30:      # within about a decade the minor ticks need labels
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=6)
+    else:
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _legend(ax: Any) -> None:
@@ -221,3 +226,34 @@ def waterfall_figure(rows: list[Row]) -> str | None:
     ax.set_title("connection lifecycle: a new connection's request, phase by phase")
     ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     return _svg(fig)
+
+
+def capacity_figures(capacity: dict[str, dict[str, Any]], goodput: float) -> list[str]:
+    """A sweep: each cell's probes (goodput vs offered rate, the target dashed) and the
+    capacity per cell (hatched: a lower bound, the client's or the range's limit)."""
+    if not capacity:
+        return []
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for cell, result in sorted(capacity.items()):
+        probes = sorted(result["probes"], key=lambda p: p["rate"])
+        ax.plot([p["rate"] for p in probes], [(p["goodput"] or 0) * 100 for p in probes],
+                marker="o", label=cell)
+        bound = [p for p in probes if p.get("client_bound")]
+        ax.scatter([p["rate"] for p in bound], [(p["goodput"] or 0) * 100 for p in bound],
+                   marker="x", color="black", zorder=3)
+    ax.axhline(goodput * 100, linestyle="--", color="grey")
+    ax.set_xscale("log")
+    ax.set(xlabel="offered rate (req/s, log scale)", ylabel="% of requests within the SLO",
+           title="goodput of each probe (x: client bound, says nothing of the cell)")
+    _legend(ax)
+    cells = sorted(capacity, key=lambda c: capacity[c].get("capacity_rps") or 0)
+    fig2, ax2 = plt.subplots(figsize=(6.4, 0.9 + 0.35 * len(cells)))
+    for i, cell in enumerate(cells):
+        r = capacity[cell]
+        ax2.barh(i, r.get("capacity_rps") or 0, color="#4c72b0",
+                 hatch="//" if r["kind"] != "bracketed" else None,
+                 edgecolor="white" if r["kind"] == "bracketed" else "#1b2a49")
+    ax2.set_yticks(range(len(cells)), cells)
+    ax2.set(xlabel="highest rate that kept the SLO (req/s)",
+            title="capacity within the SLO (hatched: a lower bound)")
+    return [_svg(fig), _svg(fig2)]

@@ -17,8 +17,8 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from harness.report.html.figures import (bytes_figure, cdf_figures, versus_load,
-                                         waterfall_figure)
+from harness.report.html.figures import (bytes_figure, capacity_figures, cdf_figures,
+                                         versus_load, waterfall_figure)
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -64,11 +64,29 @@ def figures_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
         if drawn:
             parts += [f"<h3>{'Streams' if stream else 'Requests'}</h3>",
                       '<div class="figures">', *drawn, "</div>"]
+    return "".join(parts)
+
+
+def _lifecycle(rows: list[dict[str, Any]]) -> list[str]:
+    parts = []
     svg = waterfall_figure(rows)
     if svg:
         parts += ["<h3>Connection lifecycle</h3>", _figure(svg, "cold requests only: each "
                                                                "opened its connection")]
-    if not parts:
+    return parts
+
+
+def figures_html(summary: dict[str, Any], out_dir: Path) -> str:
+    rows = summary.get("rows") or []
+    parts = []
+    capacity = summary.get("capacity")
+    if capacity:
+        goodput = summary["scenario"]["load"].get("goodput") or 0.99
+        parts += ["<h3>Capacity within the SLO</h3>", '<div class="figures">',
+                  *[_figure(s, "one line per cell; the dashed line is the goodput target")
+                    for s in capacity_figures(capacity, goodput)], "</div>"]
+    parts += [figures_section(rows, out_dir), *_lifecycle(rows)]
+    if not any(parts):
         return ""
     return ("<h2>Figures</h2><p class=note>Dashed lines and [saturated] / [failed] labels "
             "mark rows that measure a library, not a protocol.</p>" + "".join(parts))
@@ -99,7 +117,7 @@ def render_html(summary: dict[str, Any], report_md: str, out_dir: Path) -> str:
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{title}</title>", f"<style>{STYLE}</style></head><body>",
-        head, figures_section(summary.get("rows") or [], out_dir), rest,
+        head, figures_html(summary, out_dir), rest,
         "<h2>Environment and scenario</h2>",
         f"<details><summary>environment</summary><pre>{env}</pre></details>",
         f"<details><summary>resolved scenario</summary><pre>{scenario}</pre></details>",

@@ -1,4 +1,4 @@
-"""The closed loop of one user through a blocking client (harness.run.loadgen's blocking path).
+"""The closed loop of one user through a blocking client (harness.run.load.loadgen's blocking path).
 
 Sequential: send, receive, decode and record, then the next request; every step of the
 client is in series with the server's.

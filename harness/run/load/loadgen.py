@@ -14,7 +14,7 @@ per request: at concurrency 1 all client CPU is in series with the server's. Sam
 request, same stamps, same UnaryResult and Recorder, so every metric keeps its
 definition. `LoadJob.client_path` = "auto" (that rule), "async" (never) or "blocking"
 (required; an error where there is none) or "sequential" (blocking, without overlapping
-the decode with the next request: harness.run.blocking_loop); what ran is in the result's
+the decode with the next request: harness.run.load.blocking_loop); what ran is in the result's
 `client_path`.
 """
 
@@ -32,8 +32,8 @@ from clients.transport.resolver import Resolver
 from clients.transport.wire import METER
 from base.clock import sleep_until_ns
 
-from harness.run.blocking_loop import BlockingLoop
-from harness.run.pipeline import Pipeline
+from harness.run.load.blocking_loop import BlockingLoop
+from harness.run.load.pipeline import Pipeline
 from base.protocols import STREAM_OF
 from harness.measure.recorder import Recorder
 from harness.run.events import Result
