@@ -8,6 +8,7 @@ from typing import Any
 from harness.measure.attribution import per_cell, protocol_or_library
 from base.cells import parse_cell
 from harness.report.capacity import markdown_section as capacity_section
+from harness.report.claims import claims_section
 from harness.report.questions import METHOD, verdict_lines
 from harness.report.conclusion import conclusions, protocol_or_library as library_lines
 from harness.run.status import effective_status
@@ -420,6 +421,9 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
                   "The harness stamps the first response byte when its engine hands it over; "
                   "libcurl stamps it inside the transfer. They should agree within tens of "
                   "microseconds:", "", *phases, ""]
+    claims = claims_section(rows, s["name"])
+    if s["name"] == "claims" or any("| **" in line for line in claims):
+        parts += claims
     if thresholds:
         parts += ["## Thresholds", "", *thresholds, ""]
     found = notes(rows)
