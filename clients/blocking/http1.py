@@ -41,9 +41,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from clients.base import (ConnectError, ConnectionLost, FallbackError, PhaseTimeout,
+from clients.base import (ConnectError, ConnectionLost, PhaseTimeout,
                           ProtocolViolation, Refused, RequestTimeout, Target, clock_ns)
 from clients.blocking.sockets import Connection, Stale, TcpConnection
+from clients.framing.h1 import (CHUNKED, LENGTH, NONE, ChunkedDecoder, body_plan, next_head,
+                                value)
 from clients.http_api import Headers, HttpResponse
 from clients.transport.http1 import RequestHead
 from clients.transport.phases import ConnectStamps
@@ -197,38 +199,35 @@ class BlockingH1Transport:
         buf = self._buf
         have, t_first, t_last = self._have, 0, 0
         pos = 0                         # where this response's head starts
-        while True:                     # the head (1xx heads skipped)
-            end = buf.find(b"\r\n\r\n", pos, have) if have > pos else -1
-            if end < 0:
-                if have == BUFFER:
-                    raise ProtocolViolation("HTTP/1.1 response head larger than "
-                                            f"{BUFFER} bytes")
-                try:
-                    n = self._recv(have, deadline)
-                except ConnectionLost:
-                    if not new and have == 0:
-                        raise Stale() from None
-                    raise
-                t = self._clock()
-                if n == 0:
-                    if not new and have == 0:
-                        raise Stale()
-                    raise ConnectionLost("connection closed mid-response (EOF)")
-                if not t_first:
-                    t_first = t
-                t_last = t
-                have += n
-                continue
-            head = bytes(buf[pos:end])
-            status, low, length, chunked, close = _parse_head(head)
-            pos = end + 4
-            if status >= 200:
+        while True:                     # the head (1xx heads skipped): the framing core's
+            head, pos = next_head(buf, pos, have)
+            if head is not None:
                 break
+            if have == BUFFER:
+                raise ProtocolViolation("HTTP/1.1 response head larger than "
+                                        f"{BUFFER} bytes")
+            try:
+                n = self._recv(have, deadline)
+            except ConnectionLost:
+                if not new and have == 0:
+                    raise Stale() from None
+                raise
+            t = self._clock()
+            if n == 0:
+                if not new and have == 0:
+                    raise Stale()
+                raise ConnectionLost("connection closed mid-response (EOF)")
+            if not t_first:
+                t_first = t
+            t_last = t
+            have += n
+        status, length, close = head.status, head.length, head.close
         t_end = t_last                  # the read that completed the head (and maybe the body)
-        if method == b"HEAD" or status in (204, 304):
+        plan = body_plan(head, method)
+        if plan == NONE:
             raw: bytes | bytearray = b""
             rest = pos
-        elif length is not None:
+        elif plan == LENGTH:
             got = have - pos
             if length <= got:           # all here already (the usual small response)
                 raw = bytes(buf[pos:pos + length])
@@ -245,7 +244,7 @@ class BlockingH1Transport:
                                              f"{length} bytes)")
                     got += n
                 raw, rest, have = out, 0, 0
-        elif chunked:
+        elif plan == CHUNKED:
             raw, left, t = self._chunked(pos, have, deadline)
             t_end = t or t_end
             rest = have = 0
@@ -262,49 +261,26 @@ class BlockingH1Transport:
         if have > rest:                 # bytes beyond this response: the server spoke
             close = True                # out of turn; never read them as the next one
         self._have = 0
-        response = _HeadResponse(status, head, low, t_first, new, pending.connect_ns,
-                                 self.local_port)
+        response = _HeadResponse(status, head.raw, head.low, t_first, new,
+                                 pending.connect_ns, self.local_port)
         response.t_sent_ns, response.opened = pending.t_sent, pending.opened
         if close:
             self._drop()
         return response, raw, t_end, None
 
     def _chunked(self, pos: int, have: int, deadline: int) -> tuple[bytes, bool, int]:
-        """A chunked body from buf[pos:have] on: (body, bytes left over after it, time
-        of the last read). Rare here (the servers send Content-Length), so simple."""
-        buf, t = self._buf, 0
-        data, parts, i = bytes(buf[pos:have]), [], 0
-
-        def more() -> bytes:
-            nonlocal t
+        """A chunked body from buf[pos:have] on, decoded by the framing core: (body,
+        bytes left over after it, time of the last read). Rare here (the servers send
+        Content-Length)."""
+        decoder, t = ChunkedDecoder(), 0
+        parts = decoder.feed(bytes(self._buf[pos:have]))
+        while not decoder.done:
             n = self._recv(0, deadline)
             t = self._clock()
             if n == 0:
                 raise ConnectionLost("connection closed mid-body (chunked)")
-            return bytes(buf[:n])
-
-        while True:
-            eol = data.find(b"\r\n", i)
-            while eol < 0:
-                data += more()
-                eol = data.find(b"\r\n", i)
-            try:
-                size = int(data[i:eol].split(b";", 1)[0], 16)
-            except ValueError:
-                raise ProtocolViolation(f"bad chunk size line {data[i:eol][:40]!r}") from None
-            if size == 0:               # the last chunk, then trailers and a blank line
-                tail = data.find(b"\r\n\r\n", eol)
-                while tail < 0:
-                    data += more()
-                    tail = data.find(b"\r\n\r\n", eol)
-                return b"".join(parts), len(data) > tail + 4, t
-            end = eol + 2 + size
-            while len(data) < end + 2:
-                data += more()
-            if data[end:end + 2] != b"\r\n":
-                raise ProtocolViolation("chunk not followed by CRLF")
-            parts.append(data[eol + 2:end])
-            i = end + 2
+            parts += decoder.feed(bytes(self._buf[:n]))
+        return b"".join(parts), decoder.leftover, t
 
 
 class _Pending:
@@ -337,57 +313,10 @@ class _HeadResponse(HttpResponse):
         if self._headers is None:
             headers = []
             for line in self._head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                headers.append((name.strip().lower(), value.strip()))
+                name, _, text = line.partition(b":")
+                headers.append((name.strip().lower(), text.strip()))
             self._headers = headers
         return self._headers
 
     def header(self, name: bytes) -> bytes | None:
-        return _value(self._head, self._low, b"\r\n" + name + b":")
-
-
-def _value(head: bytes, low: bytes, key: bytes) -> bytes | None:
-    """The first value of the header `key` (b"\\r\\nname:", lowercase) in a head."""
-    i = low.find(key)
-    if i < 0:
-        return None
-    i += len(key)
-    j = head.find(b"\r\n", i)
-    return head[i:j].strip() if j >= 0 else head[i:].strip()
-
-
-_LENGTH, _TE, _CONNECTION = b"\r\ncontent-length:", b"\r\ntransfer-encoding:", b"\r\nconnection:"
-
-
-def _parse_head(head: bytes) -> tuple[int, bytes, int | None, bool, bool]:
-    """(status, lowercased head, content-length, chunked, close) of one response head
-    (without its blank line). C-level searches only: a loop over header lines in Python
-    (and `bytes in bytes`, which raises and clears a TypeError inside CPython each time)
-    cost ~10,000 instructions per response."""
-    if not head.startswith(b"HTTP/1.1 "):
-        line = head.split(b"\r\n", 1)[0]
-        if head.startswith(b"HTTP/"):
-            raise FallbackError(f"server answered {line[:8].decode(errors='replace')}")
-        raise ProtocolViolation(f"bad HTTP/1.1 status line {line[:80]!r}")
-    try:
-        status = int(head[9:12])
-    except ValueError:
-        raise ProtocolViolation(f"bad HTTP/1.1 status line {head[:80]!r}") from None
-    low = head.lower()
-    length = None
-    value = _value(head, low, _LENGTH)
-    if value is not None:
-        try:
-            length = int(value)
-        except ValueError:
-            raise ProtocolViolation(f"bad content-length {value[:40]!r}") from None
-        if length < 0:
-            raise ProtocolViolation(f"bad content-length {value[:40]!r}")
-    chunked = close = False
-    if low.find(_TE) >= 0:
-        chunked = _value(low, low, _TE).find(b"chunked") >= 0      # type: ignore[union-attr]
-        if chunked:
-            length = None               # RFC 9112: transfer-encoding wins
-    if low.find(_CONNECTION) >= 0:
-        close = _value(low, low, _CONNECTION).find(b"close") >= 0  # type: ignore[union-attr]
-    return status, low, length, chunked, close
+        return value(self._head, self._low, b"\r\n" + name + b":")

@@ -8,18 +8,9 @@ h2load). When a worker has exactly one user on one connection (harness.run.load.
 this transport writes them itself and reads the server's, one stream at a time,
 over a blocking TCP or TLS socket (ALPN h2, or h2c with prior knowledge).
 
-What it does of RFC 9113, for one request at a time:
-- Opening: the preface, SETTINGS (no server push; the largest stream window and frame
-  size, so a response never waits for a WINDOW_UPDATE and comes in few frames) and a
-  connection WINDOW_UPDATE to the largest window, re-opened as data is consumed.
-- Requests: HEADERS with the header block as HPACK literals without indexing (the same
-  bytes every time, no table state), then DATA with END_STREAM, split at the server's
-  frame size and held to its flow-control windows.
-- Responses: HEADERS and CONTINUATION decoded by hpack's Decoder (the server indexes
-  its headers), checked as the asyncio client checks them (clients.transport.http2's
-  header_block_error); DATA with padding removed; trailers decoded and dropped;
-  SETTINGS acknowledged, PING answered, WINDOW_UPDATE applied; RST_STREAM is a
-  ConnectionLost for that request, GOAWAY for requests the server did not take.
+What each frame means is decided by the sans-IO framing core (clients.framing.h2:
+the opening, request frames, the connection's control frames, the response's stream);
+this module reads, writes, waits and stamps.
 
 Same contract and stamps as clients.blocking.http1: `fetch_sync`, or `send_sync` then
 `receive_sync` (the overlapped loop, harness.run.load.blocking_loop) and `response_waiting`;
@@ -37,16 +28,17 @@ from __future__ import annotations
 
 import socket
 import ssl
-import struct
 from typing import Callable
 
 import hpack
 
-from clients.base import (ClientError, ConnectionLost, FallbackError, ProtocolViolation,
-                          RequestTimeout, Target, clock_ns)
+from clients.base import (ClientError, ConnectionLost, FallbackError, RequestTimeout, Target,
+                          clock_ns)
+from clients.framing.h2 import (DATA, END_HEADERS, END_STREAM, HEADERS, OPENING,
+                                RESPONSE_FRAMES, WINDOW_UPDATE, Response, Session, frame,
+                                frame_header, literal, stream_frame)
 from clients.transport.connect import os_error, tls_error
 from clients.blocking.sockets import Connection, Stale, StreamConnection
-from clients.transport.http2 import header_block_error
 from clients.http_api import Headers, HttpResponse
 from clients.transport.phases import ConnectStamps
 
@@ -55,43 +47,7 @@ try:
 except ImportError:                     # pragma: no cover
     from clients.base import ConnectError as PhaseTimeout  # type: ignore[assignment]
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, \
-    WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-MAX_WINDOW = 2**31 - 1
-MAX_FRAME = 2**24 - 1                   # the largest frame size we accept
-REOPEN_AT = 2**30                       # consumed bytes before the window is re-opened
 BUFFER = 256 * 1024
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + \
-        struct.pack(">I", stream) + payload
-
-
-def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out, value = [first | limit], value - limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """A header field as an HPACK literal without indexing, new name, no Huffman."""
-    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
-
-
-_OPENING = (PREFACE
-            + _frame(SETTINGS, 0, 0, struct.pack(">HIHIHI", 2, 0, 4, MAX_WINDOW, 5, MAX_FRAME))
-            + _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
-_SETTINGS_ACK = _frame(SETTINGS, ACK, 0)
-_RESPONSE_FRAMES = (DATA, HEADERS, RST_STREAM)
 
 
 class BlockingH2Transport:
@@ -120,8 +76,8 @@ class BlockingH2Transport:
             from base.client_tls import client_context
             self._ssl = client_context(target.ca, ["h2"], target.tls_version)
         scheme = b"https" if self.tls else b"http"
-        self._fixed = (_literal(b":scheme", scheme)
-                       + _literal(b":authority", target.authority.encode()))
+        self._fixed = (literal(b":scheme", scheme)
+                       + literal(b":authority", target.authority.encode()))
         self._blocks: dict[tuple, bytes] = {}     # request -> its header block
         self._open, self._wrap, self._clock = connect, wrap, clock
         self.sock: Connection | None = None
@@ -163,21 +119,14 @@ class BlockingH2Transport:
         try:
             sock.set_timeout(self.timeout_s)
             self._sockto = self.timeout_s
-            sock.sendall(_OPENING)
+            sock.sendall(OPENING)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
         self.local_port = sock.local_port
         self._pos = self._have = 0
-        self._decoder = hpack.Decoder()
-        self._next_stream = 1
-        self._send_window = 65535               # the connection's, for our DATA
-        self._peer_window = 65535               # a new stream's, from the server's SETTINGS
-        self._peer_frame = 16384
-        self._consumed = 0                      # DATA bytes since the window was re-opened
-        self._goaway: int | None = None         # the last stream the server will answer
-        self._first = True                      # no frame read yet
+        self._session = Session()               # what the connection knows (framing core)
         self._t_read = 0                        # when the last read returned
         return stamps
 
@@ -217,9 +166,9 @@ class BlockingH2Transport:
         key = (method, path, tuple(headers), len(body))
         block = self._blocks.get(key)
         if block is None:
-            block = (_literal(b":method", method) + self._fixed + _literal(b":path", path)
-                     + b"".join(_literal(k, v) for k, v in headers)
-                     + _literal(b"content-length", b"%d" % len(body)))
+            block = (literal(b":method", method) + self._fixed + literal(b":path", path)
+                     + b"".join(literal(k, v) for k, v in headers)
+                     + literal(b"content-length", b"%d" % len(body)))
             if len(self._blocks) < 64:
                 self._blocks[key] = block
         pending = _Pending(block, body, self._clock() + self.timeout_ns)
@@ -253,7 +202,7 @@ class BlockingH2Transport:
             self._read_available()
         pos, have, buf = self._pos, self._have, self._buf
         while pos + 9 <= have:
-            if (buf[pos + 3] in _RESPONSE_FRAMES
+            if (buf[pos + 3] in RESPONSE_FRAMES
                     and int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF == stream):
                 return True
             pos += 9 + int.from_bytes(buf[pos:pos + 3], "big")
@@ -276,12 +225,11 @@ class BlockingH2Transport:
             opened = None
             if self.sock is None:
                 opened = self._connect(pending.deadline)
-            elif self._goaway is not None:
+            elif self._session.goaway is not None:
                 self._drop()                      # the server is going away: a new one
                 continue
             pending.opened = opened
-            stream = pending.stream = self._in_flight = self._next_stream
-            self._next_stream += 2
+            stream = pending.stream = self._in_flight = self._session.new_stream()
             try:
                 self._write_request(pending, stream)
                 pending.t_sent = self._clock()
@@ -297,27 +245,28 @@ class BlockingH2Transport:
 
     def _write_request(self, pending: "_Pending", stream: int) -> None:
         block, body = pending.block, pending.body
-        out = [_frame(HEADERS, END_HEADERS | (0 if body else END_STREAM), stream, block)]
-        sent, stream_window = 0, self._peer_window
+        out = [frame(HEADERS, END_HEADERS | (0 if body else END_STREAM), stream, block)]
+        session = self._session
+        sent, stream_window = 0, session.peer_window
         while sent < len(body):
             # The stream's window and the connection's; wait for a WINDOW_UPDATE when
             # one is spent (large request bodies only).
-            room = min(stream_window - sent, self._send_window, self._peer_frame)
+            room = min(stream_window - sent, session.send_window, session.peer_frame)
             if room <= 0:
                 if out:
                     self.sock.sendall(b"".join(out))
                     out = []
-                frame = self._frame_in(pending.deadline, pending)
-                if frame is not None:
-                    if frame[0] != WINDOW_UPDATE:
+                got = self._frame_in(pending.deadline, pending)
+                if got is not None:
+                    if got[0] != WINDOW_UPDATE:
                         raise ConnectionLost("HTTP/2 server answered before the request "
                                              "body was sent")
-                    stream_window += int.from_bytes(frame[2][:4], "big") & 0x7FFFFFFF
+                    stream_window += int.from_bytes(got[2][:4], "big") & 0x7FFFFFFF
                 continue
             chunk = body[sent:sent + room]
             sent += len(chunk)
-            self._send_window -= len(chunk)
-            out.append(_frame(DATA, END_STREAM if sent == len(body) else 0, stream, chunk))
+            session.send_window -= len(chunk)
+            out.append(frame(DATA, END_STREAM if sent == len(body) else 0, stream, chunk))
         if out:
             self.sock.sendall(b"".join(out))
 
@@ -355,20 +304,9 @@ class BlockingH2Transport:
     def _next_frame(self, deadline: int) -> tuple[int, int, int, bytes, int]:
         """(type, flags, stream, payload, time of the read that completed it)."""
         self._fill(9, deadline)
-        head = self._buf[self._pos:self._pos + 9]
-        length = int.from_bytes(head[:3], "big")
-        kind, flags = head[3], head[4]
-        stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-        if self._first:                 # a server speaking HTTP/2 starts with SETTINGS
-            self._first = False
-            if kind != SETTINGS or stream:
-                if head.startswith(b"HTTP/"):
-                    raise FallbackError(f"asked for HTTP/2, the server answered in "
-                                        f"{bytes(head[:8]).decode('ascii', 'replace')}")
-                raise ProtocolViolation("HTTP/2 server did not start with SETTINGS")
-        if length > MAX_FRAME:
-            raise ProtocolViolation(f"HTTP/2 frame of {length} bytes, over our "
-                                    f"SETTINGS_MAX_FRAME_SIZE")
+        kind, flags, stream, length = frame_header(self._buf[self._pos:self._pos + 9],
+                                                   self._session.first)
+        self._session.first = False
         self._fill(9 + length, deadline)
         start = self._pos + 9
         payload = bytes(self._buf[start:start + length])
@@ -383,133 +321,52 @@ class BlockingH2Transport:
         request's stream comes back as (type, flags, payload, time)."""
         kind, flags, stream, payload, t = self._next_frame(deadline)
         if stream == 0:
-            if kind == SETTINGS:
-                if not flags & ACK:
-                    self._settings(payload)
-                    self.sock.sendall(_SETTINGS_ACK)
-            elif kind == PING:
-                if not flags & ACK:
-                    self.sock.sendall(_frame(PING, ACK, 0, payload))
-            elif kind == WINDOW_UPDATE:
-                self._send_window += int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-            elif kind == GOAWAY:
-                last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-                code = int.from_bytes(payload[4:8], "big")
-                self._goaway = last
-                if pending.stream > last:
-                    raise ConnectionLost(f"server sent GOAWAY (error code {code}) before "
-                                         f"stream {pending.stream}")
+            reply = self._session.control(kind, flags, payload, pending.stream)
+            if reply is not None:
+                self.sock.sendall(reply)
             return None
-        if stream != pending.stream:
-            if kind == PUSH_PROMISE:
-                raise ProtocolViolation("PUSH_PROMISE although push is disabled")
-            return None                 # frames of an earlier, finished stream
-        if kind == HEADERS and flags & PRIORITY_FLAG:
-            payload = self._unpad(payload, flags)[5:]
-            flags &= ~PADDED
-        return kind, flags, payload, t
-
-    def _settings(self, payload: bytes) -> None:
-        for i in range(0, len(payload) - 5, 6):
-            ident, value = struct.unpack_from(">HI", payload, i)
-            if ident == 4:
-                self._peer_window = value
-            elif ident == 5:
-                self._peer_frame = value
-
-    @staticmethod
-    def _unpad(payload: bytes, flags: int) -> bytes:
-        if not flags & PADDED:
-            return payload
-        pad = payload[0]
-        if pad >= len(payload):
-            raise ProtocolViolation("HTTP/2 padding longer than its frame")
-        return payload[1:len(payload) - pad]
+        mine = stream_frame(kind, flags, stream, payload, pending.stream)
+        return None if mine is None else (*mine, t)
 
     def _receive(self, pending: "_Pending") -> tuple[HttpResponse, bytes, int, None]:
-        deadline = pending.deadline
-        block: list[bytes] = []         # a header block's fragments until END_HEADERS
-        ends_with_block = False
+        deadline, session = pending.deadline, self._session
+        stream = Response(session, pending.stream)
         response: HttpResponse | None = None
-        parts: list[bytes] = []
         got_any = False
         while True:
             try:
-                frame = self._frame_in(deadline, pending)
+                got = self._frame_in(deadline, pending)
             except ConnectionLost:
                 if not got_any and pending.opened is None:
                     raise Stale() from None
                 raise
             got_any = True
-            if frame is None:
+            if got is None:
                 continue
-            kind, flags, payload, t = frame
-            if kind == DATA:
-                if response is None or block:
-                    raise ProtocolViolation("HTTP/2 DATA before the response's headers")
-                self._consumed += len(payload)
-                data = self._unpad(payload, flags)
-                if data:
-                    parts.append(data)
-                ended = flags & END_STREAM
-            elif kind == HEADERS:
-                if block:
-                    raise ProtocolViolation("HTTP/2 HEADERS inside a header block")
-                block.append(self._unpad(payload, flags))
-                ends_with_block = bool(flags & END_STREAM)
-                if not flags & END_HEADERS:
-                    continue
-                response = self._headers(b"".join(block), response, t, pending)
-                block, ended = [], ends_with_block
-            elif kind == CONTINUATION:
-                if not block:
-                    raise ProtocolViolation("HTTP/2 CONTINUATION without HEADERS")
-                block.append(payload)
-                if not flags & END_HEADERS:
-                    continue
-                response = self._headers(b"".join(block), response, t, pending)
-                block, ended = [], ends_with_block
-            elif kind == RST_STREAM:
-                code = int.from_bytes(payload[:4], "big")
-                raise ConnectionLost(f"server reset stream {pending.stream} "
-                                     f"(error code {code})")
-            else:
-                continue                # PRIORITY, the stream's WINDOW_UPDATE, unknown
+            kind, flags, payload, t = got
+            ended = stream.frame(kind, flags, payload)
+            if stream.head_done:        # stamped by the read that completed the head
+                response = self._response(stream, t, pending)
             if ended:
-                if response is None:
-                    raise ProtocolViolation("HTTP/2 stream ended without a response")
                 break
-        if self._consumed >= REOPEN_AT:
-            self.sock.sendall(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._consumed)))
-            self._consumed = 0
-        if self._goaway is not None:
+        reopen = session.window_reopen()
+        if reopen is not None:
+            self.sock.sendall(reopen)
+        if session.goaway is not None:
             self._drop()
+        parts = stream.parts
         raw = parts[0] if len(parts) == 1 else b"".join(parts)
         response.t_sent_ns, response.opened = pending.t_sent, pending.opened
         return response, raw, t, None
 
-    def _headers(self, block: bytes, response: HttpResponse | None, t: int,
-                 pending: "_Pending") -> HttpResponse | None:
-        """Decode a header block: the response's (1xx ones skipped) or its trailers."""
-        try:
-            headers = self._decoder.decode(block, raw=True)
-        except hpack.HPACKError as exc:
-            raise ProtocolViolation(f"HTTP/2 header block: {exc}") from None
-        trailers = response is not None
-        problem = header_block_error(headers, trailers)
-        if problem:
-            raise ProtocolViolation(f"HTTP/2 response: {problem}")
-        if trailers:
-            return response
-        status = int(headers[0][1])
-        if status < 200:
-            return None                 # an interim response: the final one follows
+    def _response(self, stream: Response, t: int, pending: "_Pending") -> HttpResponse:
         new = pending.opened is not None
         connect_ns = None
         if new:
             opened = pending.opened
             connect_ns = (opened.handshake or opened.tcp) - opened.start
-        return HttpResponse(status, headers[1:], t, new, connect_ns, self.local_port)
+        return HttpResponse(stream.status, stream.headers, t, new, connect_ns,
+                            self.local_port)
 
 
 class _Pending:

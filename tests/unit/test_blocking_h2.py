@@ -9,9 +9,10 @@ import pytest
 
 from clients.base import ConnectionLost, RequestTimeout, Target
 
-from clients.blocking.http2 import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING,
-                                    PREFACE, RST_STREAM, SETTINGS, BlockingH2Transport,
-                                    _frame)
+from clients.blocking.http2 import BlockingH2Transport
+from clients.framing.h2 import (ACK, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING,
+                                PREFACE, RST_STREAM, SETTINGS)
+from clients.framing.h2 import frame as _frame
 
 MS = 1_000_000
 TIMEOUT = object()

@@ -1,0 +1,1 @@
+"""Protocol framing without I/O (sans-IO): bytes in, events and decisions out."""
