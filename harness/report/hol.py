@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.measure.hol_stats import drop_stats
 from harness.measure.hol import DEFINITIONS, DropTimeline, PointAnalysis, StreamTimeline
 from harness.report.tables import fmt, table as _table
 
@@ -132,6 +133,25 @@ def timeline_table(p: HolPoint, tokens_shown: int = 8) -> str:
         ["stream", "connection",
          f"excess one-way delay, first {tokens_shown} tokens after the drop (ms)",
          "peak ms", "stalled"], rows)])
+
+
+def single_drop_table(points: list[HolPoint]) -> str:
+    """Per series, over its single drops: the owner's and the collateral stall."""
+    return _table(
+        ["series", "drops (missed)", "owner's stall ms, median [min-max]",
+         "collateral stall ms, median [min-max]", "drops with a collateral stall"],
+        [[d.series, f"{d.drops}" + (f" ({d.missed})" if d.missed else ""),
+          d.owner_ms.text() if d.owner_ms else "-",
+          d.collateral_ms.text() if d.collateral_ms else "-",
+          f"{d.with_collateral_stall} of {d.drops}"] for d in drop_stats(points)])
+
+
+def first_per_series(probes: list[HolPoint]) -> list[HolPoint]:
+    """One example drop per series (the earliest position), for timelines and figures."""
+    seen: dict[str, HolPoint] = {}
+    for p in probes:
+        seen.setdefault(p.series, p)
+    return list(seen.values())
 
 
 def _dir(direction: str) -> str:
@@ -259,21 +279,19 @@ def folklore_sentences(points: list[HolPoint]) -> list[str]:
 
 def _h2_verdict(h2: list[HolPoint]) -> list[str]:
     out = []
-    for p in (p for p in h2 if p.timeline):
-        clean, stalled = _stalled_others(p.timeline)
-        if not clean:
+    for d in drop_stats(p for p in h2 if p.timeline):
+        if not d.drops or not d.clean_streams:
             continue
-        if len(stalled) == len(clean):
-            out.append(f"- Consistent with \"HTTP/2 stalls all streams\": in {p.series} one "
-                       f"drop stalled all {len(clean)} streams that lost nothing.")
+        spread = f"collateral stall {d.collateral_ms.text()} ms" if d.collateral_ms else ""
+        if d.with_collateral_stall == d.drops:
+            out.append(f"- Consistent with \"HTTP/2 stalls all streams\": in {d.series}, "
+                       f"every one of {d.drops} single drops stalled streams that lost "
+                       f"nothing ({spread}, median [min-max]).")
         else:
-            calm = [s for s in clean if not s.stalled]
-            out.append(f"- Contradicts \"HTTP/2 stalls all streams\": in {p.series} one drop "
-                       f"stalled {len(stalled)} of the {len(clean)} streams that lost nothing; "
-                       f"streams {', '.join(str(s.stream) for s in calm)} stayed under the "
-                       f"stall threshold (peak excess one-way delay "
-                       f"{max(s.peak_excess_ms or 0 for s in calm):.1f} ms): a stream waits "
-                       "only for tokens it emits while the lost segment is being recovered.")
+            out.append(f"- Partly consistent with \"HTTP/2 stalls all streams\": in {d.series}, "
+                       f"{d.with_collateral_stall} of {d.drops} single drops stalled streams "
+                       f"that lost nothing ({spread}): a stream waits only for tokens it emits "
+                       "while the lost segment is being recovered.")
     lossy = [p for p in h2 if p.loss > 0 and not p.single_drop]
     if lossy:
         quiet = [p for p in lossy if p.analysis.collateral_stalls == 0]
@@ -296,15 +314,20 @@ def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint],
     lossy = [p for p in h3 if p.loss > 0 and not p.single_drop]
     coupled = [p for p in lossy if p.analysis.collateral_stalls > 0]
     out = []
+    stats = {d.series: d for d in drop_stats(drops)}
     if probes:
         out.append("- Not consistent with \"HTTP/3 has no head-of-line blocking\" in the "
-                   "single drops: " + "; ".join(_probe_evidence(p) for p in probes) + ". "
-                   "Whether by ordering or by state the streams share cannot be told from "
-                   "these numbers.")
+                   "single drops: " + "; ".join(
+                       f"{d.series}: {d.with_collateral_stall} of {d.drops} drops stalled a "
+                       f"stream that lost nothing (collateral {d.collateral_ms.text()} ms)"
+                       for d in stats.values() if d.with_collateral_stall and d.collateral_ms)
+                   + f"; e.g. {_probe_evidence(probes[0])}. Whether by ordering or by state "
+                   "the streams share cannot be told from these numbers.")
     elif drops:
-        out.append(f"- Consistent with \"HTTP/3 has no head-of-line blocking\": in "
-                   f"{len(drops)} single-drop point(s) one dropped datagram stalled no stream "
-                   "that lost nothing.")
+        out.append("- Consistent with \"HTTP/3 has no head-of-line blocking\": " + "; ".join(
+            f"in {d.series} none of {d.drops} single drops stalled a stream that lost "
+            f"nothing (collateral delay {d.collateral_ms.text()} ms, median [min-max])"
+            for d in stats.values() if d.drops and d.collateral_ms) + ".")
     if coupled:
         out.append("- Coupling under sustained loss (not head-of-line blocking, which the "
                    "single drops answer): " + "; ".join(_coupled_evidence(p, h2)
@@ -488,7 +511,8 @@ def render_hol_section(points: list[HolPoint], figure_dir: Path,
     parts = ["## Head-of-line blocking", "", setup_sentence(points), "",
              "### What the numbers show", ""]
     said = (collateral_sentences(sweep) + trend_sentences(sweep) + itl_sentences(sweep)
-            + [drop_sentence(p) for p in probes] + missed_drop_sentences(points)
+            + [drop_sentence(p) for p in first_per_series(probes)]
+            + missed_drop_sentences(points)
             + folklore_sentences(points))
     parts += said or ["- No point had loss or a dropped packet: nothing to attribute."]
     parts += ["", "### Per point", "", sweep_table(points), ""]
@@ -499,7 +523,11 @@ def render_hol_section(points: list[HolPoint], figure_dir: Path,
                   ("Excess one-way delay: a token's one-way delay minus its stream's median "
                    "before the drop; tokens listed from the one emitted just before the drop."),
                   ""]
-        for p in probes:
+        parts += ["Every single drop, per series (a different packet each time; excess "
+                  "one-way delay over the stream's median before the drop):", "",
+                  single_drop_table(points), "",
+                  "One example per series (its earliest drop):", ""]
+        for p in first_per_series(probes):
             parts += [timeline_table(p), ""]
         if TIMELINE_FIGURE in figures:
             parts += [f"![per-stream delivery around the drop]({link(figures[TIMELINE_FIGURE])})", ""]
@@ -516,7 +544,7 @@ def _figures(sweep: list[HolPoint], probes: list[HolPoint], figure_dir: Path) ->
         return {"missing": "matplotlib is not installed"}
     out = {}
     for name, draw, pts in ((SWEEP_FIGURE, loss_sweep_figure, sweep),
-                            (TIMELINE_FIGURE, drop_timeline_figure, probes)):
+                            (TIMELINE_FIGURE, drop_timeline_figure, first_per_series(probes))):
         made = draw(pts, figure_dir / name)
         if made is not None:
             out[name] = made

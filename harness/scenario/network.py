@@ -61,11 +61,15 @@ class Network:
     raw: Any = None                      # as written (for to_dict and the results)
 
     def ends(self) -> "Network":
-        """First and last variant of each named link: the --quick version of a sweep."""
+        """First and last variant of each named link: the --quick version of a sweep; of
+        repeated single drops (one_per_run) the first three, so a quick run still has a
+        median and a spread, early in the streams (quick streams are short)."""
         by_name: dict[str, list[LinkSpec]] = {}
         for link in self.links:
             by_name.setdefault(link.name.split(" ")[0], []).append(link)
-        kept = tuple(v for group in by_name.values() for v in dict.fromkeys((group[0], group[-1])))
+        kept = tuple(v for group in by_name.values()
+                     for v in (group[:3] if all(".drop=" in g.name for g in group)
+                               else dict.fromkeys((group[0], group[-1]))))
         return replace(self, links=kept)
 
 
@@ -131,11 +135,29 @@ def _nth(v: Any, path: str) -> tuple[int, ...]:
     return out
 
 
-_DROP = Section(DropRule, (
+@dataclass(frozen=True)
+class _DropRaw:
+    """A drop rule as written. With `one_per_run`, its nth values are alternatives: one
+    link variant per value, each dropping that one packet (repeated single drops at
+    varied positions); without, one run drops every listed packet."""
+    nth: tuple[int, ...]
+    min_size: int
+    max_size: int
+    proto: str
+    one_per_run: bool
+
+    def rules(self) -> tuple[DropRule, ...]:
+        """The DropRule of each variant (one, unless one_per_run)."""
+        nths = [(n,) for n in self.nth] if self.one_per_run else [self.nth]
+        return tuple(DropRule(n, self.min_size, self.max_size, self.proto) for n in nths)
+
+
+_DROP = Section(_DropRaw, (
     Field("nth", _nth),
     Field("min_size", integer(0, 65535), 0),
     Field("max_size", integer(0, 65535), 65535),
     Field("proto", choice("any", "tcp", "udp"), "any"),
+    Field("one_per_run", boolean, False),
 ))
 
 _BLACKHOLE = Section(Blackhole, (
@@ -254,13 +276,27 @@ def _label(value: Any) -> str:
     return f"{value:g}"
 
 
-def _expand(link: _LinkRaw, seed: int) -> list[LinkSpec]:
+def _drop_axis(d: str, raw: tuple[_DropRaw, ...], path: str) -> tuple[tuple, tuple]:
+    """(the rules every variant has, the alternatives of the one_per_run rule or ())."""
+    fixed = tuple(r for rule in raw if not rule.one_per_run for r in rule.rules())
+    swept = [rule for rule in raw if rule.one_per_run]
+    if len(swept) > 1:
+        raise Invalid(path, f"{d}.drops: at most one rule with one_per_run per direction")
+    return fixed, (swept[0].rules() if swept else ())
+
+
+def _expand(link: _LinkRaw, seed: int, path: str = "network") -> list[LinkSpec]:
     dirs = {d: _merged(link.both, getattr(link, d)) for d in ("up", "down")}
     axes: list[tuple[str, str | None, tuple]] = []       # (dir or "rtt", key, values)
     if link.rtt_ms is not None:
         axes.append(("rtt", None, link.rtt_ms))
     for d, values in dirs.items():
         axes += [(d, k, values[k]) for k in _SWEPT if k in values]
+        if "drops" in values:
+            fixed, alternatives = _drop_axis(d, values["drops"], path)
+            values["drops"] = fixed
+            if alternatives:            # one single-drop variant per position
+                axes.append((d, "drop", tuple(fixed + (rule,) for rule in alternatives)))
     specs = []
     for combo in itertools.product(*(values for _, _, values in axes)):
         fixed = {d: {k: v for k, v in dirs[d].items() if k not in _SWEPT} for d in dirs}
@@ -268,6 +304,10 @@ def _expand(link: _LinkRaw, seed: int) -> list[LinkSpec]:
         for (d, k, values), value in zip(axes, combo):
             if d == "rtt":
                 fixed["up"]["delay_ms"] = fixed["down"]["delay_ms"] = value / 2
+            elif k == "drop":
+                fixed[d]["drops"] = value
+                parts.append(f"{d}.drop={value[-1].nth[0]}")
+                continue
             else:
                 fixed[d][k] = value
             if len(values) > 1:

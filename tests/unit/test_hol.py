@@ -278,7 +278,8 @@ def test_report_states_the_computed_numbers_and_writes_figures(tmp_path):
             f"({h2.collateral_ms_per_stream:,.1f} ms per stream") in text
     assert "sse-h1 on one connection per stream 0 times" in text
     assert "At 2% downstream loss and 40 ms RTT" in text
-    assert "all 3 streams that lost nothing" in text                # h2 single drop
+    assert "every one of 1 single drops stalled streams that lost nothing" in text   # h2 drop
+    assert "| sse-h2 on one connection | 1 |" in text      # the per-series single-drop table
     assert "none of the 3 streams that lost nothing stalled" in text  # h1 baseline
     assert "Not consistent with \"HTTP/3 has no head-of-line blocking\" in the single drops" \
         in text
@@ -364,7 +365,7 @@ def test_clean_single_drops_lead_and_sustained_loss_coupling_is_named_apart(tmp_
     points[7] = point("sse-h3", "sse-h3", 1, 0.0, lab(coupled=False), single=True)
     text = render_hol_section(points, tmp_path)
     verdict = next(line for line in text.splitlines() if "HTTP/3 has no head-of" in line)
-    assert verdict.startswith("- Consistent with") and "single-drop" in verdict
+    assert verdict.startswith("- Consistent with") and "single drops" in verdict
     assert "Coupling under sustained loss (not head-of-line blocking" in text
     assert "Not consistent" not in text and "contradicts" not in text
 

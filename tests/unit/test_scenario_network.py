@@ -128,8 +128,23 @@ def test_hol_scenario_file_parses():
     s = load_scenario("scenarios/hol.yaml")
     assert s.network is not None and s.load.stagger_ms == 2.5
     names = {l.name for l in s.network.links}
-    assert "loss down.loss=2%" in names and "one-drop" in names
+    assert "loss down.loss=2%" in names
+    drops = [l for l in s.network.links if l.name.startswith("one-drop down.drop=")]
+    assert len(drops) >= 10                              # ten single drops per cell
+    assert all(len(l.down.drops) == 1 and len(l.down.drops[0].nth) == 1 for l in drops)
+    assert len({l.down.drops[0].nth for l in drops}) == len(drops)   # positions varied
     assert all(l.rtt_ms == 40 for l in s.network.links)
+    quick = [l for l in s.network.ends().links if l.name.startswith("one-drop")]
+    assert len(quick) == 3                               # --quick keeps three
+
+
+def test_one_per_run_drops_expand_into_one_variant_per_position():
+    from harness.scenario.network import network_section
+    n = network_section({"link": {"name": "d", "down": {"drops": [
+        {"nth": [5, 9], "one_per_run": True}, {"nth": [2, 3]}]}}}, "network")
+    assert [l.name for l in n.links] == ["d down.drop=5", "d down.drop=9"]
+    # The fixed rule rides along in every variant; the swept one is a single packet.
+    assert [[r.nth for r in l.down.drops] for l in n.links] == [[(2, 3), (5,)], [(2, 3), (9,)]]
 
 
 def test_policy_sweep_runs_cold_and_warm():
