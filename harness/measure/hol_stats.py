@@ -67,3 +67,26 @@ def drop_stats(points: Iterable[Any]) -> list[DropStats]:
             sum(1 for _, _, stalled, _ in hits if stalled),
             max((n for _, _, _, n in hits), default=0)))
     return out
+
+
+def stack_cost(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each stack's transport costs per token on the lossless link, one connection
+    carrying every stream: packets and wire bytes down, server and client CPU (the UDP
+    side of "HTTP/3 solves this but introduces UDP complexity", beside the HOL gain)."""
+    out = []
+    for r in rows:
+        hol = (r.get("hol") or [{}])[0]
+        tokens = r.get("tokens_per_request")
+        if (hol.get("loss") or hol.get("single_drop") or not tokens or not r.get("n")
+                or str(r.get("connections_policy")) not in ("1", "None")):
+            continue
+        def per_token(v: float | None, scale: float = 1.0) -> float | None:
+            return None if v is None else v * scale / tokens
+        out.append({"cell": r["cell"], "server": r.get("server_impl", ""),
+                    "tls": bool(r.get("tls")),
+                    "packets_per_token": per_token(r.get("packets_down")),
+                    "bytes_per_token": per_token(r.get("wire_down_bytes")),
+                    "server_cpu_us_per_token": per_token(r.get("server_cpu_ms_per_req"), 1000),
+                    "client_cpu_us_per_token": per_token(r.get("client_cpu_ms_per_req"), 1000),
+                    "bound": bool(r.get("server_bound") or r.get("client_bound"))})
+    return sorted(out, key=lambda c: c["cell"])

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.measure.hol_stats import drop_stats
+from harness.measure.hol_stats import drop_stats, stack_cost
+from harness.measure.roundtrips import textbook
 from harness.measure.hol import DEFINITIONS, DropTimeline, PointAnalysis, StreamTimeline
 from harness.report.tables import fmt, table as _table
 
@@ -144,6 +145,29 @@ def single_drop_table(points: list[HolPoint]) -> str:
           d.owner_ms.text() if d.owner_ms else "-",
           d.collateral_ms.text() if d.collateral_ms else "-",
           f"{d.with_collateral_stall} of {d.drops}"] for d in drop_stats(points)])
+
+
+def stack_cost_table(rows: list[dict], points: list[HolPoint]) -> str | None:
+    """Per multiplexed cell on the lossless link: what its transport costs per token,
+    beside its single drops' collateral stall (the HOL gain) and the textbook round trips
+    a new connection pays before its first byte."""
+    costs = stack_cost(rows)
+    if not costs:
+        return None
+    stalls = {d.series.split(" on ")[0]: d for d in drop_stats(p for p in points
+                                                              if p.multiplexed)}
+    def cell(c: dict) -> list[str]:
+        d = stalls.get(c["cell"])
+        trips, how = textbook(c["cell"], cold=True, tls=c["tls"])
+        return [c["cell"] + (" (saturated)" if c["bound"] else ""), c["server"],
+                fmt(c["packets_per_token"], 2), fmt(c["bytes_per_token"], 0),
+                fmt(c["server_cpu_us_per_token"], 0), fmt(c["client_cpu_us_per_token"], 0),
+                f"{trips} ({how})",
+                d.collateral_ms.text() if d is not None and d.collateral_ms else "-"]
+    return _table(["cell", "server", "packets down / token", "wire B down / token",
+                   "server CPU us / token", "client CPU us / token",
+                   "round trips to first byte, new connection",
+                   "collateral stall ms per single drop"], [cell(c) for c in costs])
 
 
 def first_per_series(probes: list[HolPoint]) -> list[HolPoint]:
@@ -494,7 +518,7 @@ def missed_drop_sentences(points: list[HolPoint]) -> list[str]:
 
 
 def render_hol_section(points: list[HolPoint], figure_dir: Path,
-                       report_dir: Path | None = None) -> str:
+                       report_dir: Path | None = None, rows: list[dict] | None = None) -> str:
     """The markdown section; writes its PNGs into figure_dir (linked relative to
     report_dir, default figure_dir)."""
     if not points:
@@ -531,6 +555,15 @@ def render_hol_section(points: list[HolPoint], figure_dir: Path,
             parts += [timeline_table(p), ""]
         if TIMELINE_FIGURE in figures:
             parts += [f"![per-stream delivery around the drop]({link(figures[TIMELINE_FIGURE])})", ""]
+    cost = stack_cost_table(rows or [], points)
+    if cost:
+        parts += ["### What each stack's transport costs", "",
+                  "\"HTTP/3 solves this but introduces UDP complexity\": per token on the "
+                  "lossless link with every stream on one connection, the packets, bytes and "
+                  "CPU each stack spends (QUIC in user space: aioquic in Python, quic-go in "
+                  "Caddy; TCP in the kernel), the round trips a new connection pays, and "
+                  "beside them what one lost packet cost the streams that lost nothing.", "",
+                  cost, ""]
     if "missing" in figures:
         parts += [f"Figures not drawn: {figures['missing']}.", ""]
     parts += ["### HOL definitions", ""] + [f"- `{k}`: {v}" for k, v in DEFINITIONS.items()] + [""]

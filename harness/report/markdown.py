@@ -195,7 +195,7 @@ def hol_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
     """Head-of-line blocking, from the network lab's per-point analyses (every repeat)."""
     points = [HolPoint.from_summary(r["cell"], r["protocol"], h["analysis"]["connections"], h)
               for r in rows for h in (r.get("hol") or ()) if "analysis" in h]
-    return render_hol_section(points, out_dir / "figures", out_dir)
+    return render_hol_section(points, out_dir / "figures", out_dir, rows)
 
 
 def lifecycle_table(rows: list[dict[str, Any]]) -> str | None:
