@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 
 PARENT_ENV = "WIREBENCH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -34,3 +35,18 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 def pdeathsig_prefix(sig: str = "KILL") -> list[str]:
     """Command prefix that gives an external program the same fate."""
     return ["setpriv", "--pdeathsig", sig, "--"]
+
+
+def reap(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """Wait for a process that was killed (or told to stop), without ever hanging: a
+    Popen whose wait() a signal handler's exception interrupted can keep CPython's
+    internal waitpid lock held, and a plain wait() then blocks forever (seen: Ctrl-C in
+    a lab run hung its cleanup). wait(timeout) only tries that lock; past it, waitpid
+    reaps the child directly."""
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass

@@ -26,7 +26,7 @@ from typing import Any
 from base.paths import PACKAGE_ROOT
 from base.errors import RunFailed
 from servers.__main__ import READY_PREFIX
-from base.lifetime import child_env
+from base.lifetime import child_env, reap
 
 
 
@@ -83,7 +83,7 @@ class ServerProcess:
                 self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                reap(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
         try:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from base.errors import RunFailed
-from base.lifetime import pdeathsig_prefix
+from base.lifetime import pdeathsig_prefix, reap
 
 from harness.netlab.linkemu import VERSION as EMULATOR_VERSION
 from .linkemu.control import EmulatorError, EmulatorProcess
@@ -418,5 +418,5 @@ class Topology:
         for proc in self.holders.values():
             if proc.poll() is None:
                 proc.kill()
-            proc.wait()
+            reap(proc)
         self.holders.clear()

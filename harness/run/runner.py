@@ -23,7 +23,7 @@ from clients.base import Target
 from clients.transport.wire import SOURCE as SOCKET_SOURCE
 from servers.launcher import ServerGroup, ServerProcess
 from base.paths import PACKAGE_ROOT
-from base.lifetime import child_env
+from base.lifetime import child_env, reap
 
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
@@ -345,7 +345,7 @@ class Runner:
             p.wait(5)        # EOF on stdout: it is exiting; let it finish
         except subprocess.TimeoutExpired:
             p.kill()
-            p.wait()
+            reap(p)
         p.errfile.seek(0)
         err = p.errfile.read().decode(errors="replace")[-2000:]
         how = (f"killed by signal {-p.returncode}" if p.returncode and p.returncode < 0
@@ -500,7 +500,7 @@ class Runner:
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     p.kill()
-                    p.wait()
+                    reap(p)
             for f in (p.stdout, p.errfile):
                 f.close()
             self.workers.remove(p)
@@ -566,7 +566,7 @@ class Runner:
             try:
                 for p in list(self.workers):
                     p.kill()
-                    p.wait()
+                    reap(p)
                     for f in (p.stdout, p.errfile):
                         f.close()
                 self.workers.clear()

@@ -20,7 +20,7 @@ from typing import Any
 
 from base.paths import PACKAGE_ROOT
 from base.errors import RunFailed
-from base.lifetime import pdeathsig_prefix
+from base.lifetime import pdeathsig_prefix, reap
 
 
 
@@ -79,7 +79,7 @@ class EmulatorProcess:
                 raise EmulatorError(f"link emulator did not answer in {timeout_s:g} s")
             chunk = os.read(fd, 65536)
             if not chunk:
-                self.proc.wait()
+                reap(self.proc)
                 return {"ok": False, "ready": False,
                         "error": f"exited with {self.proc.returncode}: {self.stderr()}"}
             self._buf += chunk
@@ -101,7 +101,7 @@ class EmulatorProcess:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                reap(self.proc)
         for f in (self.proc.stdin, self.proc.stdout):
             try:
                 f.close()
