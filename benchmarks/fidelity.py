@@ -796,7 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for v in a.variant:
         label, sep, directory = v.partition("=")
         root = Path(directory).resolve()
-        if not sep or not label or not (root / "harness" / "worker.py").is_file():
+        if not sep or not label or not any((root / "harness" / sub / "worker.py").is_file()
+                                           for sub in ("run", ".")):
             p.error(f"--variant wants LABEL=DIR with DIR a wirebench tree, not {v!r}")
         variants.append((label, root))
     a.variant = variants

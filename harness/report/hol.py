@@ -172,10 +172,7 @@ def stack_cost_table(rows: list[dict], points: list[HolPoint]) -> str | None:
 
 def first_per_series(probes: list[HolPoint]) -> list[HolPoint]:
     """One example drop per series (the earliest position), for timelines and figures."""
-    seen: dict[str, HolPoint] = {}
-    for p in probes:
-        seen.setdefault(p.series, p)
-    return list(seen.values())
+    return list({p.series: p for p in reversed(probes)}.values())[::-1]
 
 
 def _dir(direction: str) -> str:
@@ -357,6 +354,7 @@ def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint],
                    "single drops answer): " + "; ".join(_coupled_evidence(p, h2)
                                                         for p in coupled) + ".")
         out += _h3_coupling(h3, coupled, h3_apart)
+        out += _stack_contrast(lossy)
         out.append("  aioquic orders data per stream only, so QUIC's stream layer by itself "
                    "does not hold one stream behind another's loss. Streams that stall "
                    "together under many losses share one congestion window and its loss "
@@ -394,6 +392,23 @@ def _coupled_evidence(p: HolPoint, h2: list[HolPoint]) -> str:
         text += (f" against {twin.analysis.collateral_stalls} "
                  f"({ms(twin.analysis.collateral_ms_per_stream)}) for {twin.series}")
     return text + ")"
+
+
+def _stack_contrast(lossy: list[HolPoint]) -> list[str]:
+    """Two QUIC stacks at the same loss: when one couples its streams and the other
+    hardly does, coupling is that implementation's, not QUIC's."""
+    top = max((p.loss for p in lossy), default=0)
+    here = sorted((p for p in lossy if p.loss == top and p.analysis.collateral_ms_per_stream
+                   is not None), key=lambda p: p.analysis.collateral_ms_per_stream)
+    low, high = (here[0], here[-1]) if here else (None, None)
+    a, b = (low.analysis.collateral_ms_per_stream, high.analysis.collateral_ms_per_stream) \
+        if here else (0.0, 0.0)
+    if len({p.cell for p in here}) < 2 or b < 3 * max(a, 1.0):
+        return []
+    return [f"  Two QUIC stacks, one connection each, at {pct(top)} loss: {high.series} "
+            f"{b:.1f} ms of collateral stall per stream, {low.series} {a:.1f} ms. Coupling "
+            "under sustained loss is a property of the implementation (how it recovers, "
+            "paces and schedules its streams), not of QUIC."]
 
 
 def _h3_coupling(h3: list[HolPoint], coupled: list[HolPoint],
