@@ -5,11 +5,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY base base
 COPY servers servers
 COPY clients clients
 COPY harness harness
 COPY protos protos
-RUN pip install --no-cache-dir .
+# EXTRAS=cluster adds Ray (the ray-* services in docker-compose.yml build with it).
+ARG EXTRAS=""
+RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 COPY bench.py ./
 COPY scenarios scenarios
 COPY results/README.md results/README.md

@@ -5,6 +5,7 @@
     python bench.py SCENARIO --protocols rest-h1,grpc   a subset of its protocols
     python bench.py SCENARIO --dry-run                  print the expanded plan only
     python bench.py SCENARIO --wide                     the final table with every column
+    python bench.py SCENARIO --cluster auto             load workers on a Ray cluster
     python bench.py --list-protocols                    protocol ids and implementations
     python bench.py compare RUN_A RUN_B                 two result dirs side by side
     python bench.py report RUN_DIR                      redraw report.md and report.html
@@ -41,6 +42,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--list-protocols", action="store_true", help="list protocol ids and exit")
     p.add_argument("--wide", action="store_true",
                    help="the final table with every column (default: what fits 100 columns)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the load workers as actors on this Ray cluster (auto, local, "
+                        "host:port or ray://host:port); the scenario's cluster.workers, or "
+                        "its workers, actors (needs pip install -e '.[cluster]')")
     p.add_argument("--loopback", action="store_true",
                    help="stay on loopback even as root (no network namespaces, so no wire "
                         "bytes)")
@@ -48,6 +53,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.scenario and not args.list_protocols:
         p.error("a scenario file is required (e.g. scenarios/embedding.yaml)")
     return args
+
+
+def with_cluster(scenario, address: str):
+    """The scenario with its load workers on the Ray cluster at `address` (--cluster)."""
+    import dataclasses
+
+    from harness.scenario.cluster import Cluster, ray_missing
+    missing = ray_missing()
+    if missing:
+        raise BadInput(f"--cluster: {missing}")
+    if scenario.network is not None:
+        raise BadInput("--cluster: the network lab runs this host's workers behind an "
+                       "emulated link; a scenario with network: cannot use a cluster")
+    workers = scenario.cluster.workers if scenario.cluster else max(2, scenario.workers)
+    return dataclasses.replace(scenario, cluster=Cluster("ray", address, workers))
 
 
 def out_problem(out: Path) -> str | None:
@@ -223,6 +243,8 @@ def _main(argv: list[str]) -> int:
     scenario = load_scenario(args.scenario)
     if args.protocols:
         scenario = with_protocols(scenario, [p.strip() for p in args.protocols.split(",")])
+    if args.cluster:
+        scenario = with_cluster(scenario, args.cluster)
     if args.quick:
         scenario = quick(scenario)
     if args.dry_run:
@@ -231,7 +253,7 @@ def _main(argv: list[str]) -> int:
     if problem:
         raise BadInput(f"--out {args.out}: {problem}")
     if scenario.network is not None:
-        from harness.run.runner import lab_refusal
+        from harness.netlab.netns import lab_refusal
         refusal = lab_refusal(args.loopback)
         if refusal:
             raise BadInput(f"cannot run {args.scenario}: {refusal}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from base.errors import RunFailed
+from base.errors import BadInput, RunFailed
 from base.lifetime import pdeathsig_prefix, reap
 
 from harness.netlab.linkemu import VERSION as EMULATOR_VERSION
@@ -420,3 +420,18 @@ class Topology:
                 proc.kill()
             reap(proc)
         self.holders.clear()
+
+
+class LabUnavailable(BadInput):
+    """A scenario with `network:` on a machine (or with options) that cannot run it."""
+
+
+def lab_refusal(loopback: bool) -> str | None:
+    """Why the network lab cannot run here, with how to run it; None if it can."""
+    reason = "--loopback was given" if loopback else namespaces_possible()
+    if reason is None:
+        return None
+    return (f"this scenario sets network:, which needs the network lab, but {reason}. "
+            f"Run it as root (sudo python bench.py ...) or in the compose service "
+            f"(docker compose run --rm bench python bench.py ...); scenarios without "
+            f"network: run anywhere")

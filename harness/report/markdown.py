@@ -344,6 +344,21 @@ def lab_line(summary: dict[str, Any]) -> str | None:
             + ".")
 
 
+def cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
+    """The Ray cluster's load workers: where each ran, its clock, what it did."""
+    if not cluster:
+        return []
+    return [f"Load workers: {len(cluster['workers'])} Ray actors on {cluster['address']} "
+            f"(their histograms merged as local workers' are); one-way delay: "
+            f"{cluster['one_way_delay']}.", "",
+            _table(["host", "Ray node", "pid", "clock offset ms (+/- error)", "requests",
+                    "client CPU s", "points"],
+                   [[w["host"], w["node"], str(w["pid"]),
+                     f"{w['offset_ms']:+.3f} (+/- {w['offset_error_ms']:.3f})",
+                     fmt(w["requests"]), fmt(w["cpu_s"], 2), str(w["points"])]
+                    for w in cluster["workers"]]), ""]
+
+
 def _workload(scenario: dict[str, Any], kind: str) -> dict[str, Any]:
     """The scenario's workload of one kind (a scenario may give an embed and a stream one)."""
     given = scenario["workload"]
@@ -364,6 +379,7 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
     lab = lab_line(summary)
     if lab:
         parts += [lab, ""]
+    parts += cluster_lines(summary.get("cluster"))
     verdict = verdict_lines(rows, s.get("groups"))
     if verdict:
         parts += ["## Verdict", "", *[f"- {line}" for line in verdict], "", f"_{METHOD}_", ""]

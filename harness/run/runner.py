@@ -28,11 +28,13 @@ from base.lifetime import child_env, reap
 from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
 from harness.run.implementations import client_engine, server_impl
+from harness.run.ray_workers import RayWorkers
 from harness.run.sweep import run_sweep
 from harness.run.targets import external_target, remote_cpu_s, remote_target
 from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
 from harness.run.job import LoadJob
-from harness.netlab.netns import SERVER_IP, Topology, namespaces_possible
+from harness.netlab.netns import (SERVER_IP, LabUnavailable, Topology, lab_refusal,
+                                  namespaces_possible)
 from base.cells import Cell
 from harness.measure.recorder import Recorder
 from harness.scenario.groups import group_of
@@ -45,24 +47,9 @@ from harness.measure.hol import hol_summary
 from harness.scenario.linkspec import LinkSpec
 from harness.measure.packetlog import read_csv as read_packet_log
 from harness.scenario import Connection, PlanPoint, Scenario, expand_plan
-from base.errors import BadInput, Interrupted
+from base.errors import Interrupted
 
 LOG_SOURCE = "emulated link's packet log (IP bytes incl. headers, sent, lost ones included)"
-
-
-class LabUnavailable(BadInput):
-    """A scenario with `network:` on a machine (or with options) that cannot run it."""
-
-
-def lab_refusal(loopback: bool) -> str | None:
-    """Why the network lab cannot run here, with how to run it; None if it can."""
-    reason = "--loopback was given" if loopback else namespaces_possible()
-    if reason is None:
-        return None
-    return (f"this scenario sets network:, which needs the network lab, but {reason}. "
-            f"Run it as root (sudo python bench.py ...) or in the compose service "
-            f"(docker compose run --rm bench python bench.py ...); scenarios without "
-            f"network: run anywhere")
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -106,6 +93,7 @@ class Runner:
         self.workers: list[subprocess.Popen] = []
         self.failures: list[str] = []        # points that failed; the run went on
         self.sweep_probes: set[str] = set()  # labels of the rows a sweep probed
+        self.cluster = RayWorkers(scenario.cluster) if scenario.cluster else None
 
     # ------------------------------------------------------------ targets
 
@@ -162,6 +150,8 @@ class Runner:
         if self.s.remote is not None:      # no namespace: the clients' socket counts
             self.network = "remote"
             return
+        if self.s.cluster is not None:     # the workers run where Ray puts them, not in a
+            return                         # namespace here: the clients' socket counts
         if lab is not None:
             refusal = lab_refusal(self.loopback)
             if refusal:
@@ -192,7 +182,7 @@ class Runner:
         conn = point.connection or s.connection
         workload = s.workload_for(point.protocol)
         trace = point.link is not None and workload.type == "stream"
-        n = s.workers
+        n = self.cluster.cluster.workers if self.cluster else s.workers
         # Never more workers than users (closed loop) or requests: a worker without a
         # user or a request would drop its share of the requests or of the rate.
         if point.load_kind == "closed":
@@ -385,10 +375,14 @@ class Runner:
         jobs = self._jobs(point, target, model)
         total = sum(j.requests for j in jobs) if self.s.load.requests else None
         task = self.progress.start(point, total)
-        procs = [self._spawn(job) for job in jobs]
+        pool = self.cluster       # Ray actors (scenario cluster:), else local processes
+        procs = [] if pool else [self._spawn(job) for job in jobs]
         logging, packets, failure = False, None, None
         try:
-            self._events(procs, Warm, server=srv)
+            if pool:
+                pool.warm(jobs)
+            else:
+                self._events(procs, Warm, server=srv)
             cpu0 = processes_cpu_s(srv.pids) if srv else self._remote_cpu(cell, target)
             threads0, window0 = Snapshot.take(srv.pids if srv else []), time.monotonic()
             if point.link is not None:
@@ -401,8 +395,9 @@ class Runner:
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             try:
-                results = self._events(procs, Result,
-                                       lambda d: self.progress.update(task, d), server=srv)
+                update = lambda d: self.progress.update(task, d)   # noqa: E731
+                results = (pool.measure(jobs, update) if pool else
+                           self._events(procs, Result, update, server=srv))
             except PointFailed as exc:
                 if not exc.results:
                     raise
@@ -452,7 +447,7 @@ class Runner:
         result.add_repeat(rec, wall, sum(r.client_cpu_s for r in results), server_cpu, util)
         self.progress.finish(task, result)
         if failure is not None:
-            result.failures.append(f"partial: {len(results)} of {len(procs)} workers "
+            result.failures.append(f"partial: {len(results)} of {len(jobs)} workers "
                                    f"reported; {failure}")
             raise failure
 
@@ -525,10 +520,14 @@ class Runner:
             r["group"] = group_of(self.s.groups, r["cell"])
             if p.key.label in self.sweep_probes:
                 r["sweep_probe"] = True
+            if self.cluster and self.cluster.foreign_hosts:    # not on the servers' clock
+                r["owd_p50_ms"] = r["owd_p99_ms"] = None
             rows.append(r)
         return rows
 
     def save(self) -> None:
+        if self.cluster and self.cluster.info:
+            self.writer.meta["cluster"] = self.cluster.meta()
         self.writer.write(self.rows(), self.status, list(self.points.values()),
                           self.s.outputs.hgrm)
 
@@ -539,6 +538,8 @@ class Runner:
                for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._setup_network()
+            if self.cluster:
+                self.cluster.start()
             plan = expand_plan(self.s)
             self.progress.plan(len(plan), self.out)
             for point in plan:
@@ -571,6 +572,8 @@ class Runner:
                         f.close()
                 self.workers.clear()
                 self.servers.stop_all()
+                if self.cluster:
+                    self.cluster.stop()
                 if self.topology is not None:
                     self.topology.close()
                 self.save()

@@ -14,6 +14,7 @@ from base.errors import BadInput
 from base.protocols import PROTOCOLS
 from harness.scenario.linkspec import LinkSpec
 from harness.scenario.network import Network
+from harness.scenario.cluster import Cluster
 from harness.scenario.remote import Remote
 
 # TLS modes each server kind offers, first = the one used when `tls` asks for the
@@ -266,6 +267,7 @@ class Scenario:
     # Named groups of cells (harness.scenario.groups): the first is ranked, later ones beside it.
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     remote: Remote | None = None     # wirebench servers on another host (scenario/remote.py)
+    cluster: Cluster | None = None   # load workers as Ray actors (scenario/cluster.py)
     source: str = field(default="<string>", compare=False)   # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -280,6 +282,9 @@ class Scenario:
             del data["groups"]
         if data.get("remote"):
             data["remote"]["ports"] = dict(self.remote.ports)
+        for key in ("remote", "cluster"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
     def workload_for(self, protocol_id: str) -> Workload:

@@ -30,6 +30,7 @@ from harness.scenario.groups import check_groups, parse_groups
 from harness.scenario.model import _TLS_MODES, Outputs, Scenario, Warmup
 from harness.scenario.network import network_section
 from harness.scenario.plan import _resumption_support
+from harness.scenario.cluster import CLUSTER, check_cluster
 from harness.scenario.remote import REMOTE, check_remote
 from harness.scenario.schema import (
     Field,
@@ -221,6 +222,7 @@ def _cross_checks(values: dict, path: str) -> None:
     _check_resumption(values)
     _check_browser(values)
     check_remote(values, lambda label: _tls_of(label, values["tls"]))
+    check_cluster(values)
 
 
 def _tls_of(label: str, tls: bool) -> bool:
@@ -253,4 +255,5 @@ _SCENARIO = Section(Scenario, (
     Field("cors", optional(_cors), None),
     Field("slo", _slo, []),
     Field("remote", optional(REMOTE), None),
+    Field("cluster", optional(CLUSTER), None),
 ), post=_cross_checks)

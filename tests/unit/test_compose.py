@@ -15,8 +15,28 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 def test_every_service_builds_this_repo():
     assert COMPOSE["services"]
     for name, svc in COMPOSE["services"].items():
-        assert svc["build"] == ".", name
+        build = svc["build"]
+        assert (build if isinstance(build, str) else build["context"]) == ".", name
         assert (ROOT / "Dockerfile").exists()
+        for arg, value in (build.get("args", {}) if isinstance(build, dict) else {}).items():
+            assert f"ARG {arg}" in (ROOT / "Dockerfile").read_text(), (name, arg)
+            if arg == "EXTRAS":       # an extra the package defines
+                assert f"\n{value} = [" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_image_copies_every_package_the_distribution_installs():
+    text = (ROOT / "pyproject.toml").read_text()
+    packages = text.split("include = [", 1)[1].split("]", 1)[0]
+    copied = (ROOT / "Dockerfile").read_text()
+    for name in (p.strip().strip('"*') for p in packages.split(",")):
+        assert f"COPY {name} {name}" in copied, name
+
+
+def test_ray_services_run_the_cluster_scenario_on_the_head():
+    services = COMPOSE["services"]
+    assert services["ray-worker"]["command"][2] == "--address=ray-head:6379"
+    cmd = services["bench-cluster"]["command"]
+    assert (ROOT / cmd[2]).exists() and cmd[3:] == ["--cluster", "ray-head:6379"]
 
 
 @pytest.mark.parametrize("name", [n for n in COMPOSE["services"] if n.startswith("server-")])

@@ -9,7 +9,7 @@ from harness.cli import main
 from harness.netlab.linkemu.control import EmulatorError
 from harness.netlab.netns import NetnsUnavailable
 from harness.report.compare import CompareError
-from harness.run.runner import LabUnavailable
+from harness.netlab.netns import LabUnavailable
 from harness.run.watchdog import PointFailed
 from harness.scenario import ScenarioError
 from servers.launcher import ServerStartError
