@@ -30,7 +30,7 @@ from harness.run.environment import environment
 from harness.run.implementations import client_engine, server_impl
 from harness.run.ray_workers import RayWorkers
 from harness.run.sweep import run_sweep
-from harness.run.targets import external_target, remote_cpu_s, remote_target
+from harness.run.targets import external_target, off_host, remote_cpu_s, remote_target
 from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
 from harness.run.job import LoadJob
 from harness.netlab.netns import (SERVER_IP, LabUnavailable, Topology, lab_refusal,
@@ -520,8 +520,8 @@ class Runner:
             r["group"] = group_of(self.s.groups, r["cell"])
             if p.key.label in self.sweep_probes:
                 r["sweep_probe"] = True
-            if self.cluster and self.cluster.foreign_hosts:    # not on the servers' clock
-                r["owd_p50_ms"] = r["owd_p99_ms"] = None
+            if (self.cluster and self.cluster.foreign_hosts) or off_host(self.s.remote):
+                r["owd_p50_ms"] = r["owd_p99_ms"] = None     # not on the servers' clock
             rows.append(r)
         return rows
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +46,17 @@ def remote_target(remote: Remote, cell: Cell, tls: bool, tls_version: str) -> Ta
     if tls and cell.kind != "h3":           # QUIC is TLS 1.3 only
         fields["tls_version"] = tls_version
     return Target(**fields)
+
+
+def off_host(remote: Remote | None) -> bool:
+    """Whether remote servers run on another host (then a token's one-way delay, server
+    emit stamp to client receipt, would pair two clocks, and is not reported)."""
+    if remote is None:
+        return False
+    try:
+        return not ipaddress.ip_address(socket.gethostbyname(remote.host)).is_loopback
+    except (OSError, ValueError):
+        return True
 
 
 def remote_cpu_s(cell: Cell, target: Target) -> float | None:
