@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from base.errors import RunFailed
 from harness.run.events import Result, Warm, decode, encode
 from harness.run.job import LoadJob
 from harness.run.watchdog import PointFailed, phase_deadline_s
@@ -69,6 +70,19 @@ class LoadActor:
             self.runner = None
 
 
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A host:port cluster address must answer before Ray is asked to join it: Ray
+    itself retries an unreachable head for minutes."""
+    if address in (None, "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise RunFailed(f"cluster {address}: nothing answers there ({exc}); start the head "
+                        f"with `ray start --head --port=PORT` or give its address") from None
+
+
 @dataclass
 class WorkerInfo:
     host: str
@@ -99,8 +113,13 @@ class RayWorkers:
             from base.errors import BadInput
             raise BadInput(f"cluster: Ray is not installed: {INSTALL}") from None
         address = None if self.cluster.address == "local" else self.cluster.address
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True, configure_logging=False)
+        _reachable(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True, configure_logging=False)
+        except Exception as exc:    # noqa: BLE001 - Ray's own errors vary: say it in a line
+            raise RunFailed(f"cluster {self.cluster.address}: Ray could not connect "
+                            f"({str(exc).splitlines()[0][:200]})") from None
         actor = ray.remote(num_cpus=1)(LoadActor).options(scheduling_strategy="SPREAD")
         self.actors = [actor.remote() for _ in range(self.cluster.workers)]
         ids = ray.get([a.identity.remote() for a in self.actors])
