@@ -41,6 +41,7 @@ CSV_COLUMNS = [
 
 
 HGRM_METRICS = ("latency", "ttft", "itl", "owd", "service_time")    # written as .hgrm
+P50_INTERVALS = ("latency", "ttft", "itl")     # rows carry their p50's 95% interval
 
 
 @dataclass
@@ -164,12 +165,6 @@ class PointResult:
             e["late_p99_us"] = max(e.get("late_p99_us", 0.0), stats[d]["late_p99_us"])
             e["late_max_us"] = max(e.get("late_max_us", 0.0), stats[d]["late_max_us"])
 
-    def _p50_interval(self, metric: str) -> list[float] | None:
-        """The p50's 95% interval from the merged histogram (harness.measure.stats)."""
-        h = self.rec.hist.get(metric)
-        ci = h.quantile_interval_ms(0.5) if h is not None else None
-        return [round(ci[0], 4), round(ci[1], 4)] if ci else None
-
     def _wire_per_request(self, key: str, n: int) -> float | None:
         return round(self.wire[key] / n, 1) if n and key in self.wire else None
 
@@ -209,8 +204,13 @@ class PointResult:
     def _summaries(self) -> dict[str, dict[str, float] | None]:
         counts = tuple(h.count for h in self.rec.hist.values())
         if self._summary_cache is None or self._summary_cache[0] != counts:
-            self._summary_cache = (counts, {k: h.summary_ms()
-                                            for k, h in self.rec.hist.items()})
+            summaries = {k: h.summary_ms() for k, h in self.rec.hist.items()}
+            for metric in P50_INTERVALS:        # the verdict block's intervals (cached too)
+                h, summary = self.rec.hist.get(metric), summaries.get(metric)
+                ci = h.quantile_interval_ms(0.5) if h is not None and summary else None
+                if ci:
+                    summary["p50_ci"] = [round(ci[0], 4), round(ci[1], 4)]
+            self._summary_cache = (counts, summaries)
         return self._summary_cache[1]
 
     def row(self, workload: str) -> dict[str, Any]:
@@ -247,7 +247,8 @@ class PointResult:
             "ttft_p50_per_repeat_ms": self.repeat_p50_ms.get("ttft"),
             "latency_p99_per_repeat_ms": self.repeat_p99_ms.get("latency"),
             "ttft_p99_per_repeat_ms": self.repeat_p99_ms.get("ttft"),
-            "latency_ms": {k: round(v, 4) for k, v in lat.items() if k != "n"} if lat else None,
+            "latency_ms": ({k: round(v, 4) for k, v in lat.items() if k not in ("n", "p50_ci")}
+                           if lat else None),
             **{f"latency_{p}_ms": pct("latency", p) for p in
                ("p50", "p90", "p95", "p99", "p999", "max")},
             "service_p50_ms": pct("service_time", "p50"),
@@ -274,7 +275,7 @@ class PointResult:
             "late_starts": rec.late_starts,
             "late_reads": rec.late_reads,
             "ttft_p50_ms": pct("ttft", "p50"), "ttft_p99_ms": pct("ttft", "p99"),
-            **{f"{m}_p50_ci_ms": self._p50_interval(m) for m in ("latency", "ttft", "itl")},
+            **{f"{m}_p50_ci_ms": (s.get(m) or {}).get("p50_ci") for m in P50_INTERVALS},
             "ttst_p50_ms": pct("ttst", "p50"),
             "itl_p50_ms": pct("itl", "p50"), "itl_p99_ms": pct("itl", "p99"),
             "tpot_p50_ms": pct("tpot", "p50"), "e2e_p50_ms": pct("e2e", "p50"),
