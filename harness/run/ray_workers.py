@@ -104,6 +104,7 @@ class RayWorkers:
     cluster: Cluster
     actors: list[Any] = field(default_factory=list)
     info: list[WorkerInfo] = field(default_factory=list)
+    retired: list[WorkerInfo] = field(default_factory=list)   # replaced after a failure
     _jobs: int = 0
 
     def start(self) -> None:
@@ -120,6 +121,14 @@ class RayWorkers:
         except Exception as exc:    # noqa: BLE001 - Ray's own errors vary: say it in a line
             raise RunFailed(f"cluster {self.cluster.address}: Ray could not connect "
                             f"({str(exc).splitlines()[0][:200]})") from None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Fresh actors (at the start, and after a failed point killed or lost some: the
+        next point must not run on dead ones); the replaced ones' counts are kept."""
+        import ray
+        self._kill_all(ray)
+        self.retired += self.info
         actor = ray.remote(num_cpus=1)(LoadActor).options(scheduling_strategy="SPREAD")
         self.actors = [actor.remote() for _ in range(self.cluster.workers)]
         ids = ray.get([a.identity.remote() for a in self.actors])
@@ -151,7 +160,11 @@ class RayWorkers:
         self._jobs = len(jobs)
         refs = [a.warm.remote(j.to_json()) for a, j in zip(self.actors, jobs)]
         timeout = max(phase_deadline_s(j, "warm") for j in jobs)
-        return [decode(x) for x in self._get(ray, refs, timeout, "warm")]
+        try:
+            return [decode(x) for x in self._get(ray, refs, timeout, "warm")]
+        except PointFailed:
+            self._spawn()
+            raise
 
     def measure(self, jobs: list[LoadJob], on_progress: Callable[[int], None]
                 ) -> list[Result]:
@@ -169,14 +182,16 @@ class RayWorkers:
             if pending:
                 on_progress(sum(ray.get([a.progress.remote() for a in actors])))
             if time.monotonic() > deadline:
-                for a in actors:
-                    ray.kill(a)
+                self._spawn()
                 raise PointFailed(f"cluster workers did not finish within their plan "
                                   f"({len(pending)} of {len(refs)} still running): killed")
-        results = [decode(x) for x in self._get(ray, refs, 5.0, "result")]
+        try:
+            results = [decode(x) for x in self._get(ray, refs, 5.0, "result")]
+        except PointFailed:
+            self._spawn()
+            raise
         for w, r in zip(info, results):
-            from harness.measure.recorder import Recorder
-            w.requests += Recorder.from_json(r.recorder).n
+            w.requests += r.recorder["n"]
             w.cpu_s += r.client_cpu_s
             w.points += 1
         return results
@@ -192,9 +207,17 @@ class RayWorkers:
             raise PointFailed(f"a cluster worker failed in '{phase}': "
                               f"{str(exc).splitlines()[0]}") from None
 
+    def _kill_all(self, ray: Any) -> None:
+        for a in self.actors:
+            try:
+                ray.kill(a)
+            except Exception:       # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+
     def meta(self) -> dict[str, Any]:
         return {"engine": "ray", "address": self.cluster.address,
-                "workers": [w.to_dict() for w in self.info],
+                "workers": [w.to_dict() for w in self.retired + self.info],
                 "one_way_delay": ("kept: every worker shares the servers' host clock"
                                   if not self.foreign_hosts else
                                   f"not reported: workers on {', '.join(self.foreign_hosts)} "
@@ -205,11 +228,6 @@ class RayWorkers:
             import ray
         except ImportError:
             return
-        for a in self.actors:
-            try:
-                ray.kill(a)
-            except Exception:       # noqa: BLE001 - already gone
-                pass
-        self.actors = []
+        self._kill_all(ray)
         if ray.is_initialized():
             ray.shutdown()
