@@ -82,6 +82,12 @@ DEFINITIONS = {
     "stall correlation": "mean pairwise Pearson correlation of per-stream overdue "
                          "indicators on a grid of one-token-interval bins",
     "owd": "token receipt - server emit stamp (one host clock)",
+    "mechanism split": "a collateral stall's time, leg by leg of its token's path (server "
+                       "emit -> on the link -> released -> read) against the token before "
+                       "it: ordering (released, held behind an unrepaired lower TCP "
+                       "sequence range), congestion window (waiting at the sender while "
+                       "tcp_info / qlog says the window was full), application (emitted "
+                       "late, waiting at the sender with window, or read late), link",
 }
 
 # ----------------------------------------------------------------------- stalls

@@ -34,6 +34,8 @@ class PacketRecord:
     release_ns: int         # delivery at the far side; 0 when dropped
     tcp_flags: str = ""     # e.g. "S", "SA", "PA", "FA" (TCP only)
     payload: int = 0        # transport payload bytes (TCP segment data / UDP datagram data)
+    seq: int = 0            # TCP sequence number (0 otherwise): finds retransmissions and
+                            # what a lost segment held back (harness.measure.mechanism)
 
     @property
     def dropped(self) -> bool:
@@ -46,7 +48,7 @@ class PacketRecord:
 
 
 _NAMES = [f.name for f in fields(PacketRecord)]
-_INTS = {"t_ns", "size", "sport", "dport", "release_ns", "payload"}
+_INTS = {"t_ns", "size", "sport", "dport", "release_ns", "payload", "seq"}
 
 
 def write_csv(path: Path, records: Iterable[PacketRecord]) -> int:
@@ -67,4 +69,6 @@ def read_csv(path: Path) -> Iterator[PacketRecord]:
     with opener(path, "rt", newline="") as fh:
         rows = csv.DictReader(fh)
         for row in rows:
-            yield PacketRecord(**{k: int(v) if k in _INTS else v for k, v in row.items()})
+            # Logs written before `seq` existed lack the column: the default stands.
+            yield PacketRecord(**{k: int(v) if k in _INTS else v for k, v in row.items()
+                                  if v is not None})

@@ -21,7 +21,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from harness.measure.hol_stats import drop_stats
 from harness.report.conclusion import Row, _bound, _bytes_per_request, _first_group
+from harness.report.hol.section import HolPoint, mechanism_text
 
 THIN_N = 100            # fewer requests than this: the interval itself is rough
 NEAR_SATURATION = 0.85  # a core this busy (not yet flagged) may already shape the figure
@@ -206,18 +208,25 @@ def bytes_answer(rows: list[Row], kind: str) -> str | None:
 
 
 def loss_answer(rows: list[Row]) -> str | None:
-    """Under loss: the single-drop evidence per series (the HOL section has the detail)."""
-    drops = [(r["cell"], h) for r in rows for h in (r.get("hol") or ())
-             if h.get("single_drop") and h.get("timeline")]
-    if not drops:
+    """Under loss: the single-drop evidence per series, counted as the HOL section
+    counts it (a stream that lost nothing stalled after the drop), with the median
+    collateral delay and what the collateral stalls waited on, where measured."""
+    points = [HolPoint.from_summary(r["cell"], r["protocol"], h["analysis"]["connections"], h)
+              for r in rows for h in (r.get("hol") or ())
+              if h.get("single_drop") and h.get("timeline") and "analysis" in h]
+    stats = [d for d in drop_stats(points) if d.drops]
+    if not stats:
         return None
-    stalled: dict[str, list[int]] = {}
-    for cell, h in drops:
-        stalls = (h.get("analysis") or {}).get("collateral_stalls")
-        stalled.setdefault(cell, []).append(int(stalls or 0))
-    parts = [f"{cell} {sum(1 for s in v if s)}/{len(v)}" for cell, v in sorted(stalled.items())]
-    return ("Under loss (single drops that stalled a stream which lost nothing): "
-            + ", ".join(parts) + "; see Head-of-line blocking")
+    parts = []
+    for d in stats:
+        text = f"{d.series} {d.with_collateral_stall}/{d.drops}"
+        if d.collateral_ms:
+            text += f" (collateral delay {d.collateral_ms.text()} ms"
+            why = mechanism_text([p for p in points if p.series == d.series])
+            text += f"; {why.split(' of ')[0]})" if why and d.with_collateral_stall else ")"
+        parts.append(text)
+    return ("Under loss, one dropped packet stalled a stream that lost nothing (drops that "
+            "did / drops): " + "; ".join(parts) + "; see Head-of-line blocking")
 
 
 def verdict_lines(rows: list[Row], groups: Any = None) -> list[str]:

@@ -29,6 +29,7 @@ from harness.measure.cpu import processes_cpu_s
 from harness.run.environment import environment
 from harness.run.implementations import client_engine, server_impl
 from harness.run.ray_workers import RayWorkers
+from harness.run.hol_record import SenderWatch, qlog_switch, record_hol, server_env
 from harness.run.sweep import run_sweep
 from harness.run.targets import external_target, off_host, remote_cpu_s, remote_target
 from harness.run.events import Failure, Progress, Result, Warm, Warning, decode
@@ -42,8 +43,7 @@ from harness.run.status import mark_killed_runs, runner_identity
 from harness.measure.saturation import Snapshot, utilisation
 from harness.run.watchdog import PointFailed, phase_deadline_s, silence_limit_s
 from harness.measure.results import PointKey, PointResult, ResultWriter
-from harness.measure.hol_drops import StreamTrace, save_traces
-from harness.measure.hol import hol_summary
+from harness.measure.hol_drops import StreamTrace
 from harness.scenario.linkspec import LinkSpec
 from harness.measure.packetlog import read_csv as read_packet_log
 from harness.scenario import Connection, PlanPoint, Scenario, expand_plan
@@ -122,7 +122,9 @@ class Runner:
             fields["tls_version"] = version
         if self.s.cors is not None and kind != "grpc":      # browser pages (servers/cors.py)
             extra += ["--cors", self.s.cors]
-        srv = self.servers.start(cell.server_kind, extra=extra or None, **where)
+        env = (server_env(self.out, cell.server_kind, kind) if self.topology is not None
+               and self.s.workload_for(cell.label).itl_ms else None)   # the HOL mechanism
+        srv = self.servers.start(cell.server_kind, extra=extra or None, env=env, **where)
         fields["port"] = srv.info["h2c_port"] if h2c else srv.port
         if h2c:
             fields["tls"] = False
@@ -359,6 +361,8 @@ class Runner:
         cell = point.cell
         self._set_link(point.link)
         target, model, srv, impl = self._target(cell, point.tls_version)
+        if srv is not None and self.topology is not None:
+            qlog_switch(self.out, cell, point.link)
         if point.dns_cache is not None:
             target = dataclasses.replace(target, dns_cache=point.dns_cache)
         if point.resumption is not None:     # the clients resume new connections
@@ -377,7 +381,7 @@ class Runner:
         task = self.progress.start(point, total)
         pool = self.cluster       # Ray actors (scenario cluster:), else local processes
         procs = [] if pool else [self._spawn(job) for job in jobs]
-        logging, packets, failure = False, None, None
+        logging, packets, failure, watch = False, None, None, None
         try:
             if pool:
                 pool.warm(jobs)
@@ -390,6 +394,9 @@ class Runner:
                 self.topology.emulator_stats(reset=True)   # lateness of this point only
                 self.topology.log_start()
                 logging = True
+                if srv is not None and self.s.workload_for(point.protocol).itl_ms:
+                    watch = SenderWatch.started(self.out, f"{key.file_label}-r{point.repeat + 1}",
+                                                cell, srv.port, self.topology.wrap("server"))
             wire0 = self.topology.counters() if self.topology else None   # with the log
             for p in procs:                      # all workers start together
                 p.stdin.write(b"go\n")
@@ -420,12 +427,14 @@ class Runner:
         finally:
             if logging:      # keep what the link saw even when the point failed
                 self._save_packet_log(key, point.repeat, result)
+            if watch is not None:
+                watch.stop()
             self._reap(procs)
         rec = Recorder()
         for r in results:
             rec.merge(Recorder.from_json(r.recorder))
         if rec.traces is not None:
-            self._save_traces(rec, key, point, packets, result)
+            self._save_traces(rec, key, point, packets, result, watch)
         if wire0 is None and self.s.target is None and cell.kind != "grpc":
             # No namespace: the workers' socket-level counts, labeled as estimates.
             result.wire_source = SOCKET_SOURCE
@@ -470,19 +479,13 @@ class Runner:
         return path
 
     def _save_traces(self, rec: Recorder, key: PointKey, point: PlanPoint,
-                     packets: Path | None, result: PointResult) -> None:
-        """Every stream's tokens, and the head-of-line analysis of them against the
-        packet log. Traces are not kept in memory: a long run has millions of tokens."""
+                     packets: Path | None, result: PointResult,
+                     watch: SenderWatch | None) -> None:
         traces = [StreamTrace(stream=i, **t) for i, t in enumerate(rec.traces)]
-        rec.traces = None
-        path = self.out / "traces" / f"{key.file_label}-r{point.repeat + 1}.json.gz"
-        path.parent.mkdir(exist_ok=True)
-        save_traces(path, traces)
-        result.files.setdefault("traces", [])
-        result.files["traces"].append(str(path.relative_to(self.out)))
-        log = list(read_packet_log(packets)) if packets is not None else None
-        itl_ms = self.s.workload_for(point.protocol).itl_ms or 0.0
-        result.hol_repeats.append(hol_summary(traces, log, itl_ms, point.link))
+        rec.traces = None      # not kept in memory: a long run has millions of tokens
+        record_hol(self.out, f"{key.file_label}-r{point.repeat + 1}", traces, packets,
+                   self.s.workload_for(point.protocol).itl_ms or 0.0, point.link, result,
+                   watch)
 
     def _reap(self, procs: list[subprocess.Popen]) -> None:
         for p in procs:

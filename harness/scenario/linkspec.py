@@ -72,6 +72,12 @@ class DirectionSpec:
                     or self.blackholes or not _lossless(self.loss))
 
 
+    @property
+    def drops_packets(self) -> bool:
+        """Loses packets by design: a loss model, a drop list or a blackhole."""
+        return bool(self.drops or self.blackholes or not _lossless(self.loss))
+
+
 def _lossless(loss: LossModel) -> bool:
     return isinstance(loss, Bernoulli) and loss.p == 0
 
@@ -82,6 +88,10 @@ class LinkSpec:
     down: DirectionSpec = field(default_factory=DirectionSpec)   # server -> client
     seed: int = 1
     name: str = ""                      # the scenario's label for this link variant
+
+    @property
+    def drops_packets(self) -> bool:
+        return self.up.drops_packets or self.down.drops_packets
 
     @property
     def rtt_ms(self) -> float:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from servers import cors
 from servers.http.asgi_app import App
 from servers.http.h1_timeouts import with_header_timeout
+from servers.http.qlog import logger_from_env, note_peer
 from servers.options import ServerOptions
 
 Ready = Callable[[dict], None]
@@ -205,17 +206,25 @@ def _issue_session_tickets() -> None:
     session_ticket_fetcher/handler, so aioquic sends no NewSessionTicket and no client
     can resume or send early data. Given both, aioquic's server issues a ticket after
     each handshake allowing early data (tls.Context max_early_data) and accepts 0-RTT
-    with a ticket it finds. The one patch: the module's QuicConnection name.
+    with a ticket it finds. The one patch: the module's QuicConnection name; the same
+    subclass writes each connection's recovery state where QLOGDIR says (servers.http.qlog).
     """
     import hypercorn.protocol.quic as hq
     from aioquic.quic.connection import QuicConnection
 
     store = SessionTicketStore()
+    qlog = logger_from_env()
 
     class TicketingQuicConnection(QuicConnection):
         def __init__(self, **kwargs: Any) -> None:
+            if qlog is not None:         # QLOGDIR: the recovery state, for the HOL lab
+                kwargs["configuration"].quic_logger = qlog
             super().__init__(session_ticket_fetcher=store.get,
                              session_ticket_handler=store.add, **kwargs)
+
+        def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+            note_peer(self._quic_logger, addr)
+            super().receive_datagram(data, addr, now)
 
     hq.QuicConnection = TicketingQuicConnection
 

@@ -5,6 +5,7 @@ refused, with how to run it, where the lab cannot run, and other scenarios still
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import subprocess
@@ -84,6 +85,19 @@ def test_lab_run_keeps_ground_truth_and_traces(lab_run):
         analysis = hol["analysis"]
         assert analysis["streams"] == 3 and hol["single_drop"]
         assert analysis["connections"] == (1 if row["connections_policy"] == "1" else 3)
+        # The sender's congestion state was sampled in the server's namespace (tcp_info
+        # of the server's sockets, one row per socket per sample) and the collateral
+        # stalls split by it; on one connection a single drop holds the others by ordering.
+        mech = hol["mechanism"]
+        assert mech["source"].startswith("tcp_info"), mech
+        assert mech["collateral_stalls"] == analysis["collateral_stalls"]
+        samples = list(csv.DictReader(open(run / "mechanism" / f"{Path(trace_file).name[:-8]}"
+                                           "-tcp.csv")))
+        ports = {int(p.client_port) for p in packets}
+        assert samples and {int(r["client_port"]) for r in samples} <= ports
+        if row["connections_policy"] == "1" and mech["collateral_ms"]:
+            assert mech["ordering_ms"] >= 0.8 * mech["collateral_ms"], mech
+            assert mech["accounted_share"] >= 0.9, mech
     report = (run / "report.md").read_text()
     assert "## Head-of-line blocking" in report
     assert (run / "figures").is_dir()

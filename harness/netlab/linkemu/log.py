@@ -2,7 +2,7 @@
 
 Forwarding is the hot path, so a packet costs four appends to typed arrays (28 bytes,
 no Python object per packet); the PacketRecords are built only when the log is written.
-The transport fields (ports, TCP flags, payload length) are read from the IPv4 header
+The transport fields (ports, TCP flags and sequence number, payload length) are read from the IPv4 header
 at arrival, because the packet itself is gone by the time the log is written.
 """
 
@@ -49,7 +49,7 @@ HEADER = 34                   # IPv4 header (20) + the first 14 bytes of TCP / 8
 
 def header_of(pkt: bytes) -> bytes:
     """The bytes the log keeps of a packet: its IPv4 header, then its transport
-    header's first 14 bytes (ports, TCP data offset and flags) at offset 20 whatever
+    header's first 14 bytes (ports, TCP sequence number, data offset and flags) at offset 20 whatever
     the IP header's real length, zero-padded to HEADER bytes."""
     ihl = (pkt[0] & 15) << 2 if pkt and pkt[0] >> 4 == 4 else 20
     hdr = pkt[:HEADER] if ihl == 20 else pkt[:20] + pkt[ihl:ihl + 14]
@@ -98,7 +98,8 @@ class PacketLog:
                 t_ns=t, direction=DIRECTIONS[code >> 4], size=size,
                 proto=_PROTO_NAMES.get(proto, f"ip{proto}"), sport=ports >> 16,
                 dport=ports & 0xFFFF, outcome=OUTCOMES[code & 15], release_ns=rel,
-                tcp_flags=_FLAG_TEXT[flags] if proto == 6 else "", payload=payload)
+                tcp_flags=_FLAG_TEXT[flags] if proto == 6 else "", payload=payload,
+                seq=_seq(h, proto))
 
     def rows(self) -> Iterator[str]:
         """The records as CSV lines, exactly as packetlog.write_csv writes them (its
@@ -112,7 +113,7 @@ class PacketLog:
             proto, ports, flags, payload = _fields(h, size)
             yield (f"{t},{DIRECTIONS[code >> 4]},{size},{names.get(proto) or f'ip{proto}'},"
                    f"{ports >> 16},{ports & 0xFFFF},{OUTCOMES[code & 15]},{rel},"
-                   f"{_FLAG_TEXT[flags] if proto == 6 else ''},{payload}\r\n")
+                   f"{_FLAG_TEXT[flags] if proto == 6 else ''},{payload},{_seq(h, proto)}\r\n")
 
     def stop(self, path: Path) -> int:
         """Write every record since start() to `path` in packetlog's CSV format (gzip,
@@ -136,6 +137,11 @@ class PacketLog:
         self.start()                  # free the memory
         self.on = False
         return n
+
+
+def _seq(h: memoryview, proto: int) -> int:
+    """The TCP sequence number of a stored header (bytes 4-7 of the TCP header)."""
+    return unpack_from("!I", h, 24)[0] if proto == 6 and not ((h[6] & 0x1F) or h[7]) else 0
 
 
 def _fields(h: memoryview, size: int) -> tuple[int, int, int, int]:

@@ -6,7 +6,6 @@ QUIC streams, shown only when the data shows them coupled.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from harness.measure.hol_stats import drop_stats, stack_cost
 from harness.measure.roundtrips import textbook
-from harness.measure.hol import DEFINITIONS, DropTimeline, PointAnalysis, StreamTimeline
+from harness.measure.hol import DropTimeline, PointAnalysis, StreamTimeline
 from harness.report.tables import fmt, table as _table
 
 SWEEP_FIGURE = "hol-loss-sweep.png"
@@ -37,6 +36,7 @@ class HolPoint:
     timeline: DropTimeline | None = None   # single-drop points: hol.drop_timeline(...)
     single_drop: bool = False
     loss_direction: str = "down"           # "down", "up" or "both"
+    mechanism: dict | None = None          # what its collateral stalls waited on
 
     @property
     def streams(self) -> int:
@@ -76,7 +76,7 @@ class HolPoint:
                    PointAnalysis.from_dict(summary["analysis"]),
                    None if summary.get("timeline") is None
                    else DropTimeline.from_dict(summary["timeline"]),
-                   summary["single_drop"], summary["loss_direction"])
+                   summary["single_drop"], summary["loss_direction"], summary.get("mechanism"))
 
     @classmethod
     def from_dict(cls, d: dict) -> HolPoint:
@@ -304,10 +304,12 @@ def _h2_verdict(h2: list[HolPoint]) -> list[str]:
         if not d.drops or not d.clean_streams:
             continue
         spread = f"collateral stall {d.collateral_ms.text()} ms" if d.collateral_ms else ""
+        why = mechanism_text([p for p in h2 if p.single_drop and p.series == d.series])
+        why = f"; what they waited on: {why}" if why else ""
         if d.with_collateral_stall == d.drops:
             out.append(f"- Consistent with \"HTTP/2 stalls all streams\": in {d.series}, "
                        f"every one of {d.drops} single drops stalled streams that lost "
-                       f"nothing ({spread}, median [min-max]).")
+                       f"nothing ({spread}, median [min-max]{why}).")
         else:
             out.append(f"- Partly consistent with \"HTTP/2 stalls all streams\": in {d.series}, "
                        f"{d.with_collateral_stall} of {d.drops} single drops stalled streams "
@@ -342,8 +344,11 @@ def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint],
                        f"{d.series}: {d.with_collateral_stall} of {d.drops} drops stalled a "
                        f"stream that lost nothing (collateral {d.collateral_ms.text()} ms)"
                        for d in stats.values() if d.with_collateral_stall and d.collateral_ms)
-                   + f"; e.g. {_probe_evidence(probes[0])}. Whether by ordering or by state "
-                   "the streams share cannot be told from these numbers.")
+                   + f"; e.g. {_probe_evidence(probes[0])}. " + (
+                       f"What they waited on, measured: {why}." if (why := mechanism_text(
+                           [p for p in drops if p in probes])) else
+                       "Whether by ordering or by state the streams share cannot be told "
+                       "from these numbers (no sender state was recorded)."))
     elif drops:
         out.append("- Consistent with \"HTTP/3 has no head-of-line blocking\": " + "; ".join(
             f"in {d.series} none of {d.drops} single drops stalled a stream that lost "
@@ -355,16 +360,43 @@ def _h3_verdict(h3: list[HolPoint], h2: list[HolPoint],
                                                         for p in coupled) + ".")
         out += _h3_coupling(h3, coupled, h3_apart)
         out += _stack_contrast(lossy)
-        out.append("  aioquic orders data per stream only, so QUIC's stream layer by itself "
-                   "does not hold one stream behind another's loss. Streams that stall "
-                   "together under many losses share one congestion window and its loss "
-                   "recovery, one event loop per side and the HTTP/3 layer above the "
-                   "streams; these numbers do not measure which of them it is.")
+        measured = [f"{p.series} at {pct(p.loss)} loss: {text}" for p in coupled
+                    if (text := mechanism_text([p]))]
+        if measured:
+            out.append("  What the collateral stalls waited on, measured (server emit "
+                       "stamps, the packet log, the stack's qlog): " + "; ".join(measured)
+                       + ". QUIC orders data per stream only, so none of it is ordering.")
+        else:
+            out.append("  aioquic orders data per stream only, so QUIC's stream layer by "
+                       "itself does not hold one stream behind another's loss. Streams that "
+                       "stall together under many losses share one congestion window and "
+                       "its loss recovery, one event loop per side and the HTTP/3 layer "
+                       "above the streams; this run recorded no sender state to tell which.")
     elif lossy and not drops:
         out.append(f"- Consistent with \"HTTP/3 has no head-of-line blocking\": across "
                    f"{len(lossy)} lossy HTTP/3 point(s) no stream stalled without losing its "
                    "own packet.")
     return out
+
+
+MECHANISM_NAMES = {"ordering": "ordering", "cwnd": "congestion window",
+                   "app_server": "server application", "app_client": "client application",
+                   "link": "link"}
+
+
+def mechanism_text(points: list[HolPoint]) -> str | None:
+    """The measured split of these points' collateral stall time (parts of 5% or more),
+    e.g. "95% congestion window, 5% server application (aioquic qlog)"."""
+    ms_ = {k: sum((p.mechanism or {}).get(f"{k}_ms") or 0.0 for p in points)
+           for k in MECHANISM_NAMES}
+    whole = sum((p.mechanism or {}).get("collateral_ms") or 0.0 for p in points)
+    if whole < 1.0:
+        return None
+    parts = sorted(((v / whole, k) for k, v in ms_.items()), reverse=True)
+    sources = sorted({p.mechanism.get("source") or "no sender state" for p in points
+                      if p.mechanism})
+    return (", ".join(f"{v:.0%} {MECHANISM_NAMES[k]}" for v, k in parts if abs(v) >= 0.05)
+            + f" of {whole:,.0f} ms ({', '.join(sources)})")
 
 
 def _probe_evidence(p: HolPoint) -> str:
@@ -527,73 +559,3 @@ def missed_drop_sentences(points: list[HolPoint]) -> list[str]:
     return [f"- {', '.join(sorted({p.series for p in missed}))}: the drop-list dropped no "
             "token-carrying packet in this point (no packet matched its filter, or the drop "
             "fell outside every stream), so there is no drop timeline for it."]
-
-
-# ----------------------------------------------------------------------- render
-
-
-def render_hol_section(points: list[HolPoint], figure_dir: Path,
-                       report_dir: Path | None = None, rows: list[dict] | None = None) -> str:
-    """The markdown section; writes its PNGs into figure_dir (linked relative to
-    report_dir, default figure_dir)."""
-    if not points:
-        return ""
-    figure_dir = Path(figure_dir)
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    sweep = [p for p in points if not p.single_drop]
-    probes = [p for p in points if p.single_drop and p.timeline]
-    figures = _figures(sweep, probes, figure_dir)
-
-    def link(f: Path) -> str:
-        return os.path.relpath(f, report_dir or figure_dir)
-
-    parts = ["## Head-of-line blocking", "", setup_sentence(points), "",
-             "### What the numbers show", ""]
-    said = (collateral_sentences(sweep) + trend_sentences(sweep) + itl_sentences(sweep)
-            + [drop_sentence(p) for p in first_per_series(probes)]
-            + missed_drop_sentences(points)
-            + folklore_sentences(points))
-    parts += said or ["- No point had loss or a dropped packet: nothing to attribute."]
-    parts += ["", "### Per point", "", sweep_table(points), ""]
-    if SWEEP_FIGURE in figures:
-        parts += [f"![collateral stall time and ITL p99 vs loss]({link(figures[SWEEP_FIGURE])})", ""]
-    if probes:
-        parts += ["### One dropped packet", "",
-                  ("Excess one-way delay: a token's one-way delay minus its stream's median "
-                   "before the drop; tokens listed from the one emitted just before the drop."),
-                  ""]
-        parts += ["Every single drop, per series (a different packet each time; excess "
-                  "one-way delay over the stream's median before the drop):", "",
-                  single_drop_table(points), "",
-                  "One example per series (its earliest drop):", ""]
-        for p in first_per_series(probes):
-            parts += [timeline_table(p), ""]
-        if TIMELINE_FIGURE in figures:
-            parts += [f"![per-stream delivery around the drop]({link(figures[TIMELINE_FIGURE])})", ""]
-    cost = stack_cost_table(rows or [], points)
-    if cost:
-        parts += ["### What each stack's transport costs", "",
-                  "\"HTTP/3 solves this but introduces UDP complexity\": per token on the "
-                  "lossless link with every stream on one connection, the packets, bytes and "
-                  "CPU each stack spends (QUIC in user space: aioquic in Python, quic-go in "
-                  "Caddy; TCP in the kernel), the round trips a new connection pays, and "
-                  "beside them what one lost packet cost the streams that lost nothing.", "",
-                  cost, ""]
-    if "missing" in figures:
-        parts += [f"Figures not drawn: {figures['missing']}.", ""]
-    parts += ["### HOL definitions", ""] + [f"- `{k}`: {v}" for k, v in DEFINITIONS.items()] + [""]
-    return "\n".join(parts)
-
-
-def _figures(sweep: list[HolPoint], probes: list[HolPoint], figure_dir: Path) -> dict:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return {"missing": "matplotlib is not installed"}
-    out = {}
-    for name, draw, pts in ((SWEEP_FIGURE, loss_sweep_figure, sweep),
-                            (TIMELINE_FIGURE, drop_timeline_figure, first_per_series(probes))):
-        made = draw(pts, figure_dir / name)
-        if made is not None:
-            out[name] = made
-    return out
