@@ -123,7 +123,7 @@ class Runner:
         if self.s.cors is not None and kind != "grpc":      # browser pages (servers/cors.py)
             extra += ["--cors", self.s.cors]
         env = (server_env(self.out, cell.server_kind, kind) if self.topology is not None
-               and self.s.workload_for(cell.label).itl_ms else None)   # the HOL mechanism
+               and self._token_stream(cell.label) else None)   # the HOL mechanism
         srv = self.servers.start(cell.server_kind, extra=extra or None, env=env, **where)
         fields["port"] = srv.info["h2c_port"] if h2c else srv.port
         if h2c:
@@ -344,6 +344,9 @@ class Runner:
                else f"exit code {p.returncode}")
         return f"exited early ({how}){chr(10) + err if err.strip() else ''}"
 
+    def _token_stream(self, protocol: str) -> bool:      # what the HOL analysis reads
+        return bool(getattr(self.s.workload_for(protocol), "itl_ms", None))
+
     def _key(self, point: PlanPoint) -> PointKey:
         network = point.link.name if point.link is not None else self.network
         conn = str(point.connection.label) if point.connection is not None else None
@@ -361,8 +364,7 @@ class Runner:
         cell = point.cell
         self._set_link(point.link)
         target, model, srv, impl = self._target(cell, point.tls_version)
-        if srv is not None and self.topology is not None:
-            qlog_switch(self.out, cell, point.link)
+        qlog_switch(self.out, cell, point.link if srv is not None else None)
         if point.dns_cache is not None:
             target = dataclasses.replace(target, dns_cache=point.dns_cache)
         if point.resumption is not None:     # the clients resume new connections
@@ -394,7 +396,7 @@ class Runner:
                 self.topology.emulator_stats(reset=True)   # lateness of this point only
                 self.topology.log_start()
                 logging = True
-                if srv is not None and self.s.workload_for(point.protocol).itl_ms:
+                if srv is not None and self._token_stream(point.protocol):
                     watch = SenderWatch.started(self.out, f"{key.file_label}-r{point.repeat + 1}",
                                                 cell, srv.port, self.topology.wrap("server"))
             wire0 = self.topology.counters() if self.topology else None   # with the log
