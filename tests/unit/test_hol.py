@@ -369,3 +369,34 @@ def test_clean_single_drops_lead_and_sustained_loss_coupling_is_named_apart(tmp_
     assert "Coupling under sustained loss (not head-of-line blocking" in text
     assert "Not consistent" not in text and "contradicts" not in text
 
+
+
+def mech(collateral, source, **parts):
+    out = {"source": source, "collateral_stalls": 3, "collateral_ms": collateral,
+           "unaccounted_ms": 0.0, "state_unknown_ms": 0.0}
+    return {**out, **{f"{k}_ms": parts.get(k, 0.0)
+                      for k in ("ordering", "cwnd", "app_server", "app_client", "link")}}
+
+
+def test_the_mechanism_split_is_tabled_per_series_and_cited_by_the_verdict(tmp_path):
+    points = sweep_and_probes(h3_coupled=True)
+    points[1].mechanism = mech(60.0, "tcp_info every 2 ms", ordering=54.0, cwnd=6.0)
+    again = point("sse-h2", "sse-h2", 1, 0.02, lab(lost=((1, 10), (3, 20))))   # a repeat
+    again.mechanism = mech(40.0, "tcp_info every 2 ms", ordering=36.0, cwnd=2.0,
+                           app_client=2.0)
+    points[3].mechanism = mech(200.0, "aioquic qlog", cwnd=190.0, app_server=10.0)
+    text = render_hol_section(points + [again], tmp_path)
+    # Two repeats of sse-h2 at 2%: 100 ms, 90 ordering, 8 window, 2 client.
+    assert ("| sse-h2 on one connection | 2% loss | 6 | 100 ms | 90% | 8% | 0% | 2% | 0% | "
+            "0% | 100% | tcp_info every 2 ms |") in text
+    assert "- sse-h2 on one connection, 2% loss: 100 ms of collateral stall over 6 stalls: " \
+        "90% ordering, 8% congestion window" in text
+    assert ("sse-h3 on one connection at 2% loss: 95% congestion window, 5% server "
+            "application of 200 ms (aioquic qlog). QUIC orders data per stream only") in text
+    assert "these numbers do not measure" not in text
+
+
+def test_without_a_recorded_split_the_report_says_it_cannot_tell(tmp_path):
+    text = render_hol_section(sweep_and_probes(h3_coupled=True), tmp_path)
+    assert "What the collateral stalls waited on" not in text
+    assert "recorded no sender state" in text or "no sender state was recorded" in text

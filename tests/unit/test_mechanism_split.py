@@ -137,3 +137,24 @@ def test_tcp_sampler_parses_a_sock_diag_reply():
     assert (s.ca_state, s.cwnd, s.in_flight, s.notsent_bytes) == ("recovery", 5, 7, 300)
     assert s.window_full
     assert tcp_sampler.parse(data, 444, 123, {})[0] == []   # another port: nothing
+
+
+def test_aioquic_traces_connections_only_on_links_that_drop_packets(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.run.hol_record import qlog_dir, qlog_switch
+    from harness.scenario.linkspec import Bernoulli, DirectionSpec, DropRule, LinkSpec
+
+    h3 = SimpleNamespace(kind="h3", server_kind="h3")
+    flag = qlog_dir(tmp_path, "h3") / "on"
+    qlog_switch(tmp_path, h3, LinkSpec(down=DirectionSpec(loss=Bernoulli(0.01))))
+    assert flag.exists()
+    qlog_switch(tmp_path, h3, LinkSpec(down=DirectionSpec(delay_ms=20)))     # lossless
+    assert not flag.exists()
+    qlog_switch(tmp_path, h3, LinkSpec(up=DirectionSpec(drops=(DropRule((5,)),))))
+    assert flag.exists()
+    qlog_switch(tmp_path, h3, None)                                          # no lab link
+    assert not flag.exists()
+    qlog_switch(tmp_path, SimpleNamespace(kind="h2", server_kind="h2"),
+                LinkSpec(down=DirectionSpec(loss=Bernoulli(0.01))))          # TCP: tcp_info
+    assert not qlog_dir(tmp_path, "h2").exists()
