@@ -63,7 +63,7 @@ class SenderState:
             end = min(self.t_ns[i + 1] if i + 1 < len(self.t_ns) else hi, hi)
             if self.sampled:
                 end = min(end, self.t_ns[i] + STALE_NS)
-            if end > start and self.t_ns[i] <= end:
+            if end > start:
                 known += end - start
                 full += (end - start) if self.full[i] else 0
             i += 1

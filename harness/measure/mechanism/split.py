@@ -115,29 +115,31 @@ class _Connection:
         self.new_t = [data[i].t_ns for i in self.new]
         self.new_end = [self.offs[i] + data[i].payload for i in self.new]
         self.repair: dict[int, int] = {}         # dropped index -> forwarded repair index
-        self.readable: dict[int, int] = {}       # forwarded index -> held until (TCP)
+        self.gaps: list[tuple[int, int, int]] = []   # (offset, dropped at, repair released)
         if tcp:
-            self._holds()
+            self._repairs()
         span = [e for e in emits if self.new_t and self.new_t[0] <= e <= self.new_t[-1]]
         self.token_bytes = ((self.new_end[-1] - self.new_end[0]) / len(span)
                             if len(span) > 1 else 0.0)
 
-    def _holds(self) -> None:
-        """Each drop's repair (the first later forwarded packet covering its first byte),
-        and for each forwarded packet the release of the last repair it waited for."""
-        data, offs, gaps = self.data, self.offs, []
+    def _repairs(self) -> None:
+        """Each drop's repair: the first later forwarded packet covering its first byte."""
+        data, offs = self.data, self.offs
         for i, p in enumerate(data):
             if p.dropped:
                 fix = next((j for j in range(i + 1, len(data)) if not data[j].dropped
                             and offs[j] <= offs[i] < offs[j] + data[j].payload), None)
                 if fix is not None:
                     self.repair[i] = fix
-                gaps.append((offs[i], p.t_ns, data[fix].release_ns if fix is not None
-                             else 1 << 62))
-        for i, p in enumerate(data):
-            if not p.dropped:
-                self.readable[i] = max([p.release_ns] + [fixed for start, at, fixed in gaps
-                                                         if start < offs[i] and at < p.t_ns])
+                self.gaps.append((offs[i], p.t_ns, data[fix].release_ns if fix is not None
+                                  else 1 << 62))
+
+    def readable(self, i: int) -> int:
+        """When forwarded packet i's bytes could be read: its release, or the release of
+        the last repair of a lower range dropped before it was sent (TCP ordering)."""
+        p = self.data[i]
+        return max([p.release_ns] + [fixed for start, at, fixed in self.gaps
+                                     if start < self.offs[i] and at < p.t_ns])
 
     def _quic_carrier(self, first: int, recv: int) -> int | None:
         """The last forwarded packet sent after the emit and released before the read:
@@ -192,7 +194,7 @@ class _Connection:
         full, known = state.full_ns(emit, w) if state is not None else (0, 0)
         send = w - emit
         cwnd = send * full / known if known else 0.0
-        held = min(self.readable.get(i, r), recv) if self.tcp else r
+        held = min(self.readable(i), recv) if self.tcp else r
         return Legs(emit, send, cwnd, r - w, max(held - r, 0), recv - max(held, r))
 
 
@@ -224,7 +226,7 @@ def split_collateral(traces: list[StreamTrace], stalls: list[Stall],
         conn = conns[port]
         toks = receipts(trace)
         at = next((i for i, t in enumerate(toks) if t[0] == s.token and t[2] == s.end_ns), None)
-        if not at:
+        if not at:                       # not found, or the first token: no predecessor
             out.unaccounted_ms += s.duration_ns / 1e6
             continue
         prev, cur = toks[at - 1], toks[at]
