@@ -115,7 +115,8 @@ class SenderWatch:
             self.error = f"tcp_sampler exit {proc.returncode}: {err[-300:]}"
 
     def states(self) -> tuple[States | None, str | None]:
-        """(state by client port, its source) or (None, why not)."""
+        """(state by client port, its source), or (None, None) when none was recorded
+        (the reason, if any, is in `error`)."""
         try:
             if self.quic:
                 states = qlog_states(self.qlog, self.since_ns) if self.qlog.is_dir() else {}

@@ -3,12 +3,14 @@
 Set QLOGDIR (the variable quic-go reads, so Caddy's HTTP/3 front writes its own qlog
 there too) and every server QUIC connection writes one JSON-lines file to it: a
 `connection_started` line naming the client's port, then aioquic's qlog events
-`recovery:metrics_updated` (congestion window, bytes in flight), `recovery:packet_lost`
-and `transport:packet_sent` (length only). Times are CLOCK_MONOTONIC ns (`t_ns`), the
-clock of the packet log and the token stamps, instead of qlog's wall-clock ms. Other
-events are dropped at once. Only connections opened while QLOGDIR/on exists are traced
-(the lab creates it for lossy points): aioquic builds every event of a traced
-connection, CPU that must not count in a lossless point's cost per token.
+`recovery:metrics_updated` (congestion window, bytes in flight; what the split reads)
+and `recovery:packet_lost` (rare; for a reader of the file). Nothing per packet sent:
+one line per packet would be the logger's own cost on the server's send path. Times
+are CLOCK_MONOTONIC ns (`t_ns`), the clock of the packet log and the token stamps,
+instead of qlog's wall-clock ms. Other events are dropped at once. Only connections
+opened while QLOGDIR/on exists are traced (the lab creates it for lossy points):
+aioquic builds every event of a traced connection, CPU that must not count in a
+lossless point's cost per token.
 harness.measure.mechanism reads the files.
 """
 
@@ -25,7 +27,7 @@ from aioquic.quic.logger import QuicLogger, QuicLoggerTrace
 
 ENV = "QLOGDIR"
 ON_FLAG = "on"          # QLOGDIR/on exists: new connections are traced
-KEEP = frozenset({"recovery:metrics_updated", "recovery:packet_lost", "transport:packet_sent"})
+KEEP = frozenset({"recovery:metrics_updated", "recovery:packet_lost"})
 _serial = itertools.count()
 
 
@@ -37,11 +39,8 @@ class LineTrace(QuicLoggerTrace):
 
     def log_event(self, *, category: str, event: str, data: dict) -> None:
         name = f"{category}:{event}"
-        if name not in KEEP or self.fh.closed:
-            return
-        if name == "transport:packet_sent":
-            data = {"length": data.get("raw", {}).get("length")}
-        self._line(name, data)
+        if name in KEEP and not self.fh.closed:
+            self._line(name, data)
 
     def connection_started(self, addr: Any) -> None:
         if not self.peer_logged:
