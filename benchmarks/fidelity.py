@@ -27,7 +27,10 @@ With 2 or more CPUs the server is pinned to one CPU and every client (native or
 harness) to another (`--no-pin` turns this off), as ANCHORS.md measured.
 
 `--engines python,curl` measures each harness client engine the harness has against
-the same native runs. `--variant before=/path/to/other/checkout` (repeatable) also runs
+the same native runs; `libcurl` in that list adds "libcurl alone" (curl_alone.py: pycurl
+with no wirebench code around it). `--protocols caddy-http/1.1,caddy-h2c` runs the
+same against the Caddy front (servers/http/caddy_server.py) of the default scenario.
+`--variant before=/path/to/other/checkout` (repeatable) also runs
 every engine from another tree's harness, interleaved in the same pairs: a before/after
 of a client change under the same machine conditions.
 
@@ -87,7 +90,17 @@ PROTOCOLS = {
     # key: (harness protocol id, server kind, native tool)
     "http/1.1": ("rest-h1", "h1", "wrk"),
     "h2c": ("rest-h2", "h2", "h2load"),
+    # The native front of the default scenario's first group (Caddy, Go), cleartext so
+    # TLS stays out of the comparison as above: the same backend behind it.
+    "caddy-http/1.1": ("rest-h1", "caddy-h1", "wrk"),
+    "caddy-h2c": ("rest-h2", "caddy-h2", "h2load"),
 }
+DEFAULT_PROTOCOLS = ("http/1.1", "h2c")
+# Not a harness engine: plain pycurl with nothing around it (benchmarks/curl_alone.py),
+# run beside the others with `--engines curl,libcurl`: how far libcurl itself is from
+# wrk / h2load, so the harness's libcurl engine can be read against libcurl's own cost.
+LIBCURL_ALONE = "libcurl alone"
+H2C_KINDS = ("h2", "caddy-h2")          # served as h2c with --h2c-port
 INSTALL_HINT = ("wrk and h2load are needed (nothing is installed by this script).\n"
                 "  Debian/Ubuntu: apt-get install -y wrk nghttp2-client\n"
                 "  macOS:         brew install wrk nghttp2")
@@ -110,7 +123,7 @@ def scenario(size: str) -> Scenario:
                      "dimensions": sz["dimensions"], "input_words": 16,
                      "distinct_inputs": sz["batch_size"], "encoding": "float",
                      "compute_ms": 0},
-        "protocols": [spec[0] for spec in PROTOCOLS.values()],
+        "protocols": sorted({spec[0] for spec in PROTOCOLS.values()}),
         "load": {"mode": "closed", "concurrency": [1], "duration_s": 1},
         "seed": SEED})
 
@@ -259,12 +272,14 @@ class Run:
 
 # ---------------------------------------------------------------- native tools
 
+# Both tools send the harness's request headers (clients/http_api.py, _POST_JSON).
 WRK_LUA = """\
 wrk.method = "POST"
 local f = assert(io.open(%(body)s, "rb"))
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "*/*"
 
 function done(summary, latency, requests)
   local e = summary.errors
@@ -326,7 +341,7 @@ class Native:
         # -c1 -m C: one connection, C concurrent streams, as the harness multiplexes.
         cmd = ["h2load", "-t1", "-c1", f"-m{conc}", "-D", str(duration_s),
                "-d", str(body_file), "-H", "content-type: application/json",
-               "--log-file", str(log), url]
+               "-H", "accept: */*", "--log-file", str(log), url]
         win = Window(server, self.pin)
         win.start()
         stdout, cpu = self._run(cmd, duration_s + 60)
@@ -357,6 +372,37 @@ class Native:
                           "response_bytes_per_req":
                               int(traffic.group(1)) / ok if traffic and ok else None})
 
+    def libcurl(self, url: str, body_file: Path, conc: int, duration_s: int,
+                server: ServerProcess, version: str) -> Run:
+        """libcurl alone (benchmarks/curl_alone.py): libcurl with nothing around it."""
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "curl_alone.py"), url,
+               str(body_file), "--http", version, "--concurrency", str(conc),
+               "--duration", str(duration_s)]
+        proc = subprocess.Popen(self.pin.client_prefix() + cmd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        win, warm = Window(server, self.pin), False
+        try:
+            warm = proc.stdout.readline().strip() == "warm"     # the measured loop starts
+            win.start()
+            stdout, stderr = proc.communicate(timeout=duration_s + 60)
+            win.stop()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0 or not warm:
+            raise RuntimeError(f"curl_alone.py failed ({proc.returncode}):\n{stderr}")
+        r = orjson.loads(stdout.strip().splitlines()[-1])
+        n, wall = r["requests"], r["wall_s"]
+        p50 = r["p50_us"] / 1000 if r["p50_us"] is not None else float("nan")
+        # Its own CPU over the measured loop (the process's start-up is not in it).
+        return Run(LIBCURL_ALONE, n / wall if wall else 0.0, p50, n, wall, r["errors"],
+                   r["cpu_s"] / n * 1e6 if n else None, r["cpu_s"] / wall if wall else None,
+                   **win.fields(n, wall),
+                   extra={"last_byte_p50_ms": p50,
+                          "client_path": ("pycurl: easy perform() loop" if conc == 1
+                                          else "pycurl: CurlMulti loop")})
+
 
 def _pct(sorted_values: list[int], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
@@ -385,6 +431,10 @@ def engine_field(spec: str) -> dict[str, str]:
     """LoadJob's `engine` (and `client_path`) arguments, where this version of the
     harness has them."""
     engine, path = split_engine(spec)
+    if engine == "libcurl":
+        if path is not None:
+            raise SystemExit("fidelity: the libcurl comparator has no client paths")
+        return {}
     names = {f.name for f in dataclasses.fields(LoadJob)}
     out = {}
     if "engine" in names:
@@ -423,6 +473,8 @@ def has_path(spec: str, protocol: str, target: Target, concurrency: int) -> bool
 
 
 def harness_label(engine: str, variant: str = "") -> str:
+    if engine == "libcurl":
+        return LIBCURL_ALONE
     engine, path = split_engine(engine)
     label = "harness" if engine == "python" else f"harness+{engine}"
     if path:
@@ -432,6 +484,8 @@ def harness_label(engine: str, variant: str = "") -> str:
 
 def cell_label(client: str, spec: str) -> str:
     """rest-h1, rest-h1+curl, 'rest-h2+curl (async)' for a forced client path."""
+    if spec == "libcurl":
+        return LIBCURL_ALONE
     engine, path = split_engine(spec)
     label = client if engine == "python" else f"{client}+{engine}"
     return f"{label} ({path})" if path else label
@@ -771,8 +825,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="parent directory of fidelity-<UTC timestamp>/ (default results/)")
     p.add_argument("--duration", type=int, help="seconds per run (default 5, --quick 2)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved pairs per point")
-    p.add_argument("--protocols", default=",".join(PROTOCOLS),
-                   help=f"comma list of {', '.join(PROTOCOLS)}")
+    p.add_argument("--protocols", default=",".join(DEFAULT_PROTOCOLS),
+                   help=f"comma list of {', '.join(PROTOCOLS)} (default "
+                        f"{','.join(DEFAULT_PROTOCOLS)}; caddy-*: the Caddy front)")
     p.add_argument("--sizes", default=",".join(SIZES), help=f"comma list of {', '.join(SIZES)}")
     p.add_argument("--concurrency", default="1,16", help="comma list (default 1,16)")
     p.add_argument("--engines", default="python",
@@ -835,14 +890,17 @@ def main(argv: list[str] | None = None) -> int:
         native = Native(work, pin)
         harnesses = {"": Harness(pin)}
         harnesses.update((label, Harness(pin, root, label)) for label, root in args.variant)
-        runs = [(e, v) for v in harnesses for e in args.engines]     # harness runs per pair
+        runs = [(e, v) for v in harnesses for e in args.engines     # harness runs per pair
+                if e != "libcurl" or not v]
         for proto in args.protocols:
             client_id, kind, tool = PROTOCOLS[proto]
-            extra = ["--h2c-port", "0"] if kind == "h2" else None
+            h2c = kind in H2C_KINDS
+            shown = f"{client_id}@caddy" if kind.startswith("caddy") else client_id
+            extra = ["--h2c-port", "0"] if h2c else None
             with start_server(kind, extra=extra) as server:
                 pin.pin_server(server)
-                port = server.info["h2c_port"] if kind == "h2" else server.port
-                target = Target(port=port, **({"tls": False} if kind == "h2" else {}))
+                port = server.info["h2c_port"] if h2c else server.port
+                target = Target(port=port, **({"tls": False} if h2c else {}))
                 url = f"http://127.0.0.1:{port}/v1/embeddings"
                 run_native = native.wrk if tool == "wrk" else native.h2load
                 # Warm the server (imports, first-request paths); not recorded.
@@ -850,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
                 for size in args.sizes:
                     for conc in args.concurrency:
                         shared: list[Run] = []        # one native run per repeat, for all
-                        group = {(e, v): Point(proto, size, conc, e, v, client_id,
+                        group = {(e, v): Point(proto, size, conc, e, v, shown,
                                                native=shared)
                                  for e, v in runs if has_path(e, client_id, target, conc)}
                         points += group.values()
@@ -865,9 +923,15 @@ def main(argv: list[str] | None = None) -> int:
                                     shared.append(r)
                                 else:
                                     engine, variant = who
-                                    r = harnesses[variant].run(client_id, target, size, conc,
-                                                               args.duration, server,
-                                                               engine=engine)
+                                    if engine == "libcurl":
+                                        r = native.libcurl(url, bodies[size], conc,
+                                                           args.duration, server,
+                                                           "1.1" if client_id == "rest-h1"
+                                                           else "2")
+                                    else:
+                                        r = harnesses[variant].run(client_id, target, size,
+                                                                   conc, args.duration,
+                                                                   server, engine=engine)
                                     group[who].harness.append(r)
                                 print(f"  {proto:8} {size:5} c={conc:<3} rep {rep + 1} "
                                       f"{r.tool:12} {r.rps:9,.0f} req/s  p50 "

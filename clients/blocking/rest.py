@@ -63,9 +63,8 @@ class BlockingRestClient:
     def embed_sync(self, request: dict[str, Any]) -> UnaryResult:
         body = orjson.dumps(request)
         t_start = clock_ns()
-        resp, raw, t_received, phases = self.transport.fetch_sync(
-            b"POST", self._embeddings, self._headers, body)
-        return self.complete((t_start, len(body), resp, raw, t_received, phases))
+        got = self.transport.fetch_sync(b"POST", self._embeddings, self._headers, body)
+        return self.complete((t_start, len(body), got))
 
     # The same request in three steps, for the overlapped loop (harness.run.load.blocking_loop):
     # send, receive, and complete (decode and result), which may run after the next
@@ -79,7 +78,7 @@ class BlockingRestClient:
 
     def receive(self, sent: tuple[int, int, Any]) -> tuple:
         t_start, up, pending = sent
-        return (t_start, up, *self.transport.receive_sync(pending))
+        return t_start, up, self.transport.receive_sync(pending)
 
     def response_waiting(self) -> bool:
         return self.transport.response_waiting()
@@ -88,7 +87,11 @@ class BlockingRestClient:
         """Decode a received response into its result. The decode is timed on its own
         (t_decoded = t_received + its duration), so the latency means the same whether
         it ran at once or while the next request was on the wire."""
-        t_start, up, resp, raw, t_received, phases = got
+        t_start, up, received = got
+        # A transport may hand over a received response before building its result (the
+        # libcurl one: settle_sync, so that work runs after the next request was sent).
+        resp, raw, t_received, phases = (received if isinstance(received, tuple)
+                                         else self.transport.settle_sync(received))
         if resp.status != 200:
             raise error_from_body(resp.status, bytes(raw))
         t0 = clock_ns()

@@ -7,9 +7,13 @@ has exactly one user on one keep-alive connection (harness.run.load.loadgen's "b
 path), none of that is needed: here one easy handle runs `perform()`, which loops
 inside libcurl (poll, send, recv; pycurl releases the GIL around it) and returns when
 the transfer ended. The connection stays in the handle's cache between requests.
-For the overlapped loop (harness.run.load.blocking_loop) the same handle runs in a CurlMulti
-driven from this thread, `send_sync` then `receive_sync`: one perform to write the
-request, then select/perform until the transfer ended.
+For the overlapped loop (harness.run.load.blocking_loop) two easy handles take turns in
+one CurlMulti driven from this thread (they share its connection cache, so the
+connection is the same): `send_sync` adds one and performs once, which writes the
+request; `receive_sync` selects/performs until that transfer ended and returns at once,
+and `settle_sync` (called while the server works on the next request, sent on the other
+handle) takes the ended transfer off the multi and builds its result. So between the
+last response byte and the next request only libcurl's own work is in series.
 
 Same contract as `CurlTransport.fetch`, blocking: (HttpResponse, body, t_received,
 curl_phases). Same options (HTTP version, h2c prior knowledge, TLS verification and
@@ -57,12 +61,42 @@ _CALL_MULTI_PERFORM = pycurl.E_CALL_MULTI_PERFORM
 _SELECT_S = 1.0         # longest wait between two of libcurl's timeout checks
 
 
-class _Sent:
-    """A transfer started by send_sync: when, and whether it was already retried."""
-    __slots__ = ("t0", "retried")
+class _Handle:
+    """One easy handle with what was last set on it (so a request like the last one
+    costs no setopt) and the header lines and body pieces libcurl hands it (the lists'
+    own append methods as callbacks: C calls)."""
 
-    def __init__(self) -> None:
-        self.t0, self.retried = 0, False
+    __slots__ = ("attached", "body", "curl", "getinfo", "hdrs", "lines", "method", "parts",
+                 "path", "setopt")
+
+    def __init__(self, curl: pycurl.Curl) -> None:
+        self.curl = curl
+        self.setopt, self.getinfo = curl.setopt, curl.getinfo
+        self.lines: list[bytes] = []
+        self.parts: list[bytes] = []
+        curl.setopt(pycurl.HEADERFUNCTION, self.lines.append)
+        curl.setopt(pycurl.WRITEFUNCTION, self.parts.append)
+        self.path: bytes | None = None
+        self.method: bytes | None = None
+        self.body: bytes | None = None      # the POSTFIELDS libcurl holds (a POST's)
+        self.hdrs: Headers | None = None
+        self.attached = False               # to the overlap's multi
+
+
+class _Sent:
+    """A transfer started by send_sync: its handle, when, and whether it was retried."""
+    __slots__ = ("handle", "retried", "t0")
+
+    def __init__(self, handle: _Handle) -> None:
+        self.handle, self.t0, self.retried = handle, 0, False
+
+
+class _Received:
+    """A transfer receive_sync saw end, not yet taken off the multi (settle_sync does)."""
+    __slots__ = ("code", "message", "sent", "t_end")
+
+    def __init__(self, sent: _Sent, t_end: int, code: int | None, message: str) -> None:
+        self.sent, self.t_end, self.code, self.message = sent, t_end, code, message
 
 
 class _Outcome:
@@ -73,7 +107,7 @@ class _Outcome:
 
 
 class CurlEasyTransport:
-    """One libcurl easy handle (one connection), one request at a time, blocking."""
+    """One libcurl connection, one request at a time, blocking."""
 
     @property
     def path_name(self) -> str:
@@ -99,113 +133,123 @@ class CurlEasyTransport:
         self._want = INFO_VERSION[version]
         name, host = url_host(target.server_name), url_host(target.host)
         self._prefix = f"{'https' if tls else 'http'}://{name}:{target.port}".encode()
+        self._connect_to = ([f"{name}:{target.port}:{host}:{target.port}"]
+                            if target.server_name != target.host else None)
         self._track_sockets = version != "3"
         self._socks: dict[int, CurlSocket] = {}
-        self.lines: list[bytes] = []
-        self.parts: list[bytes] = []
-        c = self.curl = pycurl.Curl()
-        c.setopt(pycurl.NOSIGNAL, 1)
-        c.setopt(pycurl.HTTP_VERSION, self._http_version)
-        c.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
-        c.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout_s * 1000)))
-        if target.server_name != target.host:
-            c.setopt(pycurl.CONNECT_TO, [f"{name}:{target.port}:{host}:{target.port}"])
-        if tls:
-            if target.ca is not None:
-                c.setopt(pycurl.CAINFO, str(target.ca))
-            c.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
-            if target.tls_version is not None and version != "3":
-                c.setopt(pycurl.SSLVERSION, TLS_VERSIONS[target.tls_version])
-        c.setopt(pycurl.SOCKOPTFUNCTION, self._on_sockopt)
-        c.setopt(pycurl.HEADERFUNCTION, self.lines.append)
-        c.setopt(pycurl.WRITEFUNCTION, self.parts.append)
-        self._setopt, self._getinfo, self._perform = c.setopt, c.getinfo, c.perform
-        self._path: bytes | None = None
-        self._hdrs: Headers | None = None
-        self._method: bytes | None = None
-        self._body: bytes | None = None     # the POSTFIELDS libcurl holds (a POST's)
+        self._easy = self._new_handle()     # fetch_sync's without a multi; send_sync's next
+        self._spare: _Handle | None = None  # the overlap's second handle, from send_sync on
         self._multi: pycurl.CurlMulti | None = None     # from the first send_sync on
-        self._ended = False     # whether the last perform ended the transfer, and when
+        self._flying: _Sent | None = None   # the transfer in the multi, not yet ended
+        self._ended = False     # whether the last perform ended it, and when
         self._t_ended = 0
         self._outcome = _Outcome()
 
+    def _new_handle(self) -> _Handle:
+        c = pycurl.Curl()
+        c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.HTTP_VERSION, self._http_version)
+        c.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
+        c.setopt(pycurl.TIMEOUT_MS, max(1, int(self.timeout_s * 1000)))
+        if self._connect_to:
+            c.setopt(pycurl.CONNECT_TO, self._connect_to)
+        if self.tls:
+            if self.target.ca is not None:
+                c.setopt(pycurl.CAINFO, str(self.target.ca))
+            c.setopt(pycurl.SSL_SESSIONID_CACHE, 0)
+            if self.target.tls_version is not None and self.version != "3":
+                c.setopt(pycurl.SSLVERSION, TLS_VERSIONS[self.target.tls_version])
+        c.setopt(pycurl.SOCKOPTFUNCTION, self._on_sockopt)
+        return _Handle(c)
+
     # ------------------------------------------------------------------ requests
 
-    def _prepare(self, method: bytes, path: bytes, headers: Headers, body: bytes) -> None:
-        setopt = self._setopt
-        if path != self._path:
+    def _prepare(self, h: _Handle, method: bytes, path: bytes, headers: Headers,
+                 body: bytes) -> None:
+        setopt = h.setopt
+        if path != h.path:
             setopt(pycurl.URL, self._prefix + path)
-            self._path = path
+            h.path = path
         if method == b"POST":
-            if self._method != b"POST":
+            if h.method != b"POST":
                 setopt(pycurl.CUSTOMREQUEST, None)
                 setopt(pycurl.NOBODY, 0)
-                self._method = b"POST"
-                self._body = None
+                h.method = b"POST"
+                h.body = None
             # POSTFIELDS (which makes it a POST) is copied by libcurl and stays set: the
             # same bytes as the last POST's need not be handed over again.
-            if body != self._body:
+            if body != h.body:
                 setopt(pycurl.POSTFIELDS, body)
-                self._body = body
+                h.body = body
         elif method == b"GET" and not body:
-            if self._method != b"GET":
+            if h.method != b"GET":
                 setopt(pycurl.CUSTOMREQUEST, None)
                 setopt(pycurl.NOBODY, 0)
                 setopt(pycurl.HTTPGET, 1)
-                self._method = b"GET"
-                self._body = None
+                h.method = b"GET"
+                h.body = None
         else:
             setopt(pycurl.NOBODY, 1 if method == b"HEAD" else 0)
             if method != b"HEAD":
                 setopt(pycurl.POSTFIELDS, body)
             setopt(pycurl.CUSTOMREQUEST, method.decode())
-            self._method = None
-            self._body = None
-        if headers is not self._hdrs:
+            h.method = None
+            h.body = None
+        if headers is not h.hdrs:
             setopt(pycurl.HTTPHEADER, [k + b": " + v for k, v in headers] + NO_HEADERS)
-            self._hdrs = headers
+            h.hdrs = headers
 
     def fetch_sync(self, method: bytes, path: bytes, headers: Headers, body: bytes
                    ) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
         """One whole exchange (the blocking twin of CurlTransport.fetch)."""
         if self._multi is not None:     # the connection lives in the multi's cache now
-            return self.receive_sync(self.send_sync(method, path, headers, body))
-        self._prepare(method, path, headers, body)
-        lines, parts, getinfo = self.lines, self.parts, self._getinfo
+            return self.settle_sync(self.receive_sync(self.send_sync(method, path, headers,
+                                                                     body)))
+        h = self._easy
+        self._prepare(h, method, path, headers, body)
+        lines, perform, getinfo = h.lines, h.curl.perform, h.getinfo
         retried = False
         while True:
             t0 = clock_ns()
             code, message = None, ""
             try:
-                self._perform()
+                perform()
             except pycurl.error as exc:
                 code, message = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
             t_end = clock_ns()
             if (code in STALE_CONNECTION and not retried and not lines
                     and getinfo(NUM_CONNECTS) == 0):
                 retried = True          # a reused connection the server had closed
-                parts.clear()
+                h.parts.clear()
                 continue
             break
-        return self._result(t0, t_end, code, message)
+        return self._result(h, t0, t_end, code, message)
 
-    # The same exchange in two calls (the overlapped closed loop, harness.run.load.blocking_loop):
-    # send_sync adds the handle to a CurlMulti and drives it once, which writes the
-    # request on a kept connection; receive_sync drives it until the transfer ended.
-    # Between the two the caller works while the server does. From the first
-    # send_sync on, the handle's connection lives in the multi's connection cache, so
+    # The same exchange in three calls (the overlapped closed loop,
+    # harness.run.load.blocking_loop): send_sync adds a handle to a CurlMulti and drives
+    # it once, which writes the request on the kept connection; receive_sync drives it
+    # until the transfer ended; settle_sync takes it off the multi and builds the result.
+    # The next send_sync uses the other handle, so it can go out before settle_sync.
+    # From the first send_sync on, the connection lives in the multi's cache, so
     # fetch_sync goes through the multi too.
 
     def send_sync(self, method: bytes, path: bytes, headers: Headers, body: bytes) -> _Sent:
+        if self._flying is not None:
+            raise RuntimeError("send_sync: the last request's response was not received")
         if self._multi is None:
             self._multi = pycurl.CurlMulti()
-        self._prepare(method, path, headers, body)
-        sent = _Sent()
+            self._spare = self._new_handle()
+        h, self._easy, self._spare = self._easy, self._spare, self._easy  # take turns
+        if h.attached:                  # its last transfer was never settled
+            self._remove(h)
+        self._prepare(h, method, path, headers, body)
+        sent = _Sent(h)
         self._start(sent)
         return sent
 
-    def receive_sync(self, sent: _Sent) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
-        multi, lines, getinfo = self._multi, self.lines, self._getinfo
+    def receive_sync(self, sent: _Sent) -> _Received:
+        """Wait until the transfer `sent` started has ended (no result built yet)."""
+        multi = self._multi
         while True:
             # No perform before the first wait: the one that sent the request (or
             # response_waiting's) handed libcurl everything there was; libcurl's timeout
@@ -215,35 +259,53 @@ class CurlEasyTransport:
                 if wait:
                     multi.select(_SELECT_S if wait < 0 else min(_SELECT_S, wait / 1000))
                 self._drive()
-            t_end = self._t_ended
-            code, message = self._finish()
-            if (code in STALE_CONNECTION and not sent.retried and not lines
-                    and getinfo(NUM_CONNECTS) == 0):
+            self._flying = None
+            failed = multi.info_read()[2]
+            if not failed:
+                return _Received(sent, self._t_ended, None, "")
+            _, code, message = failed[0]
+            h = sent.handle
+            if (code in STALE_CONNECTION and not sent.retried and not h.lines
+                    and h.getinfo(NUM_CONNECTS) == 0):
                 sent.retried = True     # a reused connection the server had closed
-                self.parts.clear()
+                self._remove(h)
                 self._start(sent)
                 continue
-            return self._result(sent.t0, t_end, code, message)
+            return _Received(sent, self._t_ended, code, message)
+
+    def settle_sync(self, received: _Received
+                    ) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
+        """The result of a transfer receive_sync saw end (HttpResponse, body, t_received,
+        libcurl's phases), or the error it ended with."""
+        sent = received.sent
+        h = sent.handle
+        self._multi.remove_handle(h.curl)
+        h.attached = False
+        return self._result(h, sent.t0, received.t_end, received.code, received.message)
 
     def response_waiting(self) -> bool:
         """Whether the response of the transfer in flight has begun to arrive: what is
         there is handed to libcurl (no wait), and a response header line or body byte
         counts (an HTTP/2 WINDOW_UPDATE or PING does not)."""
-        if self._multi is None:
+        flying = self._flying
+        if flying is None:
             return False
         if not self._ended and self._multi.select(0) > 0:
             self._drive()
-        return bool(self.lines or self.parts)
+        return bool(flying.handle.lines or flying.handle.parts)
 
     def _start(self, sent: _Sent) -> None:
         sent.t0 = clock_ns()
-        self._multi.add_handle(self.curl)
+        self._multi.add_handle(sent.handle.curl)
+        sent.handle.attached = True
+        self._flying = sent
         self._ended = False
         self._drive()
 
     def _drive(self) -> bool:
         """Let libcurl do what it can without waiting; whether the transfer ended (then
-        stamped: `_t_ended`, right after the perform in which it did)."""
+        stamped: `_t_ended`, right after the perform in which it did). A settled or
+        unsettled transfer that already ended is not counted as running."""
         perform = self._multi.perform
         while True:
             ret, running = perform()
@@ -254,20 +316,17 @@ class CurlEasyTransport:
                     return True
                 return False
 
-    def _finish(self) -> tuple[int | None, str]:
-        """Take the ended transfer off the multi: (curl error code or None, message)."""
-        multi = self._multi
-        failed = multi.info_read()[2]
-        multi.remove_handle(self.curl)
-        if failed:
-            _, code, message = failed[0]
-            return code, message
-        return None, ""
+    def _remove(self, h: _Handle) -> None:
+        """Take a handle off the multi, dropping what its last transfer received."""
+        self._multi.remove_handle(h.curl)
+        h.attached = False
+        h.lines.clear()
+        h.parts.clear()
 
-    def _result(self, t0: int, t_end: int, code: int | None, message: str
+    def _result(self, h: _Handle, t0: int, t_end: int, code: int | None, message: str
                 ) -> tuple[HttpResponse, bytes, int, dict[str, int]]:
         """The ended transfer's response, or the error it ended with."""
-        lines, parts, getinfo = self.lines, self.parts, self._getinfo
+        lines, parts, getinfo = h.lines, h.parts, h.getinfo
         try:
             phases = dict(zip(PHASE_NAMES, map(getinfo, PHASE_INFOS)))
             outcome = self._outcome
@@ -322,20 +381,21 @@ class CurlEasyTransport:
         return 0                        # CURL_SOCKOPT_OK
 
     def close(self) -> None:
-        curl, self.curl = self.curl, None
-        if curl is None:
+        easy, self._easy = self._easy, None
+        if easy is None:
             return
         for sock in self._socks.values():
             if sock.alive():
                 sock.read()             # last counts before libcurl closes them
-        multi, self._multi = self._multi, None
+        handles = [h for h in (easy, self._spare) if h is not None]
+        multi, self._multi, self._spare, self._flying = self._multi, None, None, None
         if multi is not None:
-            try:
-                multi.remove_handle(curl)   # a transfer cut off mid-way
-            except pycurl.error:
-                pass
+            for h in handles:
+                if h.attached:          # a transfer cut off, or not settled
+                    multi.remove_handle(h.curl)
             multi.close()               # closes the connections in its cache
-        curl.close()
+        for h in handles:
+            h.curl.close()
         for sock in self._socks.values():
             sock.release()
             METER.closing(sock)         # type: ignore[arg-type]

@@ -184,6 +184,36 @@ async def test_same_vectors_and_ordered_stamps_as_the_async_path(servers, tls_fi
     assert wire["up"] > 2 * first.payload_up and wire["down"] > 2 * first.payload_down
 
 
+@pytest.mark.parametrize("engine,cell", [("curl", "h1"), ("curl", "h2c"), ("python", "h1")])
+def test_overlapped_steps_pair_each_response_with_its_request(servers, tls_files, engine,
+                                                              cell):
+    """send N+1 before N is completed (as the overlapped loop does; the libcurl client
+    alternates two handles and builds N's result only then): every result is its own
+    request's, and all of them share the one kept connection."""
+    target = real_target(servers, tls_files, cell)
+    requests = [{**EMBED, "input": [f"request {i}"]} for i in range(12)]
+    expected = [core.embed_batch(core.parse_embed_request(r)).tobytes() for r in requests]
+    c = blocking_client(protocol(cell), engine, target, reuse=True, timeout_s=10)
+    assert c is not None and c.can_overlap
+    results = []
+    try:
+        got = c.receive(c.send(requests[0]))
+        for req in requests[1:]:
+            sent = c.send(req)                  # N+1 out, N not yet completed
+            results.append(c.complete(got))
+            got = c.receive(sent)
+        results.append(c.complete(got))
+        results.append(c.embed_sync(requests[0]))      # the one-call path after it
+    finally:
+        c.close()
+    assert [r.vectors.tobytes() for r in results] == expected + expected[:1]
+    assert [r.new_connection for r in results] == [True] + [False] * 12
+    for r in results:
+        assert r.t_start_ns < r.t_first_byte_ns <= r.t_received_ns <= r.t_decoded_ns
+    for before, after in zip(results, results[1:-1]):
+        assert after.t_start_ns >= before.t_received_ns     # one request on the wire
+
+
 @pytest.mark.parametrize("engine,cell", PATHS)
 async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engine, cell):
     target = real_target(servers, tls_files, cell)
