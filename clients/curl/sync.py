@@ -234,8 +234,9 @@ class CurlEasyTransport:
     # fetch_sync goes through the multi too.
 
     def send_sync(self, method: bytes, path: bytes, headers: Headers, body: bytes) -> _Sent:
-        if self._flying is not None:
-            raise RuntimeError("send_sync: the last request's response was not received")
+        if self._flying is not None:    # a transfer whose receive_sync was cut off
+            self._remove(self._flying.handle)
+            self._flying = None
         if self._multi is None:
             self._multi = pycurl.CurlMulti()
             self._spare = self._new_handle()

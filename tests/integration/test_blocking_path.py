@@ -516,3 +516,22 @@ def test_overlapped_loop_records_errors_and_goes_on(raw_server, engine):
     assert done == 10 and rec.n + sum(rec.errors.values()) == 10
     assert set(rec.errors) >= {"server"} and sum(rec.errors.values()) >= 2, rec.errors
 
+
+
+@pytest.mark.parametrize("cell", ["h1", "h2c"])
+def test_curl_send_after_an_unreceived_request_starts_clean(servers, tls_files, cell):
+    """A request whose response was never received (its receive cut off) is dropped by
+    the next send; that one gets its own, whole response."""
+    target = real_target(servers, tls_files, cell)
+    c = blocking_client(protocol(cell), "curl", target, reuse=True, timeout_s=10)
+    assert c is not None
+    try:
+        c.send(EMBED)                           # never received
+        result = c.complete(c.receive(c.send({**EMBED, "input": ["the second"]})))
+        again = c.embed_sync(EMBED)
+    finally:
+        c.close()
+    second = {**EMBED, "input": ["the second"]}
+    assert result.vectors.tobytes() == core.embed_batch(
+        core.parse_embed_request(second)).tobytes()
+    assert again.vectors.tobytes() == core.embed_batch(core.parse_embed_request(EMBED)).tobytes()
