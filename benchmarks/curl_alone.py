@@ -1,4 +1,4 @@
-"""libcurl with nothing around it: the ceiling of any libcurl-based client engine.
+"""libcurl with nothing around it: what libcurl itself reaches, as a reference for the engine.
 
     python benchmarks/curl_alone.py URL BODY_FILE --http 1.1|2 --concurrency C --duration S
 
@@ -15,7 +15,8 @@ p50_us (libcurl's TOTAL_TIME_T, its own start to last byte), errors, cpu_s (this
 process, over the measured loop). benchmarks/fidelity.py runs it as the
 "libcurl alone" row beside wrk / h2load and the harness's libcurl engine: what remains
 between this row and the native tool is libcurl's own per-transfer work, not the
-harness's.
+harness's. It is a reference, not a bound: the engine's loop can beat it where its
+traffic suits the server better (benchmarks/README.md).
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def main() -> None:
     got: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     with start_server("h2", extra=["--h2c-port", "0"]) as server:
         if len(os.sched_getaffinity(0)) >= 2:
-            for pid in server.pids:
-                os.sched_setaffinity(pid, {0})
+            for pid in server.pids:             # every thread of the server
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    os.sched_setaffinity(int(tid), {0})
             os.sched_setaffinity(0, {1})
         target = Target(port=server.info["h2c_port"], tls=False)
         for rep in range(a.repeats):
