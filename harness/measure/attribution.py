@@ -87,21 +87,20 @@ def wire_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def protocol_or_library(rows: list[Row]) -> list[str]:
-    """Pair by pair: is the implementation spread or the protocol spread larger?"""
+    """Pair by pair: is the implementation spread or the protocol spread larger? The
+    protocol spread comes from unsaturated rows only, at a load point both protocols
+    ran."""
     cells = per_cell(rows)
     by_protocol: dict[str, list[dict]] = defaultdict(list)
     for c in cells.values():
         by_protocol[c["protocol"]].append(c)
-    # A protocol's reference is its default cell (label == protocol id) when it ran.
-    defaults = {p: next((c for c in cs if c["cell"] == p), cs[0])
-                for p, cs in by_protocol.items()}
     lines = []
     for proto, impls in by_protocol.items():
         if len(impls) < 2:
             continue
         for i, a in enumerate(impls):
             for b in impls[i + 1:]:
-                lines += _pair(proto, a, b, defaults)
+                lines += _pair(proto, a, b, list(cells.values()))
     if not lines:
         lines.append("Each protocol ran with one implementation only, so this run cannot "
                      "separate protocol from library: add cells such as rest-h2@granian or "
@@ -109,7 +108,7 @@ def protocol_or_library(rows: list[Row]) -> list[str]:
     return lines
 
 
-def _pair(proto: str, a: dict, b: dict, defaults: dict[str, dict]) -> list[str]:
+def _pair(proto: str, a: dict, b: dict, cells: list[dict]) -> list[str]:
     out = [f"**{a['cell']} vs {b['cell']}** ({proto}: {a['server']} / {a['client']} vs "
            f"{b['server']} / {b['client']}; figures below in that order unless named)"]
     impl = _ratio(a["saturation_rps"], b["saturation_rps"])
@@ -122,18 +121,92 @@ def _pair(proto: str, a: dict, b: dict, defaults: dict[str, dict]) -> list[str]:
                    f"{_us(a['client_us'])} vs {_us(b['client_us'])}; p50 at c=1 "
                    f"{_ms(a['c1_p50_ms'])} vs {_ms(b['c1_p50_ms'])}")
     out.append(f"- wire: {wire_comparison(a, b)}")
-    for other, d in defaults.items():
+    if not impl:
+        return out + [""]
+    impl_range = ratio_range(_best_row(fast).get("throughput_per_repeat_rps"),
+                             _best_row(slow).get("throughput_per_repeat_rps"))
+    mine = [c for c in cells if c["protocol"] == proto]
+    for other in dict.fromkeys(c["protocol"] for c in cells):
         # Only protocols doing the same job: a stream's rate says nothing about an embed's.
         if other == proto or PROTOCOLS[other].streaming != PROTOCOLS[proto].streaming:
             continue
-        prot = _ratio(defaults[proto]["saturation_rps"], d["saturation_rps"])
-        if not (impl and prot):
+        theirs = [c for c in cells if c["protocol"] == other]
+        point = _common_unbound_point(mine, theirs)
+        if point is None:
+            out.append(f"- against {other}: no load point at which both protocols ran "
+                       "unsaturated, so this run does not measure the protocol spread "
+                       "(a saturated row's throughput is its library's ceiling)")
             continue
-        verdict = ("the implementation difference is the larger" if impl > prot else
-                   "the protocol difference is the larger")
-        out.append(f"- against {d['cell']} ({d['saturation_rps']:,.0f} req/s): protocol "
-                   f"spread {prot:.2f}x vs implementation spread {impl:.2f}x — {verdict}")
+        conc, x, y = point
+        hi, lo = (x, y) if x["throughput_rps"] >= y["throughput_rps"] else (y, x)
+        prot = hi["throughput_rps"] / lo["throughput_rps"]
+        prot_range = ratio_range(hi.get("throughput_per_repeat_rps"),
+                                 lo.get("throughput_per_repeat_rps"))
+        verdict = larger_spread(impl, impl_range, prot, prot_range,
+                                "the implementation difference is the larger",
+                                "the protocol difference is the larger",
+                                ("implementation", "protocol"))
+        out.append(f"- against {other} at c={conc}, unsaturated rows only: protocol spread "
+                   f"{prot:.2f}x ({hi['cell']} {hi['throughput_rps']:,.0f} vs {lo['cell']} "
+                   f"{lo['throughput_rps']:,.0f} req/s) vs implementation spread "
+                   f"{impl:.2f}x — {verdict}")
     return out + [""]
+
+
+def bound(r: Row) -> bool:
+    """Saturated (server or client) or failed: the row measures a library, not a protocol."""
+    return bool(r.get("server_bound") or r.get("client_bound") or r.get("failed"))
+
+
+def _best_row(c: dict) -> Row:
+    done = [r for r in c["rows"] if r["n"] and r.get("throughput_rps")]
+    return max(done, key=lambda r: r["throughput_rps"]) if done else {}
+
+
+def _common_unbound_point(mine: list[dict], theirs: list[dict]
+                          ) -> tuple[int, Row, Row] | None:
+    """The highest closed-loop concurrency at which each protocol has an unsaturated row,
+    with each protocol's fastest such row there."""
+    def fastest(cells: list[dict]) -> dict[int, Row]:
+        best: dict[int, Row] = {}
+        for c in cells:
+            for r in c["rows"]:
+                if r["mode"] != "closed" or not r["n"] or not r.get("throughput_rps") or bound(r):
+                    continue
+                k = r["concurrency"]
+                if k not in best or r["throughput_rps"] > best[k]["throughput_rps"]:
+                    best[k] = r
+        return best
+    a, b = fastest(mine), fastest(theirs)
+    common = sorted(set(a) & set(b))
+    return (common[-1], a[common[-1]], b[common[-1]]) if common else None
+
+
+def ratio_range(hi: list[float] | None, lo: list[float] | None
+                ) -> tuple[float, float] | None:
+    """The range of hi/lo over every pairing of two rows' repeats (None under 2 each)."""
+    hi = [v for v in hi or () if v]
+    lo = [v for v in lo or () if v]
+    if len(hi) < 2 or len(lo) < 2:
+        return None
+    return min(hi) / max(lo), max(hi) / min(lo)
+
+
+def larger_spread(a: float, a_range: tuple[float, float] | None, b: float,
+                  b_range: tuple[float, float] | None, a_larger: str, b_larger: str,
+                  names: tuple[str, str]) -> str:
+    """Which of two ratios (named `names`) is larger, decided only when their per-repeat
+    ranges are apart."""
+    if a_range is None or b_range is None:
+        return (f"{a_larger if a > b else b_larger} (one repeat, so the spread between "
+                "runs is unknown: indicative only)")
+    if a_range[0] > b_range[1]:
+        return a_larger
+    if b_range[0] > a_range[1]:
+        return b_larger
+    return (f"their per-repeat ranges overlap ({names[0]} {a_range[0]:.2f}-{a_range[1]:.2f}x, "
+            f"{names[1]} {b_range[0]:.2f}-{b_range[1]:.2f}x): this run cannot say which is "
+            "larger")
 
 
 def _us(v: float | None) -> str:

@@ -10,13 +10,15 @@ Two questions, each answered from one run's rows:
   spread is unknown and the sentence says so.
 - *Protocol or library?* Per protocol, its cell in a later group (e.g. pure Python)
   against its cell in the first group: the library's factor, set beside the spread
-  between protocols in the first group. The larger one decides the conclusion.
+  between protocols in the first group. The larger one decides the conclusion, when
+  the per-repeat ranges of the two ratios are apart; otherwise the run cannot say.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+from harness.measure.attribution import larger_spread, ratio_range
 from harness.scenario.groups import ONE_GROUP, group_names
 
 Row = dict[str, Any]
@@ -197,10 +199,12 @@ def protocol_or_library(rows: list[Row], groups: Any = None) -> list[str]:
             continue
         field = _metric(ref[0])[0]
         lo, hi = min(ref, key=lambda r: r[field]), max(ref, key=lambda r: r[field])
+        per_repeat = _metric(ref[0])[1]
         protocol_spread = hi[field] / lo[field]
+        spread_range = ratio_range(hi.get(per_repeat), lo.get(per_repeat))
         out.append(f"- Protocol spread ({kind}, group {group!r}, unsaturated rows at one "
-                   f"user): {protocol_spread:.2f}x, from {lo['cell']} {lo[field]:.2f} ms to "
-                   f"{hi['cell']} {hi[field]:.2f} ms.")
+                   f"user): {protocol_spread:.2f}x{_ratio_text(spread_range)}, from "
+                   f"{lo['cell']} {lo[field]:.2f} ms to {hi['cell']} {hi[field]:.2f} ms.")
         for r in _one_user_rows(rows):
             if r.get("group") == group or r["workload"] != kind:
                 continue
@@ -209,16 +213,35 @@ def protocol_or_library(rows: list[Row], groups: Any = None) -> list[str]:
                 continue        # no counterpart, or the same stack without the front (hop_cost)
             if not base[field] or not r[field]:
                 continue
-            factor = max(r[field], base[field]) / min(r[field], base[field])
-            faster = r["cell"] if r[field] < base[field] else base["cell"]
-            verdict = ("**the library decides**: it costs more than the protocols differ"
-                       if factor > protocol_spread else
-                       "the protocols differ more than these two stacks do")
+            slow, quick = (r, base) if r[field] >= base[field] else (base, r)
+            factor = slow[field] / quick[field]
+            factor_range = ratio_range(slow.get(per_repeat), quick.get(per_repeat))
+            verdict = larger_spread(
+                factor, factor_range, protocol_spread, spread_range,
+                "**the library decides**: it costs more than the protocols differ",
+                "the protocols differ more than these two stacks do",
+                ("library", "protocols"))
             note = f" ({r['cell']} saturated: {_bound(r)})" if _bound(r) else ""
             out.append(f"- {r['protocol']}: {r['cell']} {r[field]:.2f} ms vs {base['cell']} "
-                       f"{base[field]:.2f} ms, {faster} faster by {factor:.2f}x, against a "
+                       f"{base[field]:.2f} ms, {quick['cell']} faster by {factor:.2f}x"
+                       f"{_ratio_text(factor_range)}, against a "
                        f"{protocol_spread:.2f}x spread between protocols: {verdict}{note}.")
     return out
+
+
+def _saturated(*rows: Row) -> str:
+    """A note naming the saturated rows among those compared: they measure a library, and
+    above one user their latency includes queueing behind the busy core."""
+    bound = [r for r in rows if _bound(r)]
+    if not bound:
+        return ""
+    why = "; ".join(f"{r['cell']}: {_bound(r)}" for r in bound)
+    queue = ", so the latency gap includes queueing" if bound[0]["concurrency"] > 1 else ""
+    return f"; saturated ({why}){queue}"
+
+
+def _ratio_text(rng: tuple[float, float] | None) -> str:
+    return f" [{rng[0]:.2f}-{rng[1]:.2f} over repeats]" if rng else ""
 
 
 def hop_cost(rows: list[Row]) -> list[str]:
@@ -240,7 +263,7 @@ def hop_cost(rows: list[Row]) -> list[str]:
         out.append(f"- The Caddy hop at c={conc}: {cell} {name} {front[field]:.3f} ms vs "
                    f"{direct['cell']} {direct[field]:.3f} ms served directly: "
                    f"{front[field] - direct[field]:+.3f} ms{d_cpu} (every @caddy row carries "
-                   f"this hop).")
+                   f"this hop){_saturated(front, direct)}.")
     return out
 
 
@@ -267,7 +290,7 @@ def framework_cost(rows: list[Row]) -> list[str]:
                f"({fast['server_cpu_ms_per_req'] - bare['server_cpu_ms_per_req']:+.3f})")
         out.append(f"- FastAPI's cost at c={conc}: {cell} {name} {fast[field]:.3f} ms vs the bare "
                    f"ASGI app {bare['cell']} {bare[field]:.3f} ms "
-                   f"({fast[field] - bare[field]:+.3f} ms){cpu}.")
+                   f"({fast[field] - bare[field]:+.3f} ms){cpu}{_saturated(fast, bare)}.")
     return out
 
 

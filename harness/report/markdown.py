@@ -97,29 +97,31 @@ def implementation_table(rows: list[dict[str, Any]]) -> str:
 def time_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "latency p50 ms", "server time p50 ms", "overhead p50 ms",
-         "overhead p99 ms", "decode p50 ms", "connect p50 ms", "new connections"],
+         "overhead p99 ms", "decode p50 ms", "connect p50 ms", "new connections", "saturated"],
         [[r["cell"], load_label(r), fmt(r["latency_p50_ms"]), fmt(r["server_time_p50_ms"]),
           fmt(r["overhead_p50_ms"]), fmt(r["overhead_p99_ms"]), fmt(r["decode_p50_ms"]),
-          fmt(r["connect_p50_ms"]), fmt(r["new_connections"])] for r in rows])
+          fmt(r["connect_p50_ms"]), fmt(r["new_connections"]), _bound_flag(r)] for r in rows])
 
 
 def stream_table(rows: list[dict[str, Any]]) -> str:
     return _table(
         ["protocol", "load", "TTFT p50 ms", "TTFT p99 ms", "TTST p50 ms", "ITL p50 ms",
          "ITL p99 ms", "TPOT p50 ms", "E2E p50 ms", "one-way p50 ms", "one-way p99 ms",
-         "tokens/chunk"],
+         "tokens/chunk", "saturated"],
         [[r["cell"], load_label(r), fmt(r["ttft_p50_ms"]), fmt(r["ttft_p99_ms"]),
           fmt(r["ttst_p50_ms"]), fmt(r["itl_p50_ms"]), fmt(r["itl_p99_ms"]),
           fmt(r["tpot_p50_ms"]), fmt(r["e2e_p50_ms"]), fmt(r["owd_p50_ms"]),
-          fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2)]
+          fmt(r["owd_p99_ms"]), fmt(r["tokens_per_chunk"], 2), _bound_flag(r)]
          for r in fastest_first(rows, "ttft_p50_ms")])
 
 
 def seed_lab_table(rows: list[dict[str, Any]]) -> str:
-    """The lab's own CSV shape: mode, concurrency, n, median and p95 wall time."""
-    return _table(["mode", "concurrency", "n", "median_wall_s", "p95_wall_s"],
+    """The lab's own CSV shape: mode, concurrency, n, median and p95 wall time (and
+    whether the row was saturated: then it measured a library, not the protocol)."""
+    return _table(["mode", "concurrency", "n", "median_wall_s", "p95_wall_s", "saturated"],
                   [[r["cell"], fmt(r["concurrency"]), fmt(r["n"]),
-                    fmt(r["median_wall_s"], 4), fmt(r["p95_wall_s"], 4)] for r in rows])
+                    fmt(r["median_wall_s"], 4), fmt(r["p95_wall_s"], 4), _bound_flag(r)]
+                   for r in rows])
 
 
 def ttft_vs_http(rows: list[dict[str, Any]], workload: dict[str, Any]) -> str | None:
@@ -428,7 +430,7 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
               f"headers ({wire_note}). Round trips to the first byte and stalls under "
               "loss need an emulated link (the network lab).", "", wire_table(rows), "",
               "## What this implementation costs", "", implementation_table(rows), "",
-              "## Protocol or library?", "", *library_lines(rows, s.get("groups")),
+              "## Protocol or library?", "", *library_lines(rows, s.get("groups")), "",
               *protocol_or_library(rows), "",
               "## The seed lab's table", "", seed_lab_table(rows), ""]
     phases = curl_phase_check(rows)

@@ -119,3 +119,34 @@ def test_bytes_ranking_orders_rows_measured_the_same_way():
     (line,) = bytes_ranking(rows)
     assert "(wire, up + down): **grpc 6,300 B**, then rest-h1 20,500 B (3.25x)" in line
     assert "ws" not in line          # payload-only rows are not ranked against wire ones
+
+
+def test_library_factor_within_the_protocol_spread_noise_is_undecided():
+    rows = [row("rest-h1", "rest-h1", "python", 2.0, [1.9, 2.0, 2.1]),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2, [1.15, 1.2, 1.25]),
+            row("rest-h3@caddy+curl", "rest-h3", "fastest", 2.0, [1.8, 2.0, 2.3])]
+    text = "\n".join(protocol_or_library(rows, GROUPS))
+    # library 1.67x [1.52-1.83] against protocols 1.67x [1.44-2.00]: the run cannot say
+    assert "cannot say which is larger" in text
+    assert "the library decides" not in text and "differ more" not in text
+
+
+def test_cost_lines_name_a_saturated_row_and_queueing_above_one_user():
+    from harness.report.conclusion import framework_cost, hop_cost
+    rows = [row("rest-h1@fastapi", "rest-h1", "python", 9.0, concurrency=8,
+                bound="python[1]'s busiest thread used 97% of a core"),
+            row("rest-h1", "rest-h1", "python", 5.0, concurrency=8),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.8),
+            row("rest-h1+curl", "rest-h1", "hop", 1.2)]
+    text = "\n".join(framework_cost(rows))
+    assert "saturated (rest-h1@fastapi: python[1]'s busiest thread used 97%" in text
+    assert "includes queueing" in text
+    assert "saturated" not in "\n".join(hop_cost(rows))     # neither row is bound
+
+
+def test_seed_lab_table_flags_a_saturated_row():
+    from harness.report.markdown import seed_lab_table
+    r = row("rest-h3", "rest-h3", "python", 13.0, bound="server at 97%")
+    r.update(median_wall_s=0.013, p95_wall_s=0.015)
+    line = seed_lab_table([r]).splitlines()[-1]
+    assert "server-bound" in line

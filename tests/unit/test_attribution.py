@@ -1,0 +1,47 @@
+"""Protocol or library, pair by pair: the protocol spread never rests on a saturated row,
+and a comparison the repeats cannot resolve says so."""
+
+from harness.measure.attribution import larger_spread, protocol_or_library, ratio_range
+
+
+def row(cell, protocol, concurrency, rps, repeats=None, bound=""):
+    return {"cell": cell, "protocol": protocol, "mode": "closed", "concurrency": concurrency,
+            "n": 100, "workload": "embed", "throughput_rps": rps,
+            "throughput_per_repeat_rps": repeats, "latency_p50_ms": 1.0,
+            "server_bound": bound, "client_bound": "", "failed": "",
+            "server_impl": "srv", "client_engine": "cli"}
+
+
+def test_protocol_spread_uses_unsaturated_rows_at_a_common_load_point():
+    rows = [row("rest-h1", "rest-h1", 1, 1000, [990, 1010]),
+            row("rest-h1", "rest-h1", 8, 1200, [1190, 1210], bound="server at 95%"),
+            row("rest-h1@caddy+curl", "rest-h1", 1, 600, [590, 610]),
+            row("rest-h1@caddy+curl", "rest-h1", 8, 900, [890, 910]),
+            row("grpc", "grpc", 1, 800, [790, 810]),
+            row("grpc", "grpc", 8, 3000, [2990, 3010], bound="server at 97%")]
+    text = "\n".join(protocol_or_library(rows))
+    # At c=8 grpc is saturated, so the spread is taken at c=1: grpc 800 against rest-h1's
+    # fastest unsaturated row there (rest-h1 1,000), never grpc's 3,000.
+    assert "against grpc at c=1, unsaturated rows only: protocol spread 1.25x" in text
+    assert "3,000" not in text
+    # The implementation spread (a library figure) may use the saturated row: 1,200 / 900.
+    assert "1.33x" in text and "the implementation difference is the larger" in text
+
+
+def test_no_common_unsaturated_point_says_the_spread_is_not_measured():
+    rows = [row("rest-h1", "rest-h1", 1, 1000, bound="server at 95%"),
+            row("rest-h1@caddy+curl", "rest-h1", 1, 600),
+            row("grpc", "grpc", 1, 800, bound="server at 97%")]
+    text = "\n".join(protocol_or_library(rows))
+    assert "against grpc: no load point at which both protocols ran unsaturated" in text
+    assert "the protocol difference is the larger" not in text
+
+
+def test_overlapping_ratio_ranges_are_undecided():
+    rng = ratio_range([100, 120], [90, 100])
+    assert rng == (1.0, 120 / 90)
+    text = larger_spread(1.1, rng, 1.15, (1.1, 1.2), "A", "B", ("first", "second"))
+    assert "cannot say which is larger" in text and "first 1.00-1.33x" in text
+    assert larger_spread(2.0, (1.9, 2.1), 1.2, (1.1, 1.3), "A", "B", ("a", "b")) == "A"
+    assert larger_spread(1.2, (1.1, 1.3), 2.0, (1.9, 2.1), "A", "B", ("a", "b")) == "B"
+    assert "indicative" in larger_spread(2.0, None, 1.2, (1.1, 1.3), "A", "B", ("a", "b"))
