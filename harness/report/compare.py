@@ -25,6 +25,8 @@ from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
 from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
 from harness.run.status import effective_status
 
+SATURATION_NOTE = ("SRV / CLI A, B: the server's / client's core was saturated in that run "
+                   "at this point: the row measures a library, not the protocol.")
 BACKEND_KNOBS = frozenset({"compute_ms", "server_cache", "ttft_ms", "itl_ms"})
 
 
@@ -87,9 +89,21 @@ def _load(row: dict[str, Any]) -> str:
     return f"{row['rate_offered_rps']:g}/s"
 
 
+def _saturated(ra: dict[str, Any], rb: dict[str, Any]) -> str:
+    """SRV / CLI per run whose server / client core was saturated at this point (that run's
+    row measured a library, not the protocol), e.g. "SRV A+B", "CLI B"; "" if neither."""
+    out = []
+    for flag, key in (("SRV", "server_bound"), ("CLI", "client_bound")):
+        runs = "+".join(name for name, r in (("A", ra), ("B", rb)) if r.get(key))
+        if runs:
+            out.append(f"{flag} {runs}")
+    return ", ".join(out)
+
+
 def compare_rows(a: dict[str, Any], b: dict[str, Any]
                  ) -> tuple[list[tuple[str, str, Change]], list[str], list[str]]:
-    """(cell, load, change) for every row both runs have; cells only in A; only in B."""
+    """(cell, load, change) for every row both runs have; cells only in A; only in B.
+    The load label carries the saturation flags (_saturated) of either run."""
     rows_b = {_key(r): r for r in b["rows"]}
     out, only_a = [], []
     for ra in a["rows"]:
@@ -97,7 +111,9 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]
         if rb is None:
             only_a.append(ra.get("cell", ra["protocol"]))
             continue
-        out += [(ra.get("cell", ra["protocol"]), _load(ra), c) for c in row_changes(ra, rb)]
+        sat = _saturated(ra, rb)
+        load = f"{_load(ra)} {sat}" if sat else _load(ra)
+        out += [(ra.get("cell", ra["protocol"]), load, c) for c in row_changes(ra, rb)]
     return out, sorted(set(only_a)), sorted({k[0] for k in rows_b})
 
 
@@ -155,6 +171,7 @@ def main(argv: list[str]) -> int:
     rows, only_a, only_b = compare_rows(a, b)
     bad = regressions([c for _, _, c in rows], args.fail_on_regression or 0.0)
     title = f"A = {args.run_a}  B = {args.run_b}"
+    flagged = any(" SRV " in f" {load} " or " CLI " in f" {load} " for _, load, _ in rows)
     if args.format == "json":
         print(json.dumps({"a": args.run_a, "b": args.run_b, "notes": notes,
                           "changes": [{"cell": cell, "load": load, **c.to_dict()}
@@ -165,7 +182,8 @@ def main(argv: list[str]) -> int:
                                           if args.fail_on_regression is not None else None)},
                          indent=1))
     elif args.format == "markdown":
-        print(markdown(rows, title) + "".join(f"\n- note: {t}" for t in notes))
+        print(markdown(rows, title) + (f"\n{SATURATION_NOTE}\n" if flagged else "")
+              + "".join(f"\n- note: {t}" for t in notes))
     else:
         for text in notes:
             console.print(f"[yellow]note: {text}[/yellow]")
@@ -174,6 +192,8 @@ def main(argv: list[str]) -> int:
         console.print(f"{len(called)} of {len(rows)} figures changed beyond the noise "
                       f"(their repeats do not overlap); the rest are within noise or have "
                       f"one repeat", markup=False)
+        if flagged:
+            console.print(SATURATION_NOTE, markup=False)
         if only_a or only_b:
             console.print(f"only in A: {only_a or '-'}; only in B: {only_b or '-'}",
                           markup=False)

@@ -105,3 +105,13 @@ def test_missing_run_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["compare", a, str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "no summary.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_row_saturated_in_either_run_is_flagged(tmp_path, capsys):
+    a = write(tmp_path, "a", [ROW])
+    b = write(tmp_path, "b", [{**ROW, "server_bound": "python[1] used 96% of a core"}])
+    assert main([a, b, "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| c=1 SRV B |" in out and "measures a library" in out
+    assert main([a, a, "--format", "markdown"]) == 0
+    assert "SRV" not in capsys.readouterr().out
