@@ -153,9 +153,11 @@ def _pair(proto: str, a: dict, b: dict, cells: list[dict]) -> list[str]:
     return out + [""]
 
 
-def bound(r: Row) -> bool:
-    """Saturated (server or client) or failed: the row measures a library, not a protocol."""
-    return bool(r.get("server_bound") or r.get("client_bound") or r.get("failed"))
+def bound_reason(r: Row) -> str:
+    """Why a row is not a protocol result: saturated (server or client), or a failed
+    (partial) point; "" for a row that measures its protocol."""
+    return "; ".join(x for x in (r.get("server_bound"), r.get("client_bound"),
+                                 r.get("failed") and f"failed: {r['failed']}") if x)
 
 
 def _best_row(c: dict) -> Row:
@@ -171,7 +173,7 @@ def _common_unbound_point(mine: list[dict], theirs: list[dict]
         best: dict[int, Row] = {}
         for c in cells:
             for r in c["rows"]:
-                if r["mode"] != "closed" or not r["n"] or not r.get("throughput_rps") or bound(r):
+                if r["mode"] != "closed" or not r["n"] or not r.get("throughput_rps") or bound_reason(r):
                     continue
                 k = r["concurrency"]
                 if k not in best or r["throughput_rps"] > best[k]["throughput_rps"]:

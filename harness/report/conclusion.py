@@ -18,16 +18,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from harness.measure.attribution import bound_reason as _bound
 from harness.measure.attribution import larger_spread, ratio_range
 from harness.scenario.groups import ONE_GROUP, group_names
 
 Row = dict[str, Any]
-
-
-def _bound(r: Row) -> str:
-    """Why a row is not a protocol result: saturated, or a failed (partial) point."""
-    return "; ".join(x for x in (r.get("server_bound"), r.get("client_bound"),
-                                 r.get("failed") and f"failed: {r['failed']}") if x)
 
 
 def _metric(r: Row) -> tuple[str, str, str]:
