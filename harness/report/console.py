@@ -117,7 +117,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
         table.add_column(c, justify="left" if c in ("cell", "load", "note") else "right",
                          no_wrap=c != "note", overflow="fold",
                          min_width=7 if c == "note" else None)
-    thin = flagged = False
+    thin = flagged = payload_only = False
     for r in fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms"):
         p99 = fmt(r["latency_p99_ms"], 2)
         if not streaming and tail_is_thin(r) and r.get("latency_p99_ms") is not None:
@@ -134,7 +134,10 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
         cpu = f"{fmt(r['client_cpu_ms_per_req'], 2)}/{fmt(r['server_cpu_ms_per_req'], 2)}"
         note = _note(r)
         flagged = flagged or bool(note)
-        cells += [fmt(r.get("wire_down_bytes") or r["payload_down_bytes"], 0), cpu, note]
+        down = fmt(r.get("wire_down_bytes") or r["payload_down_bytes"], 0)
+        if r.get("wire_down_bytes") is None and r.get("payload_down_bytes") is not None:
+            down, payload_only = down + "p", True      # not comparable with a wire figure
+        cells += [down, cpu, note]
         table.add_row(*cells)
     captions = [("p50 ms: the whole stream; " if streaming else
                  f"good%: requests within the SLO ({'; '.join(rows[0]['slo'])}); " if slo else
@@ -145,6 +148,9 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
         captions.append("note: SRV / CLI server / client core saturated (the row measures a "
                         "library, not the protocol: never ranked); Nerr errors; FAIL the "
                         "point failed")
+    if payload_only:
+        captions.append("p: payload bytes only, the wire was not measured for this row "
+                        "(not comparable with the wire figures beside it)")
     if thin:
         captions.append(f"~ p99 rests on fewer than {TAIL_SAMPLES} samples beyond it "
                         f"(n < {int(TAIL_SAMPLES / 0.01):,}): indicative only")
