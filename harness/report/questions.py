@@ -184,8 +184,11 @@ def answer(q: Question, rows: list[Row]) -> str | None:
         ratio, lo, hi = (best.value / second.value, best.lo / second.hi, best.hi / second.lo)
     u = q.unit
     if lo > 1:
-        head = (f"{best.cell} {_fmt(best.value, u)} {u}, {ratio:.2f}x [{lo:.2f}-{hi:.2f}] "
-                f"vs {second.cell}: real")
+        # Close margins get a third decimal: "1.00x [1.00-1.01]: real" would read as a tie.
+        d = 3 if ratio < 1.1 else 2
+        small = " (under 1%: resolved in this run, small in practice)" if ratio < 1.01 else ""
+        head = (f"{best.cell} {_fmt(best.value, u)} {u}, {ratio:.{d}f}x [{lo:.{d}f}-{hi:.{d}f}] "
+                f"vs {second.cell}: real{small}")
     else:
         head = (f"no difference: {best.cell} {_fmt(best.value, u)} "
                 f"[{_fmt(best.lo, u)}-{_fmt(best.hi, u)}] vs {second.cell} "

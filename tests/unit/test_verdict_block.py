@@ -80,3 +80,10 @@ def test_throughput_is_judged_at_the_top_load_and_small_n_is_a_caveat():
             row("ws", 4.0, (3.9, 4.1), c=8, n=50, rps=1900.0)]
     line = next(x for x in verdict_lines(rows) if x.startswith("Throughput"))
     assert line.startswith("Throughput at c=8: no difference") and "n=50" in line
+
+
+def test_a_resolved_margin_under_one_percent_keeps_its_digits_and_says_it_is_small():
+    lines = verdict_lines([row("sse-h1", 50.40, (50.38, 50.42)),
+                           row("ws", 50.60, (50.58, 50.62))])
+    latency = next(line for line in lines if line.startswith("Latency at c=1"))
+    assert "1.004x [1.003-1.005]" in latency and "small in practice" in latency
