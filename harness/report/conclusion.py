@@ -157,12 +157,12 @@ def _bytes_per_request(r: Row) -> tuple[float, str] | None:
 def bytes_ranking(rows: list[Row], groups: Any = None) -> list[str]:
     """Per workload kind, at one user in the first group: the fewest bytes per request.
     Bytes barely vary between repeats, so the order needs no noise verdict; rows
-    measured differently (wire vs payload) are not ranked together."""
+    measured differently (wire vs payload) are not ranked together, nor saturated ones."""
     group, mine = _first_group(rows, groups)
     out = []
     for kind in ("embed", "stream"):
-        cand = [(r, _bytes_per_request(r)) for r in _one_user_rows(mine)
-                if r["workload"] == kind]
+        here = [r for r in _one_user_rows(mine) if r["workload"] == kind]
+        cand = [(r, _bytes_per_request(r)) for r in here if not _bound(r)]
         cand = [(r, b) for r, b in cand if b is not None and b[0]]
         for source in ("wire", "payload"):
             ok = sorted((b[0], r["cell"]) for r, b in cand if b[1] == source)
@@ -172,6 +172,10 @@ def bytes_ranking(rows: list[Row], groups: Any = None) -> list[str]:
             out.append(f"- Fewest bytes per {kind} request ({source}, up + down): "
                        f"**{first} {least:,.0f} B**, then {second} {second_b:,.0f} B "
                        f"({second_b / least:.2f}x); most: {ok[-1][1]} {ok[-1][0]:,.0f} B.")
+        bound = [r["cell"] for r in here if _bound(r)]
+        if bound and cand:
+            out.append(f"- Not ranked for bytes (saturated, its packets follow its library's "
+                       f"pace): {', '.join(bound)}.")
     return out
 
 

@@ -199,14 +199,18 @@ def answer(q: Question, rows: list[Row]) -> str | None:
 
 def bytes_answer(rows: list[Row], kind: str) -> str | None:
     """Bytes per request barely vary between requests, so the ratio needs no interval;
-    wire and payload figures are never ranked together."""
-    cand = [(r, _bytes_per_request(r)) for r in lowest_load(rows) if r["workload"] == kind]
+    wire and payload figures are never ranked together, nor is a saturated row (its
+    packets and ACKs follow its library's pace too)."""
+    rows_here = [r for r in lowest_load(rows) if r["workload"] == kind]
+    cand = [(r, _bytes_per_request(r)) for r in rows_here if not _bound(r)]
+    excluded = [r["cell"] for r in rows_here if _bound(r)]
+    tail = f" (excluded (saturated/failed): {', '.join(excluded)})" if excluded else ""
     for source in ("wire", "payload"):
         ok = sorted((b[0], _name(r, rows)) for r, b in cand if b is not None and b[1] == source)
         if len(ok) >= 2:
             (least, first), (second_b, second) = ok[0], ok[1]
             return (f"Bytes per {kind} request ({source}): {first} {least:,.0f} B, "
-                    f"{second_b / least:.2f}x fewer than {second}")
+                    f"{second_b / least:.2f}x fewer than {second}{tail}")
     return None
 
 

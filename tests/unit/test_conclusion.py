@@ -150,3 +150,21 @@ def test_seed_lab_table_flags_a_saturated_row():
     r.update(median_wall_s=0.013, p95_wall_s=0.015)
     line = seed_lab_table([r]).splitlines()[-1]
     assert "server-bound" in line
+
+
+def test_bytes_ranking_leaves_a_saturated_row_out_and_names_it():
+    from harness.report.conclusion import bytes_ranking
+    base = {"mode": "closed", "concurrency": 1, "n": 10, "workload": "embed",
+            "latency_p50_ms": 1.0}
+    rows = [
+        {**base, "cell": "grpc", "protocol": "grpc", "wire_up_bytes": 300,
+         "wire_down_bytes": 6_000, "server_bound": "grpc[1] used 97% of a core"},
+        {**base, "cell": "rest-h1", "protocol": "rest-h1", "wire_up_bytes": 500,
+         "wire_down_bytes": 20_000},
+        {**base, "cell": "ws", "protocol": "ws", "wire_up_bytes": 400,
+         "wire_down_bytes": 21_000},
+    ]
+    ranked, note = bytes_ranking(rows)
+    assert "**rest-h1 20,500 B**, then ws 21,400 B" in ranked and "grpc" not in ranked
+    assert note == ("- Not ranked for bytes (saturated, its packets follow its library's "
+                    "pace): grpc.")

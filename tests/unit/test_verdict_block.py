@@ -87,3 +87,14 @@ def test_a_resolved_margin_under_one_percent_keeps_its_digits_and_says_it_is_sma
                            row("ws", 50.60, (50.58, 50.62))])
     latency = next(line for line in lines if line.startswith("Latency at c=1"))
     assert "1.004x [1.003-1.005]" in latency and "small in practice" in latency
+
+
+def test_bytes_answer_never_ranks_a_saturated_row():
+    rows = [row("grpc", 1.0, (0.9, 1.1), bound="grpc[1] used 97% of a core",
+                wire_up_bytes=300, wire_down_bytes=6_000),
+            row("rest-h1", 1.2, (1.1, 1.3), wire_up_bytes=500, wire_down_bytes=20_000),
+            row("ws", 1.3, (1.2, 1.4), wire_up_bytes=400, wire_down_bytes=21_000)]
+    line = next(line for line in verdict_lines(rows) if line.startswith("Bytes"))
+    assert line.startswith("Bytes per embed request (wire): rest-h1 20,500 B, 1.04x fewer "
+                           "than ws")
+    assert "excluded (saturated/failed): grpc" in line
