@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import datetime as dt
+import math
 import os
 import platform
 import re
