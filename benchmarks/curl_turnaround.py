@@ -41,9 +41,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fidelity as F    # benchmarks/ is this script's directory
-
 from clients.base import Target
+from servers.launcher import start_server
+
+# benchmarks/ is this script's directory: fidelity.py's pinning and runners
+from fidelity_measure import Pinning
+from fidelity_setup import request_body
+from fidelity_tools import Harness, Native
 
 HEADERS = [(b"content-type", b"application/json"), (b"accept", b"*/*")]
 
@@ -100,7 +104,7 @@ async def transport_loop(port: int, version: str, users: int, duration_s: float,
     return {"rps": n / wall}
 
 
-def run_transport(pin: F.Pinning, port: int, version: str, users: int, duration_s: float,
+def run_transport(pin: Pinning, port: int, version: str, users: int, duration_s: float,
                   busy_us: float, mode: str) -> float:
     cmd = pin.client_prefix() + [sys.executable, __file__, "--transport-port", str(port),
                                  "--http", version, "--users", str(users),
@@ -124,7 +128,7 @@ def main() -> None:
     p.add_argument("--http", default="2", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="work-first", help=argparse.SUPPRESS)
     a = p.parse_args()
-    body = F.request_body("small")
+    body = request_body("small")
     if a.transport_port:
         import uvloop
         print(json.dumps(uvloop.run(transport_loop(a.transport_port, a.http, a.users,
@@ -132,18 +136,18 @@ def main() -> None:
         return
     h2 = a.server.endswith("h2")
     version, protocol = ("2", "rest-h2") if h2 else ("1.1", "rest-h1")
-    pin = F.Pinning.choose(True)
+    pin = Pinning.choose(True)
     work = Path(tempfile.mkdtemp(prefix="wirebench-turnaround-"))
     body_file = work / "small.json"
     body_file.write_bytes(body)
-    native, harness = F.Native(work, pin), F.Harness(pin)
+    native, harness = Native(work, pin), Harness(pin)
     variants = {
         "libcurl alone": None, "harness engine": None, "transport": (0.0, "work-first"),
         f"transport +{a.busy_us:g} us": (a.busy_us, "work-first"),
         f"transport +{a.busy_us:g} us, each sent": (a.busy_us, "each-sent"),
         f"transport +{a.busy_us:g} us, sent first": (a.busy_us, "request-first")}
     rps: dict[str, list[float]] = {k: [] for k in variants}
-    with F.start_server(a.server, extra=["--h2c-port", "0"] if h2 else None) as server:
+    with start_server(a.server, extra=["--h2c-port", "0"] if h2 else None) as server:
         pin.pin_server(server)
         port = server.info["h2c_port"] if h2 else server.port
         target = Target(port=port, tls=False) if h2 else Target(port=port)
