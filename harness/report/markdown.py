@@ -56,6 +56,11 @@ def goodput_table(rows: list[dict[str, Any]]) -> str:
          for r in rows])
 
 
+def _paragraph(lines: list[str]) -> list[str]:
+    """Lines followed by a blank one, or nothing when there are none."""
+    return [*lines, ""] if lines else []
+
+
 def _bound_flag(r: dict[str, Any]) -> str:
     flags = [f for f, key in (("server-bound", "server_bound"), ("client-bound", "client_bound"))
              if r.get(key)]
@@ -430,7 +435,7 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
               f"headers ({wire_note}). Round trips to the first byte and stalls under "
               "loss need an emulated link (the network lab).", "", wire_table(rows), "",
               "## What this implementation costs", "", implementation_table(rows), "",
-              "## Protocol or library?", "", *library_lines(rows, s.get("groups")), "",
+              "## Protocol or library?", "", *_paragraph(library_lines(rows, s.get("groups"))),
               *protocol_or_library(rows), "",
               "## The seed lab's table", "", seed_lab_table(rows), ""]
     phases = curl_phase_check(rows)
