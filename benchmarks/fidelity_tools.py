@@ -196,14 +196,18 @@ def engine_field(spec: str) -> dict[str, str]:
 
 def has_path(spec: str, protocol: str, target: Target, concurrency: int) -> bool:
     """Whether the client path ENGINE:PATH forces exists for this point (a blocking
-    path is for one user of rest-h1, or of rest-h2 with libcurl); points without it are
-    left out, with a line saying so."""
+    path is for one user of rest-h1, or of rest-h2 with libcurl, and for libcurl's
+    users above one); points without it are left out, with a line saying so."""
     engine, path = split_engine(spec)
     if path not in ("blocking", "sequential"):
         return True
-    from clients.blocking.rest import blocking_client
-    client = (blocking_client(protocol, engine, target, reuse=True, timeout_s=1)
-              if concurrency == 1 else None)
+    from clients.blocking.rest import blocking_client, multi_client
+    if concurrency == 1:
+        client = blocking_client(protocol, engine, target, reuse=True, timeout_s=1)
+    else:               # the runner's policy: HTTP/1.1 a client per user, HTTP/2 one
+        client = multi_client(protocol, engine, target, users=concurrency,
+                              clients=concurrency if protocol == "rest-h1" else 1,
+                              reuse=True, timeout_s=1)
     if client is None:
         print(f"  {spec}: no blocking client path for {protocol} at concurrency "
               f"{concurrency}; left out", file=sys.stderr)

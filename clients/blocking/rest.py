@@ -9,12 +9,17 @@ in a thread, each request a blocking call:
 
   engine "python", rest-h1 (cleartext, no DNS step): clients.blocking.http1, one socket
   engine "python", rest-h2 (TLS or h2c, no DNS step): clients.blocking.http2, one socket
-  engine "curl",   rest-h1 and rest-h2 (TLS or h2c):  clients.curl.sync, libcurl easy
-                                                      (a CurlMulti when overlapped)
+  engine "curl",   rest-h1, rest-h2 (TLS or h2c) and rest-h3: clients.curl.sync,
+                   libcurl easy (a CurlMulti when overlapped)
 
 Both can send a request and read its response in two calls (`send`, `receive`, then
 `complete` to decode and build the result), which harness.run.load.blocking_loop uses to decode
 response N while request N+1 is with the server.
+
+Above one user, the curl engine has one more (`multi_client`): C users' transfers on one
+CurlMulti in one thread (clients.curl.multi_sync, driven by harness.run.load.multi_loop),
+where the asyncio path would pay Python callbacks per socket event and a task step per
+request.
 
 `embed_sync` is `RestClient.embed` (clients.http_api) line for line, over a blocking
 transport: the same request bytes, the same t_start (just before the transport call),
@@ -35,6 +40,11 @@ from clients.base import Target, UnaryResult, auth_header, clock_ns
 from clients.http_api import _POST_JSON
 from clients.openai_codec import decode_embeddings, error_from_body, parse_server_timing
 from clients.transport.phases import curl_style
+
+
+# The curl engine's HTTP version per REST cell: each has a blocking path, so the three
+# versions compared in one scenario run on the same kind of client loop.
+CURL_VERSIONS = {"rest-h1": "1.1", "rest-h2": "2", "rest-h3": "3"}
 
 
 class BlockingRestClient:
@@ -130,10 +140,58 @@ def blocking_client(protocol: str, engine: str, target: Target, *, reuse: bool,
         from clients.blocking.http2 import BlockingH2Transport
         return BlockingRestClient(protocol, engine,
                                   BlockingH2Transport(target, timeout_s=timeout_s), target)
-    if engine == "curl" and protocol in ("rest-h1", "rest-h2"):
+    if engine == "curl" and protocol in CURL_VERSIONS:
         from clients.curl.sync import CurlEasyTransport
-        version = "1.1" if protocol == "rest-h1" else "2"
+        version = CURL_VERSIONS[protocol]
         return BlockingRestClient(protocol, engine,
                                   CurlEasyTransport(target, version=version,
                                                     timeout_s=timeout_s), target)
     return None
+
+
+class MultiRestClient(BlockingRestClient):
+    """C users' POST /v1/embeddings through one blocking multi transport
+    (clients.curl.multi_sync): `send_user` adds user u's request, the transport's
+    `drive` sends every request added, `wait` / `finish` hand back the ended ones, and
+    `complete` (BlockingRestClient's) decodes one into its result."""
+
+    can_overlap = True
+
+    @property
+    def users(self) -> int:
+        return self.transport.users
+
+    def send_user(self, user: int, request: dict[str, Any]) -> tuple[int, int]:
+        """(t_start, request bytes): stamped just before the transport takes it, as
+        `send` stamps."""
+        body = orjson.dumps(request)
+        t_start = clock_ns()
+        self.transport.start(user, b"POST", self._embeddings, self._headers, body)
+        return t_start, len(body)
+
+
+def multi_client(protocol: str, engine: str, target: Target, *, users: int, clients: int,
+                 reuse: bool, timeout_s: float, max_connections: int | None = None
+                 ) -> MultiRestClient | None:
+    """The blocking client for `users` concurrent users of this cell, where the asyncio
+    path would run them on `clients` clients (each `max_connections` at most), or None
+    where there is none. Only the curl engine's REST cells on kept connections have
+    one, and only for the policies one CurlMulti reproduces: one client (HTTP/2's or
+    HTTP/3's one connection; HTTP/1.1's pool of one per user, or of max_connections),
+    or HTTP/1.1 with one single-connection client per user (the same number of
+    connections, each carrying one request at a time)."""
+    if engine != "curl" or protocol not in CURL_VERSIONS or not reuse \
+            or getattr(target, "resumption", None):
+        return None
+    if clients > 1:
+        if protocol != "rest-h1" or clients != users or max_connections not in (None, 1):
+            return None
+        max_connections = None          # the pool: one connection per user
+    elif protocol != "rest-h1":
+        max_connections = None
+    from clients.curl.multi_sync import CurlMultiUsers
+    version = CURL_VERSIONS[protocol]
+    return MultiRestClient(protocol, engine,
+                           CurlMultiUsers(target, version=version, users=users,
+                                          timeout_s=timeout_s,
+                                          max_connections=max_connections), target)

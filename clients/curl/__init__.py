@@ -1,5 +1,7 @@
 """The libcurl engine (pycurl): HTTP/1.1, HTTP/2 and HTTP/3 through a native stack, driven
-by the running asyncio loop (transport.py; easy.py per request; sync.py blocking).
+by the running asyncio loop (transport.py; easy.py per request), or blocking from one
+thread for closed loops of unary requests (sync.py one user, multi_sync.py several:
+harness.run.load's blocking paths pick those; the notes below are the asyncio path's).
 
 A C engine next to the pure-Python transports (clients.transport.http1, http2, http3), behind the
 same `HttpTransport` contract, so a cell can be measured with the protocol work done in

@@ -385,15 +385,21 @@ class CurlEasyTransport:
         easy, self._easy = self._easy, None
         if easy is None:
             return
+        handles = [h for h in (easy, self._spare) if h is not None]
+        multi, self._multi, self._spare, self._flying = self._multi, None, None, None
+        self._shut(multi, handles)
+
+    def _shut(self, multi: pycurl.CurlMulti | None, handles: list[_Handle]) -> None:
+        """Close the handles and the multi (with the connections in its cache), after
+        taking the sockets' last counts."""
         for sock in self._socks.values():
             if sock.alive():
                 sock.read()             # last counts before libcurl closes them
-        handles = [h for h in (easy, self._spare) if h is not None]
-        multi, self._multi, self._spare, self._flying = self._multi, None, None, None
         if multi is not None:
             for h in handles:
                 if h.attached:          # a transfer cut off, or not settled
                     multi.remove_handle(h.curl)
+                    h.attached = False
             multi.close()               # closes the connections in its cache
         for h in handles:
             h.curl.close()

@@ -4,7 +4,8 @@ closed loop of one user) against the real servers and small in-test servers.
 It must measure what the asyncio path measures: the same vectors, the same ordered
 stamps, the same error classes, the request timeout, connection reuse as the policy
 says; and LoadRunner must choose it exactly when a worker has one user on one
-keep-alive connection, and say so in its result.
+keep-alive connection (for libcurl, also above one user: tests/integration/test_multi_path.py),
+and say so in its result.
 """
 
 from __future__ import annotations
@@ -136,6 +137,17 @@ def raw_server():
         s.close()
 
 
+async def run_job(job: LoadJob) -> tuple[str, Recorder]:
+    """Warm up and measure one LoadJob: (the client path it ran, its Recorder)."""
+    runner = LoadRunner(job)
+    try:
+        await runner.warmup()
+        result = await runner.measure()
+    finally:
+        await runner.close()
+    return result.client_path, Recorder.from_json(result.recorder)
+
+
 def client_for(engine: str, port: int, timeout_s: float = 5.0, cell: str = "h1"):
     c = blocking_client(protocol(cell), engine,
                         Target(port=port, **({"tls": False} if cell == "h2c" else {})),
@@ -224,15 +236,9 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
                 "server_cache": False}
 
     async def run(**kw) -> tuple[str, Recorder]:
-        job = LoadJob(protocol=protocol(cell), target=tdict, workload=Workload.from_dict(workload),
-                      mode="closed", engine=engine, requests=30, warmup=3, **kw)
-        runner = LoadRunner(job)
-        try:
-            await runner.warmup()
-            result = await runner.measure()
-        finally:
-            await runner.close()
-        return result.client_path, Recorder.from_json(result.recorder)
+        return await run_job(LoadJob(protocol=protocol(cell), target=tdict,
+                                     workload=Workload.from_dict(workload), mode="closed",
+                                     engine=engine, requests=30, warmup=3, **kw))
 
     path, rec = await run(concurrency=1)
     assert path.startswith("blocking: ") and rec.n == 30 and not rec.errors
@@ -243,14 +249,18 @@ async def test_load_runner_chooses_and_records_the_path(servers, tls_files, engi
     assert path.startswith("blocking: ") and "overlapped" not in path and rec.n == 30
     path, rec = await run(concurrency=1, client_path="async")
     assert path == "asyncio" and rec.n == 30 and not rec.errors
-    path, rec = await run(concurrency=2)
+    path, rec = await run(concurrency=2)        # libcurl's users share one multi
+    assert rec.n == 30 and not rec.errors
+    assert path == ("blocking: libcurl multi, 2 users, decode overlapped" if engine == "curl"
+                    else "asyncio"), path
+    path, rec = await run(concurrency=2, stagger_ms=1)      # staggered starts: asyncio
     assert path == "asyncio" and rec.n == 30
     path, rec = await run(concurrency=1, reuse=False)      # new connection per request
     assert path == "asyncio" and rec.new_connections == 30
     with pytest.raises(ValueError, match="no blocking client path"):
         LoadRunner(LoadJob(protocol=protocol(cell), target=tdict, workload=Workload.from_dict(workload),
                            mode="closed", engine=engine, concurrency=2, requests=1,
-                           client_path="blocking"))
+                           reuse=False, client_path="blocking"))
 
 
 async def test_server_error_status_is_a_server_error(servers, tls_files):

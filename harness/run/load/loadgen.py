@@ -9,8 +9,11 @@ and requests that start more than 1 ms late are counted.
 Client path: a closed loop where this worker has exactly one user on one keep-alive
 connection, asking for unary requests, runs through a blocking client
 (clients.blocking.rest: one socket for the python engine's rest-h1, libcurl's easy
-interface for the curl engine's rest-h1 / rest-h2) in one thread, with no event loop
-per request: at concurrency 1 all client CPU is in series with the server's. Same
+interface for the curl engine's rest-h1 / rest-h2 / rest-h3) in one thread, with no
+event loop per request: at concurrency 1 all client CPU is in series with the server's.
+Above one user the curl engine's REST cells run the same way, every user's transfer on
+one CurlMulti in one thread (harness.run.load.multi_loop; not with staggered starts):
+on a shared machine the client's CPU per request is taken from the server's. Same
 request, same stamps, same UnaryResult and Recorder, so every metric keeps its
 definition. `LoadJob.client_path` = "auto" (that rule), "async" (never) or "blocking"
 (required; an error where there is none) or "sequential" (blocking, without overlapping
@@ -33,6 +36,7 @@ from clients.transport.wire import METER
 from base.clock import sleep_until_ns
 
 from harness.run.load.blocking_loop import BlockingLoop
+from harness.run.load.multi_loop import MultiLoop
 from harness.run.load.pipeline import Pipeline
 from base.protocols import STREAM_OF
 from harness.measure.recorder import Recorder
@@ -160,12 +164,17 @@ class LoadRunner:
         if job.client_path == "async":
             return None
         client = None
-        if (job.mode == "closed" and job.concurrency == 1 and max(1, job.connections) == 1
-                and not self.workload.streaming and not job.trace
+        if (job.mode == "closed" and not self.workload.streaming and not job.trace
                 and getattr(self.workload, "pipeline", None) is None):
-            from clients.blocking.rest import blocking_client
-            client = blocking_client(job.protocol, job.engine, target, reuse=job.reuse,
-                                     timeout_s=job.timeout_s)
+            from clients.blocking.rest import blocking_client, multi_client
+            if job.concurrency == 1 and max(1, job.connections) == 1:
+                client = blocking_client(job.protocol, job.engine, target, reuse=job.reuse,
+                                         timeout_s=job.timeout_s)
+            elif job.concurrency > 1 and not job.stagger_ms:   # staggered: asyncio's users
+                client = multi_client(job.protocol, job.engine, target,
+                                      users=job.concurrency, clients=max(1, job.connections),
+                                      reuse=job.reuse, timeout_s=job.timeout_s,
+                                      max_connections=job.max_connections or None)
         if client is None and job.client_path in ("blocking", "sequential"):
             raise ValueError(f"no blocking client path for {job.protocol} (engine "
                              f"{job.engine}, {job.mode} loop, concurrency {job.concurrency}, "
@@ -174,10 +183,11 @@ class LoadRunner:
 
     async def _closed_blocking(self, rec: Recorder, requests: int | None,
                                duration_s: float | None) -> None:
-        """The closed loop of one user through the blocking client, in a thread (the
+        """The closed loop of the blocking client's user(s), in a thread (the
         event loop stays free for the worker's progress reports)."""
-        loop = BlockingLoop(self.blocking, self.workload.next_request, rec, self._count,
-                            overlap=self.job.client_path != "sequential")
+        loop_class = MultiLoop if hasattr(self.blocking, "send_user") else BlockingLoop
+        loop = loop_class(self.blocking, self.workload.next_request, rec, self._count,
+                          overlap=self.job.client_path != "sequential")
         self._blocking_loop = loop
         fut = asyncio.get_running_loop().run_in_executor(None, loop.run, requests,
                                                          duration_s)
