@@ -157,6 +157,7 @@ def bound_reason(r: Row) -> str:
     """Why a row is not a protocol result: saturated (server or client), or a failed
     (partial) point; "" for a row that measures its protocol."""
     return "; ".join(x for x in (r.get("server_bound"), r.get("client_bound"),
+                                 r.get("machine_bound"),
                                  r.get("failed") and f"failed: {r['failed']}") if x)
 
 

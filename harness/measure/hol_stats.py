@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any, Iterable
 
+from harness.measure.saturation import is_bound
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -88,5 +90,5 @@ def stack_cost(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "bytes_per_token": per_token(r.get("wire_down_bytes")),
                     "server_cpu_us_per_token": per_token(r.get("server_cpu_ms_per_req"), 1000),
                     "client_cpu_us_per_token": per_token(r.get("client_cpu_ms_per_req"), 1000),
-                    "bound": bool(r.get("server_bound") or r.get("client_bound"))})
+                    "bound": is_bound(r)})
     return sorted(out, key=lambda c: c["cell"])

@@ -17,7 +17,8 @@ from typing import Any
 
 from base.cells import parse_cell
 from harness.measure.recorder import FORMULAS, PHASES, Recorder
-from harness.measure.saturation import client_bound as client_saturation, merge_max, server_bound
+from harness.measure.saturation import (client_bound as client_saturation, machine_bound,
+                                        merge_max, server_bound)
 
 SCHEMA_VERSION = 1
 
@@ -33,10 +34,11 @@ CSV_COLUMNS = [
     "connect_p50_ms", "new_connections",
     "payload_up_bytes", "payload_down_bytes", "wire_up_bytes", "wire_down_bytes",
     "packets_up", "packets_down", "wire_source",
-    "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util", "late_starts",
+    "client_cpu_ms_per_req", "server_cpu_ms_per_req", "client_core_util",
+    "machine_cores_used", "late_starts",
     "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
     "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
-    "server_bound", "failed", "goodput_fraction", "goodput_rps",
+    "server_bound", "machine_bound", "failed", "goodput_fraction", "goodput_rps",
 ]
 
 
@@ -91,6 +93,10 @@ class PointResult:
     # Per server process over the measured window, the highest over repeats
     # (harness.measure.saturation): {label: {process, busiest_thread, cores}}.
     server_util: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Cores the client workers and the server processes used together, the highest
+    # over repeats (None: the servers' CPU was not sampled here, e.g. `remote:`).
+    machine_cores_used: float | None = None
+    _repeat_server_cores: float | None = field(default=None, repr=False, compare=False)
     failures: list[str] = field(default_factory=list)   # failed repeats (run.watchdog)
     wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
     wire_source: str = "not measured"
@@ -128,9 +134,16 @@ class PointResult:
         else:
             self.server_cpu_s += server_cpu_s
         self.client_core_util = max(self.client_core_util, core_util)
+        server_cores, self._repeat_server_cores = self._repeat_server_cores, None
+        if server_cores is not None and wall_s > 0:
+            used = client_cpu_s / wall_s + server_cores
+            self.machine_cores_used = max(self.machine_cores_used or 0.0, used)
 
     def add_server_util(self, util: dict[str, dict[str, float]]) -> None:
+        """The server processes' utilisation over one repeat's window (before that
+        repeat's add_repeat, which adds the clients' to it for the machine's)."""
         merge_max(self.server_util, util)
+        self._repeat_server_cores = sum(u["process"] for u in util.values()) if util else None
 
     def add_wire(self, up: int, down: int, up_packets: int, down_packets: int) -> None:
         if self._shared_counts_dropped:
@@ -285,6 +298,10 @@ class PointResult:
             "client_bound": self.client_bound(),
             "server_bound": server_bound(self.server_util),
             "server_core_util": self.server_util or None,
+            "machine_bound": (machine_bound(self.machine_cores_used)
+                              if self.machine_cores_used is not None else ""),
+            "machine_cores_used": (round(self.machine_cores_used, 3)
+                                   if self.machine_cores_used is not None else None),
             "failed": "; ".join(self.failures),
             "connections_policy": self.key.connections,
             "tls": self.tls, "tls_version": self.tls_version_used,

@@ -11,6 +11,11 @@ thread, from /proc/<pid>/task/*/schedstat (harness.measure.cpu). Rules, in one p
   loop or one blocking loop; its process time covers every thread), or when its
   requests started late *systematically*: at least LATE_MIN and more than LATE_SHARE of
   them (one late start in 60 is a scheduling hiccup, not a saturated client).
+- A point is **machine-bound** when the client workers and the server processes
+  together used >= BUSY_MACHINE of the machine's cores: client and server share the
+  machine here, so its req/s is then the cores divided by everyone's CPU per request,
+  the load generator's included (on a real deployment it runs elsewhere), though no
+  single process is at its limit.
 """
 
 from __future__ import annotations
@@ -22,13 +27,27 @@ from harness.measure.cpu import threads_cpu_s
 
 BUSY_THREAD = 0.85       # of one core
 BUSY_PROCESS = 0.85      # of the cores the process may use
+BUSY_MACHINE = 0.85      # of the machine's cores, client workers and servers together
 LATE_MIN = 3
 LATE_SHARE = 0.05
+MACHINE_CORES = len(os.sched_getaffinity(0))    # the cores this run's processes share
 
 RULES = (f"server-bound / client-bound: a process whose busiest thread used >= "
          f"{BUSY_THREAD:.0%} of one core, or which used >= {BUSY_PROCESS:.0%} of the cores "
          f"it may run on, over the measured window; a client worker also when at least "
-         f"{LATE_MIN} and over {LATE_SHARE:.0%} of its requests started late")
+         f"{LATE_MIN} and over {LATE_SHARE:.0%} of its requests started late; "
+         f"machine-bound: the client workers and the server processes together used >= "
+         f"{BUSY_MACHINE:.0%} of the machine's cores")
+
+# Each saturation flag: (terminal table's short form, report's word, row key). A row
+# carrying any of them measures a library or this machine, not a protocol.
+FLAGS = (("SRV", "server-bound", "server_bound"), ("CLI", "client-bound", "client_bound"),
+         ("CPU", "machine-bound", "machine_bound"))
+
+
+def is_bound(row: dict) -> bool:
+    """Whether a result row carries any saturation flag."""
+    return any(row.get(key) for _, _, key in FLAGS)
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,15 @@ def client_bound(core_util: float, late_starts: int, n: int) -> str:
     if late_starts >= LATE_MIN and late_starts > LATE_SHARE * n:
         reasons.append(f"{late_starts} of {n} requests started late")
     return "; ".join(reasons)
+
+
+def machine_bound(cores_used: float, cores: int = MACHINE_CORES) -> str:
+    """Why the machine's CPU limited the point ('' if it did not): `cores_used` is what
+    the client workers and the server processes used together over the window."""
+    if cores_used >= BUSY_MACHINE * cores:
+        return (f"client and server processes together used {cores_used:.2f} of the "
+                f"machine's {cores} cores")
+    return ""
 
 
 def merge_max(into: dict[str, dict[str, float]], new: dict[str, dict[str, float]]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from harness.measure.roundtrips import measured_round_trips
+from harness.measure.saturation import is_bound
 
 Row = dict[str, Any]
 Judged = tuple[str, str, str] | None       # (verdict, measured, reason)
@@ -23,7 +24,7 @@ SEED_A, SEED_B, SEED_C = "seeds/000 (Module 1)", "seeds/001 (Phase 2)", "seeds/0
 
 def _usable(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.get("n") and not r.get("failed")
-            and not r.get("server_bound") and not r.get("client_bound")]
+            and not is_bound(r)]
 
 
 def _rtt(r: Row) -> float:

@@ -22,11 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
+from harness.measure.saturation import FLAGS
 from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
 from harness.run.status import effective_status
 
 SATURATION_NOTE = ("SRV / CLI A, B: the server's / client's core was saturated in that run "
-                   "at this point: the row measures a library, not the protocol.")
+                   "at this point (CPU: the machine's cores, client and server together): "
+                   "the row measures a library or the machine, not the protocol.")
 BACKEND_KNOBS = frozenset({"compute_ms", "server_cache", "ttft_ms", "itl_ms"})
 
 
@@ -90,10 +92,11 @@ def _load(row: dict[str, Any]) -> str:
 
 
 def _saturated(ra: dict[str, Any], rb: dict[str, Any]) -> str:
-    """SRV / CLI per run whose server / client core was saturated at this point (that run's
-    row measured a library, not the protocol), e.g. "SRV A+B", "CLI B"; "" if neither."""
+    """SRV / CLI / CPU per run whose server / client core / machine was saturated at this
+    point (that run's row measured a library or the machine, not the protocol), e.g.
+    "SRV A+B", "CLI B"; "" if none."""
     out = []
-    for flag, key in (("SRV", "server_bound"), ("CLI", "client_bound")):
+    for flag, _, key in FLAGS:
         runs = "+".join(name for name, r in (("A", ra), ("B", rb)) if r.get(key))
         if runs:
             out.append(f"{flag} {runs}")
@@ -171,7 +174,7 @@ def main(argv: list[str]) -> int:
     rows, only_a, only_b = compare_rows(a, b)
     bad = regressions([c for _, _, c in rows], args.fail_on_regression or 0.0)
     title = f"A = {args.run_a}  B = {args.run_b}"
-    flagged = any(" SRV " in f" {load} " or " CLI " in f" {load} " for _, load, _ in rows)
+    flagged = any(f" {flag} " in f" {load} " for _, load, _ in rows for flag, _, _ in FLAGS)
     if args.format == "json":
         print(json.dumps({"a": args.run_a, "b": args.run_b, "notes": notes,
                           "changes": [{"cell": cell, "load": load, **c.to_dict()}

@@ -4,8 +4,9 @@ Two questions, each answered from one run's rows:
 
 - *Which protocol is fastest here?* Ranked within the scenario's first group of cells
   (harness.scenario.groups), at one user (p50 latency; TTFT for streams) and at the highest load
-  (throughput). A row whose server or client was saturated (`server_bound`,
-  `client_bound`) measures a library, so it is named and left out of the ranking. Two
+  (throughput). A row whose server, client or machine was saturated (`server_bound`,
+  `client_bound`, `machine_bound`) measures a library or the machine, so it is named
+  and left out of the ranking. Two
   rows differ only when their per-repeat ranges do not overlap; with one repeat the
   spread is unknown and the sentence says so.
 - *Protocol or library?* Per protocol, its cell in a later group (e.g. pure Python)

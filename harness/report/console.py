@@ -14,6 +14,7 @@ from rich.table import Table
 
 from harness.report.tables import fastest_first, fmt, load_label
 from harness.measure.results import PointResult
+from harness.measure.saturation import FLAGS
 from harness.run.runner import ProgressSink
 from harness.scenario import PlanPoint
 
@@ -79,8 +80,7 @@ class RichProgress(ProgressSink):
 
 def bound_note(r: dict[str, Any]) -> str:
     """The row's saturation flags: such a row measures a library, not a protocol."""
-    return " ".join(f for f, key in (("server-bound", "server_bound"),
-                                     ("client-bound", "client_bound")) if r.get(key))
+    return " ".join(word for _, word, key in FLAGS if r.get(key))
 
 
 def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:
@@ -90,8 +90,7 @@ def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:
 
 def _note(r: dict[str, Any]) -> str:
     """Short flags for the compact table (the caption spells them out)."""
-    parts = [flag for flag, key in (("SRV", "server_bound"), ("CLI", "client_bound"))
-             if r.get(key)]
+    parts = [flag for flag, _, key in FLAGS if r.get(key)]
     if r.get("errors"):
         parts.append(f"{r['errors']}err")
     if r.get("failed"):
@@ -145,9 +144,9 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
                 + "B/req: bytes down per request (wire where measured, else payload); cpu: "
                   "client/server ms per request; every column: report.md or --wide"]
     if flagged:
-        captions.append("note: SRV / CLI server / client core saturated (the row measures a "
-                        "library, not the protocol: never ranked); Nerr errors; FAIL the "
-                        "point failed")
+        captions.append("note: SRV / CLI / CPU server core / client core / machine saturated "
+                        "(never ranked: a library or this machine, not the protocol); Nerr "
+                        "errors; FAIL the point failed")
     if payload_only:
         captions.append("p: payload bytes only, the wire was not measured for this row "
                         "(not comparable with the wire figures beside it)")

@@ -16,6 +16,7 @@ from harness.report.hol import HolPoint, render_hol_section
 from harness.report.pipeline import render_pipeline_section
 from harness.measure.recorder import FORMULAS, PHASES
 from harness.measure.roundtrips import accounting, dns_accounting
+from harness.measure.saturation import FLAGS
 from harness.report.tables import fastest_first, fmt, load_label, table as _table
 
 
@@ -62,8 +63,7 @@ def _paragraph(lines: list[str]) -> list[str]:
 
 
 def _bound_flag(r: dict[str, Any]) -> str:
-    flags = [f for f, key in (("server-bound", "server_bound"), ("client-bound", "client_bound"))
-             if r.get(key)]
+    flags = [word for _, word, key in FLAGS if r.get(key)]
     return " ".join(f"**{f}**" for f in flags) or "-"
 
 
@@ -192,6 +192,11 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"- {r['cell']} {load_label(r)}: **the client side may be the "
                        f"bottleneck** ({r['client_bound']}); its throughput is a floor, not "
                        "the protocol's limit.")
+        if r.get("machine_bound"):
+            out.append(f"- {r['cell']} {load_label(r)}: **machine-bound** "
+                       f"({r['machine_bound']}): its req/s is this machine's cores divided "
+                       "by client and server CPU per request, the load generator's "
+                       "included; it is never ranked.")
         for kind, sample in (r.get("error_samples") or {}).items():
             out.append(f"- {r['cell']} {load_label(r)}: {r['errors_by_class'][kind]} "
                        f"`{kind}` errors, e.g. {sample}")

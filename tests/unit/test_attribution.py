@@ -45,3 +45,17 @@ def test_overlapping_ratio_ranges_are_undecided():
     assert larger_spread(2.0, (1.9, 2.1), 1.2, (1.1, 1.3), "A", "B", ("a", "b")) == "A"
     assert larger_spread(1.2, (1.1, 1.3), 2.0, (1.9, 2.1), "A", "B", ("a", "b")) == "B"
     assert "indicative" in larger_spread(2.0, None, 1.2, (1.1, 1.3), "A", "B", ("a", "b"))
+
+
+def test_a_machine_bound_row_is_no_protocol_result_either():
+    """Client and server together at the machine's limit: the spread moves to the load
+    point where neither protocol's row is bound, as for a saturated server."""
+    rows = [row("rest-h1", "rest-h1", 1, 1000, [990, 1010]),
+            {**row("rest-h1", "rest-h1", 8, 1200, [1190, 1210]),
+             "machine_bound": "client and server processes together used 1.80 of the "
+                              "machine's 2 cores"},
+            row("rest-h1@caddy+curl", "rest-h1", 1, 600, [590, 610]),
+            row("grpc", "grpc", 1, 800, [790, 810]),
+            row("grpc", "grpc", 8, 3000, [2990, 3010])]
+    text = "\n".join(protocol_or_library(rows))
+    assert "against grpc at c=1, unsaturated rows only: protocol spread 1.25x" in text

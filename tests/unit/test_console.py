@@ -32,3 +32,10 @@ def test_saturated_row_is_flagged_and_the_flag_explained():
     text = render([row("rest-h1", 159_852, 154_129, bound="python[1] used 96% of a core")])
     assert "SRV" in text and "never ranked" in text
     assert "p: payload bytes only" not in render([row("rest-h1", 159_852, 154_129)])
+
+
+def test_machine_bound_row_is_flagged_cpu():
+    text = render([{**row("rest-h1@caddy+curl", 160_040, 154_129),
+                    "machine_bound": "client and server processes together used 1.80 of "
+                                     "the machine's 2 cores"}])
+    assert " CPU " in text and "machine saturated" in text

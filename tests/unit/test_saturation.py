@@ -35,3 +35,38 @@ def test_merge_keeps_the_repeat_nearest_saturation():
     into = {"p": util(0.5, 0.5)}
     merge_max(into, {"p": util(0.7, 0.6), "q": util(0.1, 0.1)})
     assert into["p"]["process"] == 0.7 and "q" in into
+
+
+def test_the_machine_binds_when_client_and_server_together_fill_its_cores():
+    from harness.measure.saturation import machine_bound
+    assert machine_bound(1.65, cores=2) == ""                  # 82%: room left
+    assert "together used 1.72 of the machine's 2 cores" in machine_bound(1.72, cores=2)
+
+
+def test_a_row_adds_its_clients_to_each_repeats_servers():
+    """Per repeat: the clients' CPU over their wall time plus the server processes' cores;
+    the row keeps the repeat nearest saturation and flags it past the rule. No server
+    sample (servers started elsewhere, `remote:`): no machine figure, no flag."""
+    from harness.measure.recorder import Recorder
+    from harness.measure.results import PointKey, PointResult
+    from harness.measure.saturation import MACHINE_CORES
+
+    def result() -> PointResult:
+        return PointResult(key=PointKey("rest-h1", "closed", 8, None))
+
+    cores = MACHINE_CORES
+    res = result()
+    res.add_server_util({"caddy[1]": util(0.25 * cores, 0.3), "python[2]": util(0.25 * cores, 0.6)})
+    res.add_repeat(Recorder(), 2.0, 0.2 * cores * 2.0, None, 0.2)   # clients: 20% of it
+    assert abs(res.machine_cores_used - 0.7 * cores) < 1e-9
+    assert res.row("embed")["machine_bound"] == ""
+    res.add_server_util({"caddy[1]": util(0.6 * cores, 0.3), "python[2]": util(0.1, 0.1)})
+    res.add_repeat(Recorder(), 2.0, 0.3 * cores * 2.0, None, 0.3)   # 30%: the busier repeat
+    assert abs(res.machine_cores_used - (0.9 * cores + 0.1)) < 1e-9
+    row = res.row("embed")
+    assert f"of the machine's {cores} cores" in row["machine_bound"]
+    assert row["machine_cores_used"] == round(0.9 * cores + 0.1, 3)
+    remote = result()
+    remote.add_server_util({})
+    remote.add_repeat(Recorder(), 2.0, 4.0, None, 1.0)
+    assert remote.machine_cores_used is None and remote.row("embed")["machine_bound"] == ""

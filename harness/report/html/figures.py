@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness.measure.recorder import PHASES  # noqa: E402
+from harness.measure.saturation import is_bound  # noqa: E402
 
 Row = dict[str, Any]
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True,
@@ -36,7 +37,7 @@ def _svg(fig: Any) -> str:
 def flag(r: Row) -> str:
     if r.get("failed"):
         return " [failed]"
-    return " [saturated]" if r.get("server_bound") or r.get("client_bound") else ""
+    return " [saturated]" if is_bound(r) else ""
 
 
 def _style(r: Row) -> dict[str, Any]:
@@ -130,7 +131,8 @@ def _series(rows: list[Row]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         if r.get("n") and _load_x(r) is not None:
-            key = _label({**r, "failed": None, "server_bound": None, "client_bound": None},
+            key = _label({**r, "failed": None, "server_bound": None, "client_bound": None,
+                          "machine_bound": None},
                          rows)
             net = r.get("network")
             if net not in (None, "veth", "loopback", "remote"):
