@@ -63,9 +63,6 @@ class CurlMultiUsers(CurlEasyTransport):
     def path_name(self) -> str:
         return f"libcurl multi, {self.users} users"
 
-    def in_flight(self) -> int:
-        return self._running
-
     def start(self, user: int, method: bytes, path: bytes, headers: Headers,
               body: bytes) -> None:
         """Add `user`'s next transfer; it leaves on the next perform (`drive`), so that

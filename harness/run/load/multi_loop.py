@@ -56,6 +56,8 @@ class MultiLoop(BlockingLoop):
                 self._complete(got)
 
     def _start(self, user: int, started: list) -> bool:
+        """User `user`'s next request, if the run's budget allows one (False when it
+        does not). A request libcurl refused is recorded as that user's error."""
         if not self._may_start():
             return False
         start = self._clock()
@@ -63,7 +65,6 @@ class MultiLoop(BlockingLoop):
             started[user] = self.client.send_user(user, self.next_request())
         except Exception as exc:
             self._failed(exc, start)
-            return False
         return True
 
     def _complete(self, got: tuple) -> None:
