@@ -146,11 +146,24 @@ def _pair(proto: str, a: dict, b: dict, cells: list[dict]) -> list[str]:
                                 "the implementation difference is the larger",
                                 "the protocol difference is the larger",
                                 ("implementation", "protocol"))
+        hop = ""
+        if carries_hop(hi) != carries_hop(lo):
+            front = hi if carries_hop(hi) else lo
+            effect = ("without it the gap would be wider" if front is hi
+                      else "part of this protocol spread is the hop")
+            plain = lo if front is hi else hi
+            hop = (f"; {front['cell']} crosses Caddy's hop to the backend and "
+                   f"{plain['cell']} does not: {effect}")
         out.append(f"- against {other} at c={conc}, unsaturated rows only: protocol spread "
                    f"{prot:.2f}x ({hi['cell']} {hi['throughput_rps']:,.0f} vs {lo['cell']} "
                    f"{lo['throughput_rps']:,.0f} req/s) vs implementation spread "
-                   f"{impl:.2f}x — {verdict}")
+                   f"{impl:.2f}x — {verdict}{hop}")
     return out + [""]
+
+
+def carries_hop(r: Row) -> bool:
+    """Whether the row's requests cross the Caddy front's local hop to the backend."""
+    return "@caddy" in r["cell"]
 
 
 def bound_reason(r: Row) -> str:

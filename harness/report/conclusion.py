@@ -13,14 +13,20 @@ Two questions, each answered from one run's rows:
   against its cell in the first group: the library's factor, set beside the spread
   between protocols in the first group. The larger one decides the conclusion, when
   the per-repeat ranges of the two ratios are apart; otherwise the run cannot say.
+
+The Caddy front's local hop to the backend is the setup's, not a protocol's. Where the
+first group mixes rows behind the front with rows without it, a ranking names the hop
+as measured in the same run (an @caddy cell against its Caddy-less twin) and says
+whether the order survives without it, and the protocol spread is taken less the hop.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from harness.measure.attribution import bound_reason as _bound
-from harness.measure.attribution import larger_spread, ratio_range
+from harness.measure.attribution import carries_hop, larger_spread, ratio_range
 from harness.scenario.groups import ONE_GROUP, group_names
 
 Row = dict[str, Any]
@@ -84,6 +90,97 @@ def _separated(a: Row, b: Row) -> bool | None:
     return ra[1] < rb[0] or rb[1] < ra[0]
 
 
+@dataclass(frozen=True)
+class Hop:
+    """What the Caddy front's local hop added to one figure in this run: an @caddy cell
+    against the same stack served directly, same concurrency and workload."""
+    ms: float
+    range_ms: tuple[float, float] | None     # over the repeats, paired in run order
+    front: str
+    direct: str
+
+
+def _hop_pairs(rows: Iterable[Row]) -> list[tuple[Row, Row]]:
+    """(front, direct) row pairs: each @caddy closed-loop row with its Caddy-less twin."""
+    by_key = {(r["cell"], r["concurrency"]): r for r in rows if r["mode"] == "closed" and r["n"]}
+    pairs = []
+    for (cell, conc), front in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        direct = by_key.get((cell.replace("@caddy", ""), conc)) if "@caddy" in cell else None
+        if direct is not None and front["workload"] == direct["workload"]:
+            pairs.append((front, direct))
+    return pairs
+
+
+def measured_hop(rows: Iterable[Row], concurrency: int, workload: str) -> Hop | None:
+    """The hop at this load, from the run's first front/direct pair there (None if the
+    run has no such pair)."""
+    for front, direct in _hop_pairs(rows):
+        if front["concurrency"] != concurrency or front["workload"] != workload:
+            continue
+        field, per_repeat, _ = _metric(front)
+        if front[field] is None or direct[field] is None:
+            continue
+        diffs = [f - d for f, d in zip(front.get(per_repeat) or (), direct.get(per_repeat) or ())
+                 if f is not None and d is not None]
+        rng = (min(diffs), max(diffs)) if len(diffs) >= 2 else None
+        return Hop(front[field] - direct[field], rng, front["cell"], direct["cell"])
+    return None
+
+
+def _less_hop(r: Row, hop: Hop | None) -> tuple[float, tuple[float, float] | None]:
+    """The row's figure (and per-repeat range) without the hop, where it carries one."""
+    field = _metric(r)[0]
+    rng = _range(r)
+    if hop is None or not carries_hop(r):
+        return r[field], rng
+    if rng is not None and hop.range_ms is not None:
+        rng = (rng[0] - hop.range_ms[1], rng[1] - hop.range_ms[0])
+    else:
+        rng = None
+    return r[field] - hop.ms, rng
+
+
+def _hop_text(hop: Hop, conc: int) -> str:
+    spread = (f" [{hop.range_ms[0]:+.2f} to {hop.range_ms[1]:+.2f}]" if hop.range_ms else "")
+    return (f"{hop.ms:+.2f} ms{spread} at c={conc} in this run ({hop.front} against "
+            f"{hop.direct})")
+
+
+def _hop_note(ok: list[Row], rows: list[Row]) -> str:
+    """When a ranking mixes rows behind the Caddy front with rows without it: the hop's
+    size, and whether the leading front row, less the hop, still stands where it does
+    against the leading row without one (the hop is the setup's, not the protocol's)."""
+    fronts = [r for r in ok if carries_hop(r)]
+    plain = [r for r in ok if not carries_hop(r)]
+    if not fronts or not plain:
+        return ""
+    front, lead = fronts[0], plain[0]
+    conc = front["concurrency"]
+    cells = [r["cell"] for r in plain]
+    names = " and ".join(filter(None, (", ".join(cells[:-1]), cells[-1])))
+    do = "does" if len(cells) == 1 else "do"
+    hop = measured_hop(rows, conc, front["workload"])
+    if hop is None:
+        return (f" The @caddy rows cross Caddy's local hop to the backend and {names} {do} "
+                "not; this run has no Caddy-less twin to measure the hop against, so that "
+                "part of the gap is not separated.")
+    value, rng = _less_hop(front, hop)
+    lead_rng = _range(lead)
+    if rng is None or lead_rng is None:
+        how = "one repeat, so indicative only"
+    elif rng[1] < lead_rng[0]:
+        how = f"ahead of {lead['cell']}"
+    elif rng[0] > lead_rng[1]:
+        how = f"still behind {lead['cell']}"
+    else:
+        how = (f"{rng[0]:.2f}-{rng[1]:.2f} ms against {lead['cell']}'s "
+               f"{lead_rng[0]:.2f}-{lead_rng[1]:.2f}: without the hop, this run cannot say "
+               "which of the two is faster")
+    return (f" The @caddy rows cross Caddy's local hop to the backend, which {names} {do} "
+            f"not: {_hop_text(hop, conc)}. Less the hop, {front['cell']} would be "
+            f"{value:.2f} ms: {how}.")
+
+
 def latency_ranking(rows: list[Row], groups: Any = None) -> list[str]:
     """One sentence per workload kind: who is fastest at one user, and is it real."""
     group, mine = _first_group(rows, groups)
@@ -111,7 +208,8 @@ def latency_ranking(rows: list[Row], groups: Any = None) -> list[str]:
                        "resolve")
             out.append(f"- Lowest {kind} latency at {load}{where}: **{_show(first)}**, then "
                        f"{_show(second)} ({factor:.2f}x); {how}. Order: "
-                       + " < ".join(f"{r['cell']} {r[field]:.2f}" for r in ok) + " ms.")
+                       + " < ".join(f"{r['cell']} {r[field]:.2f}" for r in ok) + " ms."
+                       + _hop_note(ok, rows))
         elif ok:
             out.append(f"- Lowest {kind} latency at {load}{where}: only {_show(ok[0])} ran "
                        "unsaturated, so nothing is ranked.")
@@ -134,9 +232,15 @@ def throughput_ranking(rows: list[Row], groups: Any = None) -> list[str]:
                     spread[0][0] > spread[1][1] or spread[1][0] > spread[0][1])
             how = {None: "spread unknown (one repeat)", True: "ranges apart: a real gap",
                    False: "ranges overlap: no difference this run can resolve"}[real]
+            hop = ""
+            if carries_hop(ok[0]) != carries_hop(ok[1]):
+                front = ok[0] if carries_hop(ok[0]) else ok[1]
+                hop = (f" {front['cell']} crosses Caddy's local hop to the backend and the "
+                       "other does not: " + ("without it the gap would be wider."
+                                             if front is ok[0] else "part of the gap is the hop."))
             out.append(f"- Highest {kind} throughput at c={ok[0]['concurrency']}: "
                        f"**{ok[0]['cell']} {ok[0]['throughput_rps']:,.0f} req/s**, then "
-                       f"{ok[1]['cell']} {ok[1]['throughput_rps']:,.0f} ({how}).")
+                       f"{ok[1]['cell']} {ok[1]['throughput_rps']:,.0f} ({how}).{hop}")
         if bound:
             out.append(f"- Not ranked for throughput (saturated, so a library's ceiling): "
                        f"{', '.join(bound)}.")
@@ -186,7 +290,11 @@ def _rps_range(r: Row) -> tuple[float, float] | None:
 
 
 def protocol_or_library(rows: list[Row], groups: Any = None) -> list[str]:
-    """Per protocol: the library factor (later group vs first) against the protocol spread."""
+    """Per protocol: the library factor (later group vs first) against the protocol spread.
+
+    The spread is taken less the Caddy hop where it separates a row behind the front from
+    one without (the hop is the setup's, not a protocol's); the library factor is not: a
+    front is part of the stack it serves."""
     group, mine = _first_group(rows, groups)
     if group == ONE_GROUP:
         return []
@@ -197,14 +305,26 @@ def protocol_or_library(rows: list[Row], groups: Any = None) -> list[str]:
         ref = [r for r in clean if r["workload"] == kind]
         if len(ref) < 2:
             continue
-        field = _metric(ref[0])[0]
-        lo, hi = min(ref, key=lambda r: r[field]), max(ref, key=lambda r: r[field])
-        per_repeat = _metric(ref[0])[1]
-        protocol_spread = hi[field] / lo[field]
-        spread_range = ratio_range(hi.get(per_repeat), lo.get(per_repeat))
+        field, per_repeat, _ = _metric(ref[0])
+        mixed = any(carries_hop(r) for r in ref) and not all(carries_hop(r) for r in ref)
+        hop = measured_hop(rows, ref[0]["concurrency"], kind) if mixed else None
+        less = {r["cell"]: _less_hop(r, hop)[0] for r in ref}
+        lo = min(ref, key=lambda r: less[r["cell"]])
+        hi = max(ref, key=lambda r: less[r["cell"]])
+        protocol_spread = less[hi["cell"]] / less[lo["cell"]]
+        spread_range = ratio_range(_repeats_less_hop(hi, hop), _repeats_less_hop(lo, hop))
+        hop_words = ""
+        if hop is not None and carries_hop(hi) != carries_hop(lo):
+            front = hi if carries_hop(hi) else lo
+            hop_words = (f" ({front['cell']} measured {front[field]:.2f} ms, less Caddy's "
+                         f"{hop.ms:+.2f} ms hop: the hop is the setup's, not the protocol's)")
+        elif mixed:
+            hop_words = (" (the @caddy rows include Caddy's local hop, which this run "
+                         "cannot measure without a Caddy-less twin)")
         out.append(f"- Protocol spread ({kind}, group {group!r}, unsaturated rows at one "
                    f"user): {protocol_spread:.2f}x{_ratio_text(spread_range)}, from "
-                   f"{lo['cell']} {lo[field]:.2f} ms to {hi['cell']} {hi[field]:.2f} ms.")
+                   f"{lo['cell']} {less[lo['cell']]:.2f} ms to {hi['cell']} "
+                   f"{less[hi['cell']]:.2f} ms{hop_words}.")
         for r in _one_user_rows(rows):
             if r.get("group") == group or r["workload"] != kind:
                 continue
@@ -213,20 +333,41 @@ def protocol_or_library(rows: list[Row], groups: Any = None) -> list[str]:
                 continue        # no counterpart, or the same stack without the front (hop_cost)
             if not base[field] or not r[field]:
                 continue
-            slow, quick = (r, base) if r[field] >= base[field] else (base, r)
-            factor = slow[field] / quick[field]
-            factor_range = ratio_range(slow.get(per_repeat), quick.get(per_repeat))
-            verdict = larger_spread(
-                factor, factor_range, protocol_spread, spread_range,
-                "**the library decides**: it costs more than the protocols differ",
-                "the protocols differ more than these two stacks do",
-                ("library", "protocols"))
-            note = f" ({r['cell']} saturated: {_bound(r)})" if _bound(r) else ""
-            out.append(f"- {r['protocol']}: {r['cell']} {r[field]:.2f} ms vs {base['cell']} "
-                       f"{base[field]:.2f} ms, {quick['cell']} faster by {factor:.2f}x"
-                       f"{_ratio_text(factor_range)}, against a "
-                       f"{protocol_spread:.2f}x spread between protocols: {verdict}{note}.")
+            out.append(_library_line(r, base, field, per_repeat, protocol_spread,
+                                     spread_range))
     return out
+
+
+def _repeats_less_hop(r: Row, hop: Hop | None) -> list[float] | None:
+    values = r.get(_metric(r)[1])
+    if hop is None or not carries_hop(r) or not values:
+        return values
+    return [v - hop.ms for v in values if v is not None]
+
+
+def _library_line(r: Row, base: Row, field: str, per_repeat: str, protocol_spread: float,
+                  spread_range: tuple[float, float] | None) -> str:
+    """One protocol's two stacks against the spread between protocols. A saturated row
+    measures its library, so the two are said to be apart, never which is faster."""
+    slow, quick = (r, base) if r[field] >= base[field] else (base, r)
+    factor = slow[field] / quick[field]
+    factor_range = ratio_range(slow.get(per_repeat), quick.get(per_repeat))
+    verdict = larger_spread(
+        factor, factor_range, protocol_spread, spread_range,
+        "**the library decides**: it costs more than the protocols differ",
+        "the protocols differ more than these two stacks do",
+        ("library", "protocols"))
+    bound = [x for x in (r, base) if _bound(x)]
+    if bound:
+        apart = f"{factor:.2f}x apart"
+    else:
+        apart = f"{quick['cell']} faster by {factor:.2f}x"
+    hop_words = (" (Caddy's hop included: part of that stack)"
+                 if carries_hop(base) and not carries_hop(r) else "")
+    note = "".join(f" ({x['cell']} saturated: {_bound(x)})" for x in bound)
+    return (f"- {r['protocol']}: {r['cell']} {r[field]:.2f} ms vs {base['cell']} "
+            f"{base[field]:.2f} ms{hop_words}, {apart}{_ratio_text(factor_range)}, against a "
+            f"{protocol_spread:.2f}x spread between protocols: {verdict}{note}.")
 
 
 def _saturated(*rows: Row) -> str:
@@ -247,21 +388,16 @@ def _ratio_text(rng: tuple[float, float] | None) -> str:
 def hop_cost(rows: list[Row]) -> list[str]:
     """A front (Caddy) proxying to the backend against the backend served directly, same
     protocol and client engine: what the extra local hop costs per request."""
-    by_key = {(r["cell"], r["concurrency"]): r for r in rows if r["mode"] == "closed" and r["n"]}
     out = []
-    for (cell, conc), front in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        if "@caddy" not in cell:
-            continue
-        direct = by_key.get((cell.replace("@caddy", ""), conc))
-        if direct is None or front["workload"] != direct["workload"]:
-            continue
+    for front, direct in _hop_pairs(rows):
         field, _, name = _metric(front)
+        conc = front["concurrency"]
         d_cpu = ("" if front.get("server_cpu_ms_per_req") is None
                  or direct.get("server_cpu_ms_per_req") is None else
                  f", server CPU {front['server_cpu_ms_per_req'] - direct['server_cpu_ms_per_req']:+.3f}"
                  f" ms per request")
-        out.append(f"- The Caddy hop at c={conc}: {cell} {name} {front[field]:.3f} ms vs "
-                   f"{direct['cell']} {direct[field]:.3f} ms served directly: "
+        out.append(f"- The Caddy hop at c={conc}: {front['cell']} {name} {front[field]:.3f} ms "
+                   f"vs {direct['cell']} {direct[field]:.3f} ms served directly: "
                    f"{front[field] - direct[field]:+.3f} ms{d_cpu} (every @caddy row carries "
                    f"this hop){_saturated(front, direct)}.")
     return out

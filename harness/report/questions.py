@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from harness.measure.hol_stats import drop_stats
-from harness.report.conclusion import Row, _bound, _bytes_per_request, _first_group
+from harness.report.conclusion import (Row, _bound, _bytes_per_request, _first_group,
+                                       carries_hop, measured_hop)
 from harness.report.hol.section import HolPoint, mechanism_text
 
 THIN_N = 100            # fewer requests than this: the interval itself is rough
@@ -139,8 +140,20 @@ def _fmt(v: float, unit: str) -> str:
     return f"{v:,.0f}" if unit == "req/s" else f"{v:.3g}" if v < 10 else f"{v:.1f}"
 
 
-def _caveats(best: Estimate, second: Estimate, excluded: list[Row]) -> list[str]:
-    out = []
+def _hop_caveat(best: Estimate, second: Estimate, all_rows: list[Row]) -> list[str]:
+    """When only one of the two crosses the Caddy front's hop: its size, where measured."""
+    if carries_hop(best.row) == carries_hop(second.row):
+        return []
+    front = best if carries_hop(best.row) else second
+    hop = measured_hop(all_rows, front.row["concurrency"], front.row["workload"])
+    size = (f"{hop.ms:+.2f} ms p50 in this run" if hop is not None
+            else "not measured in this run")
+    return [f"{front.cell} crosses Caddy's hop to the backend, {size}"]
+
+
+def _caveats(best: Estimate, second: Estimate, excluded: list[Row],
+             all_rows: list[Row]) -> list[str]:
+    out = _hop_caveat(best, second, all_rows)
     n = min(best.row.get("n") or 0, second.row.get("n") or 0)
     if n < THIN_N:
         out.append(f"n={n}")
@@ -161,9 +174,10 @@ def _caveats(best: Estimate, second: Estimate, excluded: list[Row]) -> list[str]
     return out
 
 
-def answer(q: Question, rows: list[Row]) -> str | None:
+def answer(q: Question, rows: list[Row], all_rows: list[Row] | None = None) -> str | None:
     """One line: the winner, its margin over the runner-up with the margin's interval,
-    and whether that gap is real; or why nothing can be said."""
+    and whether that gap is real; or why nothing can be said. `all_rows` (every group's)
+    is where a Caddy hop is measured (default: `rows`)."""
     cand = [r for r in q.rows(rows) if r["workload"] == q.kind]
     if not cand:
         return None
@@ -193,7 +207,7 @@ def answer(q: Question, rows: list[Row]) -> str | None:
         head = (f"no difference: {best.cell} {_fmt(best.value, u)} "
                 f"[{_fmt(best.lo, u)}-{_fmt(best.hi, u)}] vs {second.cell} "
                 f"{_fmt(second.value, u)} [{_fmt(second.lo, u)}-{_fmt(second.hi, u)}] {u}")
-    caveats = _caveats(best, second, excluded)
+    caveats = _caveats(best, second, excluded, rows if all_rows is None else all_rows)
     return f"{title}: {head}" + (f" ({'; '.join(caveats)})" if caveats else "")
 
 
@@ -241,7 +255,9 @@ def verdict_lines(rows: list[Row], groups: Any = None) -> list[str]:
     group, mine = _first_group(rows, groups)
     mine = baseline(mine)
     kinds = {r["workload"] for r in mine}
-    lines = [line for q in questions(kinds) if (line := answer(q, mine))]
+    net = mine[0].get("network") if mine else None
+    same_link = [r for r in rows if r.get("network") == net]     # where a hop is measured
+    lines = [line for q in questions(kinds) if (line := answer(q, mine, same_link))]
     if lines and any(r.get("link") for r in mine):
         lines.insert(0, f"On the link {mine[0].get('network')!r} (the sweep's first point "
                         f"without loss; behaviour under loss below):")

@@ -59,3 +59,19 @@ def test_a_machine_bound_row_is_no_protocol_result_either():
             row("grpc", "grpc", 8, 3000, [2990, 3010])]
     text = "\n".join(protocol_or_library(rows))
     assert "against grpc at c=1, unsaturated rows only: protocol spread 1.25x" in text
+
+
+def test_a_spread_across_the_caddy_hop_says_which_way_the_hop_moves_it():
+    rows = [row("rest-h1", "rest-h1", 1, 1000, [990, 1010]),
+            row("rest-h1@caddy+curl", "rest-h1", 1, 600, [590, 610]),
+            row("grpc", "grpc", 1, 800, [790, 810]),
+            row("ws", "ws", 1, 400, [390, 410])]
+    lines = protocol_or_library(rows)
+    # rest-h1's fastest row there is the Caddy-less one: no hop between it and grpc.
+    assert not any("against grpc" in l and "hop" in l for l in lines)
+    rows[0]["server_bound"] = "server at 95%"       # now rest-h1@caddy+curl stands for it
+    lines = protocol_or_library(rows)
+    (slower,) = [l for l in lines if "against grpc at c=1" in l]
+    assert "rest-h1@caddy+curl crosses Caddy's hop" in slower and "part of this" in slower
+    (faster,) = [l for l in lines if "against ws at c=1" in l]
+    assert "without it the gap would be wider" in faster

@@ -168,3 +168,62 @@ def test_bytes_ranking_leaves_a_saturated_row_out_and_names_it():
     assert "**rest-h1 20,500 B**, then ws 21,400 B" in ranked and "grpc" not in ranked
     assert note == ("- Not ranked for bytes (saturated, its packets follow its library's "
                     "pace): grpc.")
+
+
+HOP_GROUPS = {"fastest": ["rest-h1@caddy+curl", "grpc"], "python": ["rest-h1"],
+              "hop": ["rest-h1+curl"]}
+
+
+def hop_rows(front, direct, grpc):
+    """The default scenario's shape: a front row, its Caddy-less twin, and gRPC."""
+    return [row("rest-h1@caddy+curl", "rest-h1", "fastest", front[1], front),
+            row("rest-h1+curl", "rest-h1", "hop", direct[1], direct),
+            row("grpc", "grpc", "fastest", grpc[1], grpc)]
+
+
+def test_a_ranking_across_the_hop_names_it_and_asks_whether_it_decides():
+    # The front is 0.5 ms behind gRPC, and the hop is 0.5 ms: no protocol gap is left.
+    rows = hop_rows([1.70, 1.75, 1.80], [1.20, 1.25, 1.30], [1.23, 1.24, 1.25])
+    (line,) = latency_ranking(rows, HOP_GROUPS)
+    assert "Caddy's local hop to the backend, which grpc does not" in line
+    assert "+0.50 ms [+0.50 to +0.50] at c=1" in line and "would be 1.25 ms" in line
+    assert "this run cannot say which of the two is faster" in line
+    # A hop of 0.1 ms leaves the front behind, and the sentence says so.
+    rows = hop_rows([1.70, 1.75, 1.80], [1.60, 1.65, 1.70], [1.23, 1.24, 1.25])
+    assert "still behind grpc" in latency_ranking(rows, HOP_GROUPS)[0]
+    # No Caddy-less twin: the hop is named as not separated.
+    rows = [r for r in rows if r["cell"] != "rest-h1+curl"]
+    assert "not separated" in latency_ranking(rows, HOP_GROUPS)[0]
+
+
+def test_protocol_spread_is_taken_less_the_hop():
+    rows = hop_rows([1.70, 1.75, 1.80], [1.20, 1.25, 1.30], [0.99, 1.0, 1.01])
+    rows.append(row("rest-h1", "rest-h1", "python", 1.6, [1.55, 1.6, 1.65]))
+    text = "\n".join(protocol_or_library(rows, HOP_GROUPS))
+    assert "1.25x" in text and "to rest-h1@caddy+curl 1.25 ms" in text
+    assert "measured 1.75 ms, less Caddy's +0.50 ms hop" in text
+
+
+def test_a_saturated_row_is_never_called_faster():
+    rows = [row("rest-h1", "rest-h1", "python", 1.2, [1.15, 1.2, 1.25], bound="server at 96%"),
+            row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.75, [1.7, 1.75, 1.8]),
+            row("grpc", "grpc", "fastest", 1.25, [1.2, 1.25, 1.3])]
+    (line,) = [l for l in protocol_or_library(rows, HOP_GROUPS) if l.startswith("- rest-h1:")]
+    assert "1.46x apart" in line and "faster" not in line
+    assert "Caddy's hop included" in line and "rest-h1 saturated: server at 96%" in line
+
+
+def test_the_verdict_names_the_hop_when_only_one_of_the_two_crosses_it():
+    from harness.report.questions import verdict_lines
+    rows = hop_rows([1.30, 1.35, 1.40], [0.80, 0.85, 0.90], [1.0, 1.05, 1.1])
+    (latency, *_) = verdict_lines(rows, HOP_GROUPS)
+    assert latency.startswith("Latency at c=1 (p50): grpc")
+    assert "rest-h1@caddy+curl crosses Caddy's hop to the backend, +0.50 ms p50" in latency
+
+
+def test_a_throughput_ranking_across_the_hop_says_which_way_it_moves_the_gap():
+    from harness.report.conclusion import throughput_ranking
+    rows = hop_rows([1.7, 1.75, 1.8], [1.2, 1.25, 1.3], [1.0, 1.05, 1.1])
+    rows[0]["throughput_rps"], rows[2]["throughput_rps"] = 600.0, 800.0
+    (line,) = throughput_ranking(rows, HOP_GROUPS)
+    assert "**grpc 800 req/s**" in line and "part of the gap is the hop" in line
