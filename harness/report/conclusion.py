@@ -318,6 +318,8 @@ def protocol_or_library(rows: list[Row], groups: Any = None) -> list[str]:
             front = hi if carries_hop(hi) else lo
             hop_words = (f" ({front['cell']} measured {front[field]:.2f} ms, less Caddy's "
                          f"{hop.ms:+.2f} ms hop: the hop is the setup's, not the protocol's)")
+        elif hop is not None:
+            hop_words = f" (the @caddy rows taken less Caddy's {hop.ms:+.2f} ms hop)"
         elif mixed:
             hop_words = (" (the @caddy rows include Caddy's local hop, which this run "
                          "cannot measure without a Caddy-less twin)")

@@ -227,3 +227,12 @@ def test_a_throughput_ranking_across_the_hop_says_which_way_it_moves_the_gap():
     rows[0]["throughput_rps"], rows[2]["throughput_rps"] = 600.0, 800.0
     (line,) = throughput_ranking(rows, HOP_GROUPS)
     assert "**grpc 800 req/s**" in line and "part of the gap is the hop" in line
+
+
+def test_a_measured_hop_is_never_called_unmeasured_when_neither_extreme_carries_it():
+    rows = hop_rows([1.70, 1.75, 1.80], [1.20, 1.25, 1.30], [0.99, 1.0, 1.01])
+    rows.append(row("ws", "ws", "fastest", 1.5, [1.45, 1.5, 1.55]))
+    (spread,) = [l for l in protocol_or_library(rows, {**HOP_GROUPS, "fastest": [
+        "rest-h1@caddy+curl", "grpc", "ws"]}) if "Protocol spread" in l] or [""]
+    assert "from grpc 1.00 ms to ws 1.50 ms" in spread
+    assert "taken less Caddy's +0.50 ms hop" in spread and "cannot measure" not in spread
