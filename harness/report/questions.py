@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from harness.measure.hol_stats import drop_stats
+from harness.measure.attribution import carries_hop
 from harness.report.conclusion import (Row, _bound, _bytes_per_request, _first_group,
-                                       carries_hop, measured_hop)
+                                       measured_hop)
 from harness.report.hol.section import HolPoint, mechanism_text
 
 THIN_N = 100            # fewer requests than this: the interval itself is rough
