@@ -104,8 +104,8 @@ def _hop_pairs(rows: Iterable[Row]) -> list[tuple[Row, Row]]:
     """(front, direct) row pairs: each @caddy closed-loop row with its Caddy-less twin."""
     by_key = {(r["cell"], r["concurrency"]): r for r in rows if r["mode"] == "closed" and r["n"]}
     pairs = []
-    for (cell, conc), front in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        direct = by_key.get((cell.replace("@caddy", ""), conc)) if "@caddy" in cell else None
+    for (cell, conc), front in sorted(by_key.items(), key=lambda kv: kv[0]):
+        direct = by_key.get((cell.replace("@caddy", ""), conc)) if carries_hop(front) else None
         if direct is not None and front["workload"] == direct["workload"]:
             pairs.append((front, direct))
     return pairs
