@@ -17,7 +17,9 @@ import importlib
 import json
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from base.protocols import PROTOCOLS, SERVER_KINDS
 
@@ -43,6 +45,15 @@ TLS_KINDS = ("h2", "h3", "granian-h2", "caddy-h2", "caddy-h3", "fastapi-h2", "fa
 H2C_KINDS = ("h2", "granian-h2", "caddy-h2", "fastapi-h2")
 # Not a GenAI backend, so it parses its own flags (servers/dns_server.py).
 DNS_KIND = "dns"
+# Kinds served on the stdlib event loop; every other kind runs on uvloop.
+# - grpc: grpc.aio supports only the stdlib loop.
+# - h3: hypercorn's QUIC server gives aioquic the loop's clock (loop.time()) for its
+#   pacer and timers, and uvloop's clock ticks in whole milliseconds. A pacer waiting for
+#   a send time a fraction of a millisecond ahead then re-arms its timer over and over
+#   until the tick, so the server spun at 100% of a core and a 154 KB response took
+#   ~68 ms instead of ~10 (benchmarks/README.md, "HTTP/3 on uvloop"). The stdlib loop's
+#   clock is time.monotonic(), and it is hypercorn's own default worker class.
+STDLIB_LOOP_KINDS = ("grpc", "h3")
 
 
 def parse_args(argv: list[str] | None = None) -> ServerOptions:
@@ -149,11 +160,15 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(until_signal(DNS_KIND, dns_server.serve, cfg))
         return
     opts = parse_args(argv)
-    if opts.kind == "grpc":
-        asyncio.run(run(opts))      # grpc.aio supports only the stdlib loop
-    else:
-        import uvloop
-        uvloop.run(run(opts))
+    loop_runner(opts.kind)(run(opts))
+
+
+def loop_runner(kind: str) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    """What runs a server kind's event loop: asyncio.run (STDLIB_LOOP_KINDS) or uvloop.run."""
+    if kind in STDLIB_LOOP_KINDS:
+        return asyncio.run
+    import uvloop
+    return uvloop.run
 
 
 if __name__ == "__main__":
