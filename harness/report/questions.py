@@ -141,20 +141,44 @@ def _fmt(v: float, unit: str) -> str:
     return f"{v:,.0f}" if unit == "req/s" else f"{v:.3g}" if v < 10 else f"{v:.1f}"
 
 
-def _hop_caveat(best: Estimate, second: Estimate, all_rows: list[Row]) -> list[str]:
-    """When only one of the two crosses the Caddy front's hop: its size, where measured."""
-    if carries_hop(best.row) == carries_hop(second.row):
+def _hop_caveat(best: Estimate, rest: list[Estimate], all_rows: list[Row],
+                latency: bool) -> list[str]:
+    """Where the Caddy front's hop can decide the answer. The winner crosses it and the
+    runner-up does not: its size. The winner does not: in a latency answer, the first row
+    behind the front that, less the hop, is not behind the winner (the order then rests
+    on the setup); else, if the runner-up crosses it, its size."""
+    second = rest[0]
+    if carries_hop(best.row) and not carries_hop(second.row):
+        return [f"{best.cell} crosses Caddy's hop to the backend, {_hop_size(best, all_rows)}"]
+    if carries_hop(best.row):
         return []
-    front = best if carries_hop(best.row) else second
+    for e in rest if latency else ():
+        hop = measured_hop(all_rows, e.row["concurrency"], e.row["workload"])
+        if not carries_hop(e.row) or hop is None:
+            continue
+        hop_lo, hop_hi = hop.range_ms or (hop.ms, hop.ms)
+        lo, hi = e.lo - hop_hi, e.hi - hop_lo
+        if lo > best.hi:
+            continue                        # behind the winner even without the hop
+        where = "ahead of" if hi < best.lo else "not apart from"
+        return [f"{e.cell} less Caddy's hop ({hop.ms:+.2f} ms in this run) would be "
+                f"{_fmt(e.value - hop.ms, 'ms')} ms [{_fmt(lo, 'ms')}-{_fmt(hi, 'ms')}]: "
+                f"{where} {best.cell}"]
+    if carries_hop(second.row):
+        return [f"{second.cell} crosses Caddy's hop to the backend, "
+                f"{_hop_size(second, all_rows)}"]
+    return []
+
+
+def _hop_size(front: Estimate, all_rows: list[Row]) -> str:
     hop = measured_hop(all_rows, front.row["concurrency"], front.row["workload"])
-    size = (f"{hop.ms:+.2f} ms p50 in this run" if hop is not None
-            else "not measured in this run")
-    return [f"{front.cell} crosses Caddy's hop to the backend, {size}"]
+    return f"{hop.ms:+.2f} ms p50 in this run" if hop is not None else "not measured in this run"
 
 
-def _caveats(best: Estimate, second: Estimate, excluded: list[Row],
-             all_rows: list[Row]) -> list[str]:
-    out = _hop_caveat(best, second, all_rows)
+def _caveats(best: Estimate, rest: list[Estimate], excluded: list[Row],
+             all_rows: list[Row], latency: bool) -> list[str]:
+    second = rest[0]
+    out = _hop_caveat(best, rest, all_rows, latency)
     n = min(best.row.get("n") or 0, second.row.get("n") or 0)
     if n < THIN_N:
         out.append(f"n={n}")
@@ -208,7 +232,8 @@ def answer(q: Question, rows: list[Row], all_rows: list[Row] | None = None) -> s
         head = (f"no difference: {best.cell} {_fmt(best.value, u)} "
                 f"[{_fmt(best.lo, u)}-{_fmt(best.hi, u)}] vs {second.cell} "
                 f"{_fmt(second.value, u)} [{_fmt(second.lo, u)}-{_fmt(second.hi, u)}] {u}")
-    caveats = _caveats(best, second, excluded, rows if all_rows is None else all_rows)
+    caveats = _caveats(best, est[1:], excluded, rows if all_rows is None else all_rows,
+                       q.lower_is_better and u == "ms")
     return f"{title}: {head}" + (f" ({'; '.join(caveats)})" if caveats else "")
 
 

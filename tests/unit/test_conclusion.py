@@ -215,10 +215,35 @@ def test_a_saturated_row_is_never_called_faster():
 
 def test_the_verdict_names_the_hop_when_only_one_of_the_two_crosses_it():
     from harness.report.questions import verdict_lines
-    rows = hop_rows([1.30, 1.35, 1.40], [0.80, 0.85, 0.90], [1.0, 1.05, 1.1])
+    # A 0.1 ms hop leaves the front behind gRPC: the verdict stands, the hop is named.
+    rows = hop_rows([1.60, 1.65, 1.70], [1.50, 1.55, 1.60], [1.0, 1.05, 1.1])
     (latency, *_) = verdict_lines(rows, HOP_GROUPS)
     assert latency.startswith("Latency at c=1 (p50): grpc")
-    assert "rest-h1@caddy+curl crosses Caddy's hop to the backend, +0.50 ms p50" in latency
+    assert "rest-h1@caddy+curl crosses Caddy's hop to the backend, +0.10 ms p50" in latency
+    # A 0.5 ms hop: less it, the front would lead, and the verdict says so.
+    rows = hop_rows([1.30, 1.35, 1.40], [0.80, 0.85, 0.90], [1.0, 1.05, 1.1])
+    (latency, *_) = verdict_lines(rows, HOP_GROUPS)
+    assert ("rest-h1@caddy+curl less Caddy's hop (+0.50 ms in this run) would be 0.85 ms "
+            "[0.8-0.9]: ahead of grpc") in latency
+
+
+def test_the_verdict_names_a_front_row_the_hop_alone_puts_behind_the_runner_up():
+    # The default run's shape: gRPC first, ws second, the front third; less the hop the
+    # front is not apart from gRPC, so "grpc vs ws: real" must not stand alone.
+    from harness.report.questions import verdict_lines
+    rows = hop_rows([1.90, 2.10, 2.30], [1.30, 1.45, 1.60], [1.39, 1.44, 1.46])
+    rows.append(row("ws", "ws", "fastest", 1.97, [1.89, 1.97, 2.03]))
+    groups = {**HOP_GROUPS, "fastest": ["rest-h1@caddy+curl", "grpc", "ws"]}
+    (latency, *_) = verdict_lines(rows, groups)
+    assert latency.startswith("Latency at c=1 (p50): grpc 1.44 ms, 1.37x")
+    assert "vs ws: real" in latency
+    assert ("rest-h1@caddy+curl less Caddy's hop (+0.65 ms in this run) would be 1.45 ms "
+            "[1.2-1.7]: not apart from grpc") in latency
+    # With the front well behind even less the hop, nothing is added about it.
+    rows[0].update(latency_p50_ms=3.1, latency_p50_per_repeat_ms=[3.0, 3.1, 3.2])
+    rows[1].update(latency_p50_ms=2.45, latency_p50_per_repeat_ms=[2.35, 2.45, 2.55])
+    (latency, *_) = verdict_lines(rows, groups)
+    assert "Caddy" not in latency
 
 
 def test_a_throughput_ranking_across_the_hop_says_which_way_it_moves_the_gap():
