@@ -161,12 +161,12 @@ def _hop_caveat(best: Estimate, rest: list[Estimate], all_rows: list[Row],
         if lo > best.hi:
             continue                        # behind the winner even without the hop
         where = "ahead of" if hi < best.lo else "not apart from"
-        return [f"{e.cell} less Caddy's hop ({hop.ms:+.2f} ms in this run) would be "
-                f"{_fmt(e.value - hop.ms, 'ms')} ms [{_fmt(lo, 'ms')}-{_fmt(hi, 'ms')}]: "
-                f"{where} {best.cell}"]
+        return [(f"{e.cell} less Caddy's hop ({hop.ms:+.2f} ms in this run) would be "
+                 f"{_fmt(e.value - hop.ms, 'ms')} ms [{_fmt(lo, 'ms')}-{_fmt(hi, 'ms')}]: "
+                 f"{where} {best.cell}")]
     if carries_hop(second.row):
-        return [f"{second.cell} crosses Caddy's hop to the backend, "
-                f"{_hop_size(second, all_rows)}"]
+        return [(f"{second.cell} crosses Caddy's hop to the backend, "
+                 f"{_hop_size(second, all_rows)}")]
     return []
 
 
