@@ -12,7 +12,12 @@ The driver here replaces that layer with the few lines a client needs, so that:
   reader's last timestamp is when the response was complete, not its last data;
 - the UDP socket is connected, so an ICMP port-unreachable fails a dead port at once
   instead of after the handshake timeout (which still bounds a silent peer);
-- closing leaves nothing scheduled: the QUIC timer dies with the socket.
+- closing leaves nothing scheduled: the QUIC timer dies with the socket;
+- aioquic's clock is time.monotonic(), not loop.time(): uvloop's moves in whole
+  milliseconds, and aioquic's RTT samples, ACK delays and pacer need finer
+  (servers/__main__.py, STDLIB_LOOP_KINDS, has what a millisecond clock did to the
+  server). A timer uvloop fires early (it truncates delays to milliseconds) runs at the
+  time it was set for.
 
 Connection policy: reuse=True multiplexes all requests as streams of one connection,
 opened lazily by the first request (which reports new_connection and the handshake time
@@ -40,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import deque
+from time import monotonic
 from typing import AsyncIterator
 
 from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
@@ -199,12 +205,12 @@ class _Connection(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport             # type: ignore[assignment]
-        self._quic.connect(transport.get_extra_info("peername"), now=self._loop.time())
+        self._quic.connect(transport.get_extra_info("peername"), now=monotonic())
         self._transmit()
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         METER.datagram(len(data), sent=False)
-        self._quic.receive_datagram(data, addr, now=self._loop.time())
+        self._quic.receive_datagram(data, addr, now=monotonic())
         self._recv_ns = clock_ns()
         self._process_events()
         self._transmit()
@@ -297,19 +303,19 @@ class _Connection(asyncio.DatagramProtocol):
         if transport.is_closing():
             return
         quic = self._quic
-        for data, _ in quic.datagrams_to_send(now=self._loop.time()):
+        for data, _ in quic.datagrams_to_send(now=monotonic()):
             transport.sendto(data)      # connected socket: no address
             METER.datagram(len(data), sent=True)
         timer_at = quic.get_timer()
         if timer_at != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = None if timer_at is None else self._loop.call_at(timer_at,
-                                                                          self._on_timer)
+            self._timer = None if timer_at is None else self._loop.call_later(
+                timer_at - monotonic(), self._on_timer)
             self._timer_at = timer_at
 
     def _on_timer(self) -> None:
-        now = max(self._timer_at, self._loop.time())
+        now = max(self._timer_at, monotonic())
         self._timer = self._timer_at = None
         self._quic.handle_timer(now=now)
         self._process_events()
