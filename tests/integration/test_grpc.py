@@ -128,15 +128,16 @@ async def test_generate_tokens_on_schedule(target: Target) -> None:
     assert [t.index for t in result.tokens] == list(range(n))
     assert [t.text for t in result.tokens] == core.tokens_for(params)
     emits = np.array([t.emit_ns for t in result.tokens])
-    offsets_ms = (emits - emits[0]) / 1e6
     assert np.all(np.diff(emits) > 0)
-    # On the absolute schedule t0 + ttft + k*itl (relative to the first token, which may
-    # itself be late): never early, typically on time. One token may be held back by a
-    # scheduler hiccup on this shared 2-core machine; the precise bound is in
-    # tests/integration/test_schedule.py, measured against the kernel's own wake-up noise.
-    lateness_ms = offsets_ms - np.arange(n) * itl_ms
-    assert lateness_ms.min() > -1.5, lateness_ms
-    assert np.median(np.abs(lateness_ms)) < 1.5, lateness_ms
+    # On the absolute schedule t0 + ttft + k*itl, typically on time. Its origin is taken
+    # from the token that kept it best (tokens are never early: tests/integration/
+    # test_schedule.py bounds that against the kernel's own wake-up noise), so a token
+    # held back by a scheduler hiccup on this shared 2-core machine, the first included,
+    # does not shift the others. A schedule that drifts (sleep(itl) in a loop) grows
+    # later with every token and fails the median.
+    slot_ms = emits / 1e6 - np.arange(n) * itl_ms
+    lateness_ms = slot_ms - slot_ms.min()
+    assert np.median(lateness_ms) < 1.5, lateness_ms
     assert lateness_ms.max() < 15.0, lateness_ms
     assert all(t.recv_ns >= t.emit_ns for t in result.tokens)   # one clock on one host
     assert result.ttft_ns >= ttft_ms * 1e6
