@@ -95,6 +95,7 @@ class Question:
     estimate: Callable[[Row], Estimate | None]
     lower_is_better: bool
     unit: str
+    hop_adds: bool = False                   # the Caddy hop adds to this figure (p50, TTFT)
 
 
 def _widen(row: Row, value: float, lo: float, hi: float, per_repeat: str) -> Estimate:
@@ -126,12 +127,14 @@ def questions(kinds: set[str]) -> list[Question]:
     out = []
     if "embed" in kinds:
         out += [Question("Latency at c={c} (p50)", "embed", lowest_load,
-                         p50_estimate("latency", "latency_p50_per_repeat_ms"), True, "ms"),
+                         p50_estimate("latency", "latency_p50_per_repeat_ms"), True, "ms",
+                         hop_adds=True),
                 Question("Throughput at c={c}", "embed", highest_load,
                          throughput_estimate, False, "req/s")]
     if "stream" in kinds:
         out += [Question("TTFT at c={c} (p50)", "stream", lowest_load,
-                         p50_estimate("ttft", "ttft_p50_per_repeat_ms"), True, "ms"),
+                         p50_estimate("ttft", "ttft_p50_per_repeat_ms"), True, "ms",
+                         hop_adds=True),
                 Question("ITL at c={c} (p50)", "stream", lowest_load,
                          p50_estimate("itl", None), True, "ms")]
     return out
@@ -142,17 +145,18 @@ def _fmt(v: float, unit: str) -> str:
 
 
 def _hop_caveat(best: Estimate, rest: list[Estimate], all_rows: list[Row],
-                latency: bool) -> list[str]:
+                hop_adds: bool) -> list[str]:
     """Where the Caddy front's hop can decide the answer. The winner crosses it and the
-    runner-up does not: its size. The winner does not: in a latency answer, the first row
-    behind the front that, less the hop, is not behind the winner (the order then rests
-    on the setup); else, if the runner-up crosses it, its size."""
+    runner-up does not: its size. The winner does not: where the hop adds to the figure
+    (p50 latency, TTFT: what it is measured on), the first row behind the front that,
+    less the hop, is not behind the winner (the order then rests on the setup); else, if
+    the runner-up crosses it, its size."""
     second = rest[0]
     if carries_hop(best.row) and not carries_hop(second.row):
         return [f"{best.cell} crosses Caddy's hop to the backend, {_hop_size(best, all_rows)}"]
     if carries_hop(best.row):
         return []
-    for e in rest if latency else ():
+    for e in rest if hop_adds else ():
         hop = measured_hop(all_rows, e.row["concurrency"], e.row["workload"])
         if not carries_hop(e.row) or hop is None:
             continue
@@ -176,9 +180,9 @@ def _hop_size(front: Estimate, all_rows: list[Row]) -> str:
 
 
 def _caveats(best: Estimate, rest: list[Estimate], excluded: list[Row],
-             all_rows: list[Row], latency: bool) -> list[str]:
+             all_rows: list[Row], hop_adds: bool) -> list[str]:
     second = rest[0]
-    out = _hop_caveat(best, rest, all_rows, latency)
+    out = _hop_caveat(best, rest, all_rows, hop_adds)
     n = min(best.row.get("n") or 0, second.row.get("n") or 0)
     if n < THIN_N:
         out.append(f"n={n}")
@@ -233,7 +237,7 @@ def answer(q: Question, rows: list[Row], all_rows: list[Row] | None = None) -> s
                 f"[{_fmt(best.lo, u)}-{_fmt(best.hi, u)}] vs {second.cell} "
                 f"{_fmt(second.value, u)} [{_fmt(second.lo, u)}-{_fmt(second.hi, u)}] {u}")
     caveats = _caveats(best, est[1:], excluded, rows if all_rows is None else all_rows,
-                       q.lower_is_better and u == "ms")
+                       q.hop_adds)
     return f"{title}: {head}" + (f" ({'; '.join(caveats)})" if caveats else "")
 
 

@@ -261,3 +261,23 @@ def test_a_measured_hop_is_never_called_unmeasured_when_neither_extreme_carries_
         "rest-h1@caddy+curl", "grpc", "ws"]}) if "Protocol spread" in l] or [""]
     assert "from grpc 1.00 ms to ws 1.50 ms" in spread
     assert "taken less Caddy's +0.50 ms hop" in spread and "cannot measure" not in spread
+
+
+def test_the_hop_is_taken_off_ttft_but_never_off_itl():
+    # The hop is measured on TTFT: it may move a TTFT order, never an ITL one.
+    from harness.report.questions import verdict_lines
+
+    def stream(cell, group, ttft, itl):
+        r = row(cell, cell.split("@")[0].split("+")[0], group, None, None)
+        r.update(workload="stream", ttft_p50_ms=ttft[1], ttft_p50_per_repeat_ms=ttft,
+                 itl_p50_ms=itl)
+        return r
+    rows = [stream("sse-h2@caddy+curl", "fastest", [1.30, 1.35, 1.40], 20.02),
+            stream("sse-h2+curl", "hop", [0.80, 0.85, 0.90], 20.00),
+            stream("grpc-stream", "fastest", [1.0, 1.05, 1.1], 20.01),
+            stream("ws-stream", "fastest", [1.6, 1.65, 1.7], 20.03)]
+    groups = {"fastest": ["sse-h2@caddy+curl", "grpc-stream", "ws-stream"],
+              "hop": ["sse-h2+curl"]}
+    ttft, itl = [l for l in verdict_lines(rows, groups) if l.startswith(("TTFT", "ITL"))]
+    assert "sse-h2@caddy+curl less Caddy's hop (+0.50 ms in this run)" in ttft
+    assert "less Caddy's hop" not in itl
