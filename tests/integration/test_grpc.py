@@ -137,6 +137,8 @@ async def test_generate_tokens_on_schedule(target: Target) -> None:
     # later with every token and fails the median.
     slot_ms = emits / 1e6 - np.arange(n) * itl_ms
     lateness_ms = slot_ms - slot_ms.min()
+    # Never early: the server's t0 comes after the client's start (one clock on one host).
+    assert slot_ms.min() >= (result.t_start_ns / 1e6 + ttft_ms), slot_ms
     assert np.median(lateness_ms) < 1.5, lateness_ms
     assert lateness_ms.max() < 15.0, lateness_ms
     assert all(t.recv_ns >= t.emit_ns for t in result.tokens)   # one clock on one host
