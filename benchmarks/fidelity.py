@@ -28,8 +28,10 @@ harness) to another (`--no-pin` turns this off), as ANCHORS.md measured.
 
 `--engines python,curl` measures each harness client engine the harness has against
 the same native runs; `libcurl` in that list adds "libcurl alone" (curl_alone.py: pycurl
-with no wirebench code around it). `--protocols caddy-http/1.1,caddy-h2c` runs the
-same against the Caddy front (servers/http/caddy_server.py) of the default scenario.
+with no wirebench code around it), `libcurl-c` adds "libcurl in C" (libcurl_loop.c, the
+same loop in C on the same libcurl; needs a C compiler). `--protocols
+caddy-http/1.1,caddy-h2c` runs the same against the Caddy front
+(servers/http/caddy_server.py) of the default scenario.
 `--variant before=/path/to/other/checkout` (repeatable) also runs
 every engine from another tree's harness, interleaved in the same pairs: a before/after
 of a client change under the same machine conditions.
@@ -63,7 +65,7 @@ from servers.launcher import start_server
 from fidelity_measure import Pinning, Run
 from fidelity_report import Point, diagnostics, markdown, noise_warning, table
 from fidelity_setup import (DEFAULT_PROTOCOLS, FLOOR_P50_RATIO, FLOOR_RPS_RATIO,
-                            H2C_KINDS, INSTALL_HINT, PROTOCOLS, ROOT, SIZES,
+                            H2C_KINDS, INSTALL_HINT, LIBCURL_REFERENCES, PROTOCOLS, ROOT, SIZES,
                             TARGET_P50_RATIO, TARGET_RPS_RATIO, request_body)
 from fidelity_tools import Harness, Native, engine_field, has_path
 
@@ -97,7 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="harness client engines to compare, comma list (default python; "
                         "curl where the harness has it); ENGINE:PATH forces a client path "
                         "(auto, async, blocking, sequential; harness.run.load.loadgen), e.g. python:async for "
-                        "the asyncio path beside the default")
+                        "the asyncio path beside the default; libcurl and libcurl-c add "
+                        "libcurl with no wirebench code around it, through pycurl and in C")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "
                         "labelled LABEL, in the same interleaved pairs (repeatable)")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         harnesses = {"": Harness(pin)}
         harnesses.update((label, Harness(pin, root, label)) for label, root in args.variant)
         runs = [(e, v) for v in harnesses for e in args.engines     # harness runs per pair
-                if e != "libcurl" or not v]
+                if e not in LIBCURL_REFERENCES or not v]
         for proto in args.protocols:
             client_id, kind, tool = PROTOCOLS[proto]
             h2c = kind in H2C_KINDS
@@ -188,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                                     shared.append(r)
                                 else:
                                     engine, variant = who
-                                    if engine == "libcurl":
-                                        r = native.libcurl(url, bodies[size], conc,
+                                    if engine in LIBCURL_REFERENCES:
+                                        r = native.libcurl(engine, url, bodies[size], conc,
                                                            args.duration, server,
                                                            "1.1" if client_id == "rest-h1"
                                                            else "2")

@@ -40,10 +40,14 @@ PROTOCOLS = {
     "caddy-h2c": ("rest-h2", "caddy-h2", "h2load"),
 }
 DEFAULT_PROTOCOLS = ("http/1.1", "h2c")
-# Not a harness engine: plain pycurl with nothing around it (benchmarks/curl_alone.py),
-# run beside the others with `--engines curl,libcurl`: how far libcurl itself is from
-# wrk / h2load, so the harness's libcurl engine can be read against libcurl's own cost.
+# Not harness engines: libcurl with nothing of wirebench around it, run beside the others
+# with `--engines curl,libcurl,libcurl-c`: how far libcurl itself is from wrk / h2load, so
+# the harness's libcurl engine can be read against libcurl's own cost. "libcurl" is plain
+# pycurl (benchmarks/curl_alone.py); "libcurl-c" the same loop in C on the same libcurl
+# (benchmarks/libcurl_loop.c), so not even pycurl's call overhead is in it.
 LIBCURL_ALONE = "libcurl alone"
+LIBCURL_IN_C = "libcurl in C"
+LIBCURL_REFERENCES = {"libcurl": LIBCURL_ALONE, "libcurl-c": LIBCURL_IN_C}
 H2C_KINDS = ("h2", "caddy-h2")          # served as h2c with --h2c-port
 INSTALL_HINT = ("wrk and h2load are needed (nothing is installed by this script).\n"
                 "  Debian/Ubuntu: apt-get install -y wrk nghttp2-client\n"

@@ -1,10 +1,11 @@
-"""The runs benchmarks/fidelity.py times: the native tools (wrk, h2load, libcurl alone)
-and the harness's own worker process, each inside a CPU window."""
+"""The runs benchmarks/fidelity.py times: the native tools (wrk, h2load, libcurl alone
+through pycurl and in C) and the harness's own worker process, each inside a CPU window."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from harness.run.load.loadgen import CLIENT_PATHS
 from servers.launcher import ServerProcess
 
 from fidelity_measure import Pinning, Run, Window, children_cpu_s, percentile, pin_process
-from fidelity_setup import LIBCURL_ALONE, ROOT, SEED, scenario
+from fidelity_setup import LIBCURL_REFERENCES, ROOT, SEED, scenario
 
 # ---------------------------------------------------------------- native tools
 
@@ -126,12 +127,20 @@ class Native:
                           "response_bytes_per_req":
                               int(traffic.group(1)) / ok if traffic and ok else None})
 
-    def libcurl(self, url: str, body_file: Path, conc: int, duration_s: int,
+    def libcurl(self, engine: str, url: str, body_file: Path, conc: int, duration_s: int,
                 server: ServerProcess, version: str) -> Run:
-        """libcurl alone (benchmarks/curl_alone.py): libcurl with nothing around it."""
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "curl_alone.py"), url,
-               str(body_file), "--http", version, "--concurrency", str(conc),
-               "--duration", str(duration_s)]
+        """libcurl with nothing of wirebench around it: through pycurl (engine "libcurl",
+        benchmarks/curl_alone.py) or in C (engine "libcurl-c", benchmarks/libcurl_loop.c
+        on the libcurl pycurl loads)."""
+        if engine == "libcurl-c":
+            cmd = [str(self._libcurl_loop()), str(bundled_libcurl()), url, str(body_file),
+                   version, str(conc), str(duration_s)]
+            path = "C: easy perform() loop" if conc == 1 else "C: multi loop"
+        else:
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "curl_alone.py"), url,
+                   str(body_file), "--http", version, "--concurrency", str(conc),
+                   "--duration", str(duration_s)]
+            path = "pycurl: easy perform() loop" if conc == 1 else "pycurl: CurlMulti loop"
         proc = subprocess.Popen(self.pin.client_prefix() + cmd, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         win, warm = Window(server, self.pin), False
@@ -145,17 +154,43 @@ class Native:
                 proc.kill()
                 proc.wait()
         if proc.returncode != 0 or not warm:
-            raise RuntimeError(f"curl_alone.py failed ({proc.returncode}):\n{stderr}")
+            raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{stderr}")
         r = orjson.loads(stdout.strip().splitlines()[-1])
         n, wall = r["requests"], r["wall_s"]
         p50 = r["p50_us"] / 1000 if r["p50_us"] is not None else float("nan")
         # Its own CPU over the measured loop (the process's start-up is not in it).
-        return Run(LIBCURL_ALONE, n / wall if wall else 0.0, p50, n, wall, r["errors"],
-                   r["cpu_s"] / n * 1e6 if n else None, r["cpu_s"] / wall if wall else None,
-                   **win.fields(n, wall),
-                   extra={"last_byte_p50_ms": p50,
-                          "client_path": ("pycurl: easy perform() loop" if conc == 1
-                                          else "pycurl: CurlMulti loop")})
+        return Run(LIBCURL_REFERENCES[engine], n / wall if wall else 0.0, p50, n, wall,
+                   r["errors"], r["cpu_s"] / n * 1e6 if n else None,
+                   r["cpu_s"] / wall if wall else None, **win.fields(n, wall),
+                   extra={"last_byte_p50_ms": p50, "client_path": path})
+
+    def _libcurl_loop(self) -> Path:
+        """benchmarks/libcurl_loop.c, compiled once per run into the work directory."""
+        exe = self.dir / "libcurl_loop"
+        if not exe.exists():
+            cc = shutil.which("cc") or shutil.which("gcc")
+            if cc is None:
+                raise SystemExit("fidelity: `--engines libcurl-c` needs a C compiler "
+                                 "(Debian/Ubuntu: apt-get install -y gcc)")
+            subprocess.run([cc, "-O2", "-o", str(exe),
+                            str(ROOT / "benchmarks" / "libcurl_loop.c"), "-ldl"], check=True)
+        return exe
+
+
+def bundled_libcurl() -> Path:
+    """The libcurl pycurl runs on: the copy its wheel bundles (pycurl.libs/), else the
+    system's, which a pycurl built from source links."""
+    import ctypes.util
+
+    import pycurl
+    libs = Path(pycurl.__file__).resolve().parent.parent / "pycurl.libs"
+    found = sorted(libs.glob("libcurl-*.so*")) if libs.is_dir() else []
+    if found:
+        return found[0]
+    name = ctypes.util.find_library("curl")
+    if name is None:
+        raise SystemExit("fidelity: cannot find the libcurl pycurl uses")
+    return Path(name)
 
 
 # ---------------------------------------------------------------- the harness
@@ -171,9 +206,9 @@ def engine_field(spec: str) -> dict[str, str]:
     """LoadJob's `engine` (and `client_path`) arguments, where this version of the
     harness has them."""
     engine, path = split_engine(spec)
-    if engine == "libcurl":
+    if engine in LIBCURL_REFERENCES:
         if path is not None:
-            raise SystemExit("fidelity: the libcurl comparator has no client paths")
+            raise SystemExit(f"fidelity: the {engine} comparator has no client paths")
         return {}
     names = {f.name for f in dataclasses.fields(LoadJob)}
     out = {}
@@ -217,8 +252,8 @@ def has_path(spec: str, protocol: str, target: Target, concurrency: int) -> bool
 
 
 def harness_label(engine: str, variant: str = "") -> str:
-    if engine == "libcurl":
-        return LIBCURL_ALONE
+    if engine in LIBCURL_REFERENCES:
+        return LIBCURL_REFERENCES[engine]
     engine, path = split_engine(engine)
     label = "harness" if engine == "python" else f"harness+{engine}"
     if path:
@@ -228,8 +263,8 @@ def harness_label(engine: str, variant: str = "") -> str:
 
 def cell_label(client: str, spec: str) -> str:
     """rest-h1, rest-h1+curl, 'rest-h2+curl (async)' for a forced client path."""
-    if spec == "libcurl":
-        return LIBCURL_ALONE
+    if spec in LIBCURL_REFERENCES:
+        return LIBCURL_REFERENCES[spec]
     engine, path = split_engine(spec)
     label = client if engine == "python" else f"{client}+{engine}"
     return f"{label} ({path})" if path else label
