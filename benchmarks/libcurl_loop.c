@@ -162,7 +162,9 @@ int main(int argc, char **argv) {
     if (!f) { fprintf(stderr, "libcurl_loop: cannot read %s\n", argv[3]); return 2; }
     static char body[1 << 20];
     long body_len = (long)fread(body, 1, sizeof body, f);
+    int whole = feof(f);
     fclose(f);
+    if (!whole) { fprintf(stderr, "libcurl_loop: %s is over %zu bytes\n", argv[3], sizeof body); return 2; }
     long version = strcmp(argv[4], "2") == 0 ? HTTP_2_PRIOR_KNOWLEDGE : HTTP_1_1;
     int conc = atoi(argv[5]);
     double duration = atof(argv[6]);
