@@ -56,8 +56,8 @@ static int (*multi_perform)(CURLM *, int *);
 static int (*multi_poll)(CURLM *, void *, unsigned, int, int *);
 static CURLMsg *(*multi_info_read)(CURLM *, int *);
 
-static long long *totals;     /* TOTAL_TIME_T of each measured transfer, microseconds */
-static long n_totals;
+static long long *totals;     /* TOTAL_TIME_T of measured transfers (the first MAX_SAMPLES), us */
+static long n_totals, n_done; /* samples kept; measured transfers completed */
 
 static size_t discard(char *p, size_t size, size_t n, void *u) { (void)p; (void)u; return size * n; }
 
@@ -82,7 +82,9 @@ static void *need(void *lib, const char *path, const char *name) {
 static void record(CURL *c, int measured) {
     long long t = 0;
     easy_getinfo(c, INFO_TOTAL_TIME_T, &t);
-    if (measured && n_totals < MAX_SAMPLES) totals[n_totals++] = t;
+    if (!measured) return;
+    n_done++;
+    if (n_totals < MAX_SAMPLES) totals[n_totals++] = t;
 }
 
 static CURL *easy(const char *url, const char *body, long body_len, long version,
@@ -203,7 +205,7 @@ int main(int argc, char **argv) {
     double wall = mono() - t0, cpu_s = cpu() - c0;
     qsort(totals, n_totals, sizeof *totals, by_value);
     printf("{\"requests\": %ld, \"wall_s\": %.6f, \"errors\": %ld, \"cpu_s\": %.6f, \"p50_us\": ",
-           n_totals, wall, errors, cpu_s);
+           n_done, wall, errors, cpu_s);
     if (n_totals) printf("%.1f}\n", n_totals % 2 ? (double)totals[n_totals / 2]
                                      : (totals[n_totals / 2 - 1] + totals[n_totals / 2]) / 2.0);
     else printf("null}\n");
