@@ -123,7 +123,7 @@ def dry_run(scenario) -> int:
 
 
 def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
-    from harness.report.console import (RichProgress, console, final_table, table_console,
+    from harness.report.console import (RichProgress, console, final_tables, table_console,
                                         wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
@@ -135,8 +135,8 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
 
     runner = Runner(scenario, out, None, loopback=loopback)
     for killed in runner.killed_runs:
-        console.print(f"[yellow]note: {killed} was killed mid-run; its summary now says "
-                      f"status \"killed\" (incomplete)[/yellow]")
+        console.print(f"note: {killed} was killed mid-run; its summary now says "
+                      f"status \"killed\" (incomplete)", style="yellow", markup=False)
     code, failure = EXIT_OK, None
     try:
         with RichProgress() as progress:
@@ -153,8 +153,8 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     try:
         write_html(runner.out)
     except Exception as exc:   # noqa: BLE001 - a figure must not cost the run its results
-        console.print(f"[yellow]report.html not written ({type(exc).__name__}: {exc}); "
-                      f"summary.json and report.md are[/yellow]")
+        console.print(f"report.html not written ({type(exc).__name__}: {exc}); "
+                      f"summary.json and report.md are", style="yellow", markup=False)
     # The verdict comes first (a winner per question with its margin, or "no
     # difference"), then what else the run shows; the tables that back it follow.
     verdict = verdict_lines(rows, scenario.groups)
@@ -171,16 +171,16 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     for kind in scenario.workload_types:      # one table per workload: their columns differ
         mine = [r for r in rows if r["workload"] == kind]
         if mine:
-            table = final_table(mine, kind == "stream", wide=wide)
-            (wide_console if wide else table_console).print(table)
+            for table in final_tables(mine, kind == "stream", wide=wide):
+                (wide_console if wide else table_console).print(table)
     for text in over:
-        console.print(f"[red]errors over the limit: {text}[/red]")
+        console.print(f"errors over the limit: {text}", style="red", markup=False)
     for text in failed:
-        console.print(f"[yellow]threshold failed: {text}[/yellow]")
+        console.print(f"threshold failed: {text}", style="yellow", markup=False)
     if failure:
-        console.print(f"[red]run {runner.status}: {failure}[/red]")
+        console.print(f"run {runner.status}: {failure}", style="red", markup=False)
     for text in runner.failures:
-        console.print(f"[red]point failed: {text.splitlines()[0]}[/red]")
+        console.print(f"point failed: {text.splitlines()[0]}", style="red", markup=False)
     if runner.failures and not code:
         code = EXIT_RUN_FAILED
     console.print(f"results: {runner.out}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
@@ -148,7 +149,7 @@ def _table(rows: list[tuple[str, str, Change]], title: str) -> Table:
     for cell, load, c in rows:
         mark = style.get(c.verdict)
         verdict = f"[{mark}]{_verdict(c)}[/{mark}]" if mark else _verdict(c)
-        table.add_row(cell, load, c.metric, f"{c.a:,.3f}", f"{c.b:,.3f}", f"{c.ratio:.2f}x",
+        table.add_row(escape(cell), escape(load), c.metric, f"{c.a:,.3f}", f"{c.b:,.3f}", f"{c.ratio:.2f}x",
                       _interval(c), verdict)
     return table
 
@@ -189,7 +190,7 @@ def main(argv: list[str]) -> int:
               + "".join(f"\n- note: {t}" for t in notes))
     else:
         for text in notes:
-            console.print(f"[yellow]note: {text}[/yellow]")
+            console.print(f"note: {text}", style="yellow", markup=False)
         console.print(_table(rows, title))
         called = [c for _, _, c in rows if c.verdict not in (WITHIN, UNKNOWN)]
         console.print(f"{len(called)} of {len(rows)} figures changed beyond the noise "

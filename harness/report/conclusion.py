@@ -101,11 +101,15 @@ class Hop:
 
 
 def _hop_pairs(rows: Iterable[Row]) -> list[tuple[Row, Row]]:
-    """(front, direct) row pairs: each @caddy closed-loop row with its Caddy-less twin."""
+    """(front, direct) row pairs: each HTTP/1.1 @caddy closed-loop row with its Caddy-less
+    twin. Only HTTP/1.1: there both sides speak plain HTTP/1.1 over TCP, so the hop is
+    what differs. An h2 or h3 twin terminates TLS/QUIC in another stack (hypercorn, aioquic
+    against Go's), and that difference is the stacks', not the hop's."""
     by_key = {(r["cell"], r["concurrency"]): r for r in rows if r["mode"] == "closed" and r["n"]}
     pairs = []
     for (cell, conc), front in sorted(by_key.items(), key=lambda kv: kv[0]):
-        direct = by_key.get((cell.replace("@caddy", ""), conc)) if carries_hop(front) else None
+        direct = (by_key.get((cell.replace("@caddy", ""), conc))
+                  if carries_hop(front) and front["protocol"].endswith("-h1") else None)
         if direct is not None and front["workload"] == direct["workload"]:
             pairs.append((front, direct))
     return pairs

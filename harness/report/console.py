@@ -8,6 +8,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
@@ -45,7 +46,7 @@ class RichProgress(ProgressSink):
         self.bar.stop()
 
     def plan(self, points: int, out: Path) -> None:
-        console.print(f"[dim]{points} load points; results in {out}[/dim]")
+        console.print(f"{points} load points; results in {out}", style="dim", markup=False)
 
     def start(self, point: PlanPoint, total: int | None) -> Any:
         load = f"c={point.concurrency}" if point.load_kind == "closed" else f"{point.rate:g}/s"
@@ -54,8 +55,9 @@ class RichProgress(ProgressSink):
         link = f" [{point.link.name}]" if point.link else ""
         dns = {None: "", True: " dns-cache", False: " no-dns-cache"}[point.dns_cache]
         dns += f" resume={point.resumption}" if point.resumption else ""
-        return self.bar.add_task(f"{point.protocol} {load}{conn}{dns}{rep}{link}", total=total,
-                                 note="")
+        # escape: the description is rich markup, where "[loss 1%]" would be a style tag
+        return self.bar.add_task(escape(f"{point.protocol} {load}{conn}{dns}{rep}{link}"),
+                                 total=total, note="")
 
     def update(self, task: Any, done: int) -> None:
         self.bar.update(task, completed=done)
@@ -68,14 +70,15 @@ class RichProgress(ProgressSink):
 
 
     def warning(self, message: str) -> None:
-        console.print(f"[yellow]warning: {message}[/yellow]")
+        console.print(f"warning: {message}", style="yellow", markup=False)
 
     def note(self, message: str) -> None:
         console.print(message, markup=False, highlight=False)
 
     def failed(self, point: PlanPoint, message: str) -> None:
         first = message.strip().splitlines()[0] if message.strip() else "failed"
-        console.print(f"[red]{point.protocol} failed: {first}[/red] (the run goes on)")
+        console.print(f"[red]{escape(point.protocol)} failed: {escape(first)}[/red] "
+                      "(the run goes on)")
 
 
 def bound_note(r: dict[str, Any]) -> str:
@@ -98,12 +101,33 @@ def _note(r: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False) -> Table:
+def final_tables(rows: list[dict[str, Any]], streaming: bool, wide: bool = False
+                 ) -> list[Table]:
+    """The run's tables: one per link when the run swept several (in 100 columns there is
+    no room for a link's name beside every row, and cut short the rows of two links read
+    alike), else one. The key to the columns is under the last."""
+    links = list(dict.fromkeys(r["network"] for r in rows if r.get("link")))
+    if wide or len(links) < 2:
+        return [final_table(rows, streaming, wide)]
+    tables = [final_table([r for r in rows if r.get("link") and r["network"] == link],
+                          streaming, link=link) for link in links]
+    plain = [r for r in rows if not r.get("link")]
+    if plain:
+        tables.append(final_table(plain, streaming))
+    for t in tables[:-1]:
+        t.caption = None
+    return tables
+
+
+def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
+                link: str | None = None) -> Table:
     """The run's table: fits 100 columns (what a decision needs; the rest is in
-    report.md), or every column with `wide`."""
+    report.md), or every column with `wide`. With `link`, the rows of that link only,
+    named in the title instead of on every row."""
     if wide:
         return wide_table(rows, streaming)
-    table = Table(title="wirebench: protocols side by side (per load point, fastest first)",
+    title = "wirebench: protocols side by side (per load point, fastest first)"
+    table = Table(title=title + (f"\non link '{link}'" if link else ""),
                   header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   safe_box=True, caption_justify="left")
     # A stream's question is its first token and its gaps; a request's is its latency.
@@ -121,7 +145,8 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
         p99 = fmt(r["latency_p99_ms"], 2)
         if not streaming and tail_is_thin(r) and r.get("latency_p99_ms") is not None:
             p99, thin = p99 + "~", True
-        load = load_label({**r, "tls_version": None} if one_tls else r)
+        load = load_label({**r, "tls_version": None if one_tls else r.get("tls_version"),
+                           "link": None if link else r.get("link")})
         if streaming:
             cells = [r["cell"], load, fmt(r["n"]), fmt(r["ttft_p50_ms"], 2),
                      fmt(r["itl_p99_ms"], 2), fmt(r["latency_p50_ms"], 2)]
@@ -137,7 +162,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False)
         if r.get("wire_down_bytes") is None and r.get("payload_down_bytes") is not None:
             down, payload_only = down + "p", True      # not comparable with a wire figure
         cells += [down, cpu, note]
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))     # a link's "[name]" is not markup
     captions = [("p50 ms: the whole stream; " if streaming else
                  f"good%: requests within the SLO ({'; '.join(rows[0]['slo'])}); " if slo else
                  "ovh: latency minus server time; ")
@@ -183,5 +208,5 @@ def wide_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
                   fmt(r["wire_down_bytes"], 0),
                   fmt(r["client_cpu_ms_per_req"], 3), fmt(r["server_cpu_ms_per_req"], 3),
                   bound_note(r)]
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))     # a link's "[name]" is not markup
     return table

@@ -216,9 +216,9 @@ def answer(q: Question, rows: list[Row], all_rows: list[Row] | None = None) -> s
     est = [replace(e, cell=_name(e.row, cand))
            for e in (q.estimate(r) for r in cand if not _bound(r)) if e is not None]
     if len(est) < 2:
-        who = est[0].cell if est else "no row"
+        who = f"only {est[0].cell}" if est else "no row"
         tail = f"; excluded: {', '.join(r['cell'] for r in excluded)}" if excluded else ""
-        return f"{title}: not ranked (only {who} unsaturated{tail})"
+        return f"{title}: not ranked ({who} unsaturated{tail})"
     est.sort(key=lambda e: e.value if q.lower_is_better else -e.value)
     best, second = est[0], est[1]
     if q.lower_is_better:      # how many times slower the runner-up is
@@ -253,7 +253,7 @@ def bytes_answer(rows: list[Row], kind: str) -> str | None:
         ok = sorted((b[0], _name(r, rows)) for r, b in cand if b is not None and b[1] == source)
         if len(ok) >= 2:
             (least, first), (second_b, second) = ok[0], ok[1]
-            return (f"Bytes per {kind} request ({source}): {first} {least:,.0f} B, "
+            return (f"Bytes per {kind} request ({source}, up + down): {first} {least:,.0f} B, "
                     f"{second_b / least:.2f}x fewer than {second}{tail}")
     return None
 

@@ -272,12 +272,24 @@ def test_the_hop_is_taken_off_ttft_but_never_off_itl():
         r.update(workload="stream", ttft_p50_ms=ttft[1], ttft_p50_per_repeat_ms=ttft,
                  itl_p50_ms=itl)
         return r
-    rows = [stream("sse-h2@caddy+curl", "fastest", [1.30, 1.35, 1.40], 20.02),
-            stream("sse-h2+curl", "hop", [0.80, 0.85, 0.90], 20.00),
+    rows = [stream("sse-h1@caddy+curl", "fastest", [1.30, 1.35, 1.40], 20.02),
+            stream("sse-h1+curl", "hop", [0.80, 0.85, 0.90], 20.00),
             stream("grpc-stream", "fastest", [1.0, 1.05, 1.1], 20.01),
             stream("ws-stream", "fastest", [1.6, 1.65, 1.7], 20.03)]
-    groups = {"fastest": ["sse-h2@caddy+curl", "grpc-stream", "ws-stream"],
-              "hop": ["sse-h2+curl"]}
+    groups = {"fastest": ["sse-h1@caddy+curl", "grpc-stream", "ws-stream"],
+              "hop": ["sse-h1+curl"]}
     ttft, itl = [l for l in verdict_lines(rows, groups) if l.startswith(("TTFT", "ITL"))]
-    assert "sse-h2@caddy+curl less Caddy's hop (+0.50 ms in this run)" in ttft
+    assert "sse-h1@caddy+curl less Caddy's hop (+0.50 ms in this run)" in ttft
     assert "less Caddy's hop" not in itl
+
+
+def test_the_hop_is_measured_on_http11_only():
+    # sse-h3@caddy against sse-h3 compares quic-go with aioquic, not the hop.
+    from harness.report.conclusion import hop_cost, measured_hop
+    rows = [row("rest-h3@caddy+curl", "rest-h3", "fastest", 2.0),
+            row("rest-h3+curl", "rest-h3", "hop", 9.0)]
+    assert hop_cost(rows) == [] and measured_hop(rows, 1, "embed") is None
+    rows += [row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.8),
+             row("rest-h1+curl", "rest-h1", "hop", 1.2)]
+    assert [line.split(":")[0] for line in hop_cost(rows)] == ["- The Caddy hop at c=1"]
+    assert round(measured_hop(rows, 1, "embed").ms, 3) == 0.6

@@ -39,3 +39,39 @@ def test_machine_bound_row_is_flagged_cpu():
                     "machine_bound": "client and server processes together used 1.80 of "
                                      "the machine's 2 cores"}])
     assert " CPU " in text and "machine saturated" in text
+
+
+def test_a_link_sweep_gets_one_table_per_link_named_in_its_title():
+    from harness.report.console import final_tables
+    rows = [{**row("sse-h2", 37_000, 30_000), "link": {"name": "loss"}, "network": net}
+            for net in ("loss down.loss=0%", "loss down.loss=1%")]
+    tables = final_tables(rows, False)
+    assert [t.title.splitlines()[1] for t in tables] == ["on link 'loss down.loss=0%'",
+                                                        "on link 'loss down.loss=1%'"]
+    console = Console(width=100, record=True)
+    for t in tables:
+        console.print(t)
+    text = console.export_text()
+    assert "[loss" not in text                      # not repeated on every row
+    assert text.count("every column: report.md") == 1      # the key once, under the last
+    assert len(final_tables(rows[:1], False)) == 1
+
+
+def test_the_progress_line_names_the_link_variant():
+    # "[loss down.loss=1%]" is rich markup unless escaped: it vanished from the bar.
+    from rich.text import Text
+
+    from harness.report.console import RichProgress
+    from harness.scenario.linkspec import LinkSpec
+    from harness.scenario.model import PlanPoint
+    progress = RichProgress()
+    point = PlanPoint(0, "sse-h2", "closed", 8, None, link=LinkSpec(name="loss down.loss=1%"))
+    task = progress.start(point, 8)
+    shown = Text.from_markup(progress.bar.tasks[task].description).plain
+    assert shown == "sse-h2 c=8 [loss down.loss=1%]"
+
+
+def test_a_single_link_is_named_on_its_rows():
+    text = render([{**row("rest-h1", 159_852, 154_129), "link": {"name": "rtt20"},
+                    "network": "rtt20"}])
+    assert "c=1 [rtt20]" in text

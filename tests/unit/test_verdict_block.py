@@ -95,6 +95,12 @@ def test_bytes_answer_never_ranks_a_saturated_row():
             row("rest-h1", 1.2, (1.1, 1.3), wire_up_bytes=500, wire_down_bytes=20_000),
             row("ws", 1.3, (1.2, 1.4), wire_up_bytes=400, wire_down_bytes=21_000)]
     line = next(line for line in verdict_lines(rows) if line.startswith("Bytes"))
-    assert line.startswith("Bytes per embed request (wire): rest-h1 20,500 B, 1.04x fewer "
+    assert line.startswith("Bytes per embed request (wire, up + down): rest-h1 20,500 B, 1.04x fewer "
                            "than ws")
     assert "excluded (saturated/failed): grpc" in line
+
+
+def test_no_unsaturated_row_reads_as_such():
+    lines = verdict_lines([row("rest-h3", 0.5, (0.4, 0.6), bound="server at 99%"),
+                           row("grpc", 1.0, (0.9, 1.1), bound="server at 97%")])
+    assert "not ranked (no row unsaturated; excluded: rest-h3, grpc)" in lines[0]
