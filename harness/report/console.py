@@ -103,11 +103,11 @@ def _note(r: dict[str, Any]) -> str:
 
 def final_tables(rows: list[dict[str, Any]], streaming: bool, wide: bool = False
                  ) -> list[Table]:
-    """The run's tables: one per link when the run swept several (in 100 columns there is
-    no room for a link's name beside every row, and cut short the rows of two links read
+    """The run's tables: one per link when the run has links (in 100 columns there is no
+    room for a link's name beside every row, and cut short the rows of two links read
     alike), else one. The key to the columns is under the last."""
     links = list(dict.fromkeys(r["network"] for r in rows if r.get("link")))
-    if wide or len(links) < 2:
+    if wide or not links:
         return [final_table(rows, streaming, wide)]
     tables = [final_table([r for r in rows if r.get("link") and r["network"] == link],
                           streaming, link=link) for link in links]
@@ -136,17 +136,20 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
             ["cell", "load", "n", "p50 ms", "p99 ms", "good%" if slo else "ovh p50", "rps"])
     cols += ["B/req", "cpu c/s", "note"]
     one_tls = len({r.get("tls_version") for r in rows if r.get("tls_version")}) <= 1
+    ordered = fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms")
+    loads = [load_label({**r, "tls_version": None if one_tls else r.get("tls_version"),
+                         "link": None if link else r.get("link")}) for r in ordered]
+    # A long load label wraps (at 14 columns or more) rather than crop the figures.
+    widths = {"note": 7, "load": min(14, max(map(len, loads), default=4))}
     for c in cols:
         table.add_column(c, justify="left" if c in ("cell", "load", "note") else "right",
-                         no_wrap=c != "note", overflow="fold",
-                         min_width=7 if c == "note" else None)
+                         no_wrap=c not in ("note", "load"), overflow="fold",
+                         min_width=widths.get(c))
     thin = flagged = payload_only = False
-    for r in fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms"):
+    for r, load in zip(ordered, loads):
         p99 = fmt(r["latency_p99_ms"], 2)
         if not streaming and tail_is_thin(r) and r.get("latency_p99_ms") is not None:
             p99, thin = p99 + "~", True
-        load = load_label({**r, "tls_version": None if one_tls else r.get("tls_version"),
-                           "link": None if link else r.get("link")})
         if streaming:
             cells = [r["cell"], load, fmt(r["n"]), fmt(r["ttft_p50_ms"], 2),
                      fmt(r["itl_p99_ms"], 2), fmt(r["latency_p50_ms"], 2)]

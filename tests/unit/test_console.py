@@ -75,3 +75,16 @@ def test_a_single_link_is_named_on_its_rows():
     text = render([{**row("rest-h1", 159_852, 154_129), "link": {"name": "rtt20"},
                     "network": "rtt20"}])
     assert "c=1 [rtt20]" in text
+
+
+def test_a_long_load_label_wraps_and_the_flag_stays_in_100_columns():
+    r = {**row("rest-h2+curl", 2_834, 2_000, bound="server at 97%"), "link": {"name": "rtt50"},
+         "network": "rtt50", "connections_policy": "new", "tls_version": "1.2",
+         "resumption": "session", "latency_p50_ms": 207.62, "latency_p99_ms": 208.77}
+    other = {**r, "cell": "rest-h2", "tls_version": "1.3", "server_bound": ""}
+    from harness.report.console import final_tables
+    console = Console(width=100, record=True)
+    for t in final_tables([r, other], False):
+        console.print(t)
+    line = next(x for x in console.export_text().splitlines() if "rest-h2+curl" in x)
+    assert "207.62" in line and "208.77~" in line and line.rstrip().endswith("0.30/0.80   SRV")
