@@ -128,7 +128,7 @@ def hpack(rows: list[Row]) -> Judged:
     saved = 1 - h2["wire_up_bytes"] / h1["wire_up_bytes"]
     verdict = "holds" if 0.2 <= saved <= 0.4 else "partly" if saved > 0.05 else "does not hold"
     return (verdict, f"warm request bytes on the wire (up): HTTP/1.1 {h1['wire_up_bytes']:,.0f} "
-                     f"B, HTTP/2 {h2['wire_up_bytes']:,.0f} B ({saved:.0%} "
+                     f"B, HTTP/2 {h2['wire_up_bytes']:,.0f} B ({abs(saved):.0%} "
                      f"{'fewer' if saved >= 0 else 'more'}; HTTP/2 here also pays TLS records)",
             "HPACK shrinks repeated headers; how much of a request that is depends on the "
             "body: the smaller the body, the closer to the claim")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.report.claims import CLAIMS, claims_section, grpc_faster, smaller_payload, tls13
+from harness.report.claims import (CLAIMS, claims_section, grpc_faster, hpack, smaller_payload,
+                                   tls13)
 
 
 def row(cell: str, p50: float, *, policy: str = "auto", tls: str | None = None,
@@ -48,3 +49,10 @@ def test_every_claim_is_listed_and_unmeasured_ones_name_their_scenario():
     assert len(table) == len(CLAIMS)
     assert all("not measured by this run" in line and "run scenarios/" in line
                for line in table)
+
+
+def test_hpack_says_more_or_fewer_bytes_without_a_minus_sign():
+    more = hpack([row("rest-h1", 1.0, wire_up_bytes=470), row("rest-h2", 1.0, wire_up_bytes=531)])
+    assert more[0] == "does not hold" and "(13% more;" in more[1]
+    fewer = hpack([row("rest-h1", 1.0, wire_up_bytes=500), row("rest-h2", 1.0, wire_up_bytes=350)])
+    assert fewer[0] == "holds" and "(30% fewer;" in fewer[1]
