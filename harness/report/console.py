@@ -126,8 +126,14 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
     named in the title instead of on every row."""
     if wide:
         return wide_table(rows, streaming)
+    # A DNS step every row shares is said once, in the title, not on every row.
+    caches = {r.get("dns_cache") for r in rows}
+    one_dns = caches.pop() if len(caches) == 1 else None
+    where = [f"on link '{link}'"] if link else []
+    if one_dns is not None:
+        where.append("DNS step, resolver cache " + ("on" if one_dns else "off"))
     title = "wirebench: protocols side by side (per load point, fastest first)"
-    table = Table(title=title + (f"\non link '{link}'" if link else ""),
+    table = Table(title="\n".join([title, ", ".join(where)] if where else [title]),
                   header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   safe_box=True, caption_justify="left")
     # A stream's question is its first token and its gaps; a request's is its latency.
@@ -138,6 +144,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
     one_tls = len({r.get("tls_version") for r in rows if r.get("tls_version")}) <= 1
     ordered = fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms")
     loads = [load_label({**r, "tls_version": None if one_tls else r.get("tls_version"),
+                         "dns_cache": None if one_dns is not None else r.get("dns_cache"),
                          "link": None if link else r.get("link")}) for r in ordered]
     # A long load label wraps (at 14 columns or more) rather than crop the figures.
     widths = {"note": 7, "load": min(14, max(map(len, loads), default=4))}

@@ -88,3 +88,11 @@ def test_a_long_load_label_wraps_and_the_flag_stays_in_100_columns():
         console.print(t)
     line = next(x for x in console.export_text().splitlines() if "rest-h2+curl" in x)
     assert "207.62" in line and "208.77~" in line and line.rstrip().endswith("0.30/0.80   SRV")
+
+
+def test_a_dns_step_every_row_shares_is_named_once_in_the_title():
+    rows = [{**row(cell, 1_163, 1_000), "dns_cache": False} for cell in ("rest-h1", "ws")]
+    text = render(rows)
+    assert "DNS step, resolver cache off" in text and "no-dns-cache" not in text
+    mixed = render([rows[0], {**rows[1], "dns_cache": True}])
+    assert "no-dns-cache" in mixed and " dns-cache" in mixed and "resolver cache" not in mixed
