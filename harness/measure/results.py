@@ -17,8 +17,8 @@ from typing import Any
 
 from base.cells import parse_cell
 from harness.measure.recorder import FORMULAS, PHASES, Recorder
-from harness.measure.saturation import (client_bound as client_saturation, machine_bound,
-                                        merge_max, server_bound)
+from harness.measure.saturation import (client_bound as client_saturation, emulator_late,
+                                        machine_bound, merge_max, server_bound)
 
 SCHEMA_VERSION = 1
 
@@ -209,7 +209,7 @@ class PointResult:
         bound = client_saturation(self.client_core_util, self.rec.late_starts, self.rec.n)
         reasons = [bound] if bound else []
         late = self.emulator.get("late_over_500us", 0)
-        if late > 0.01 * max(1, self.emulator.get("packets", 0)):
+        if emulator_late(late, self.emulator.get("packets", 0)):
             reasons.append(f"the link emulator released {late} packets over 0.5 ms late "
                            f"(it, not the link settings, shaped them)")
         return "; ".join(reasons)

@@ -30,12 +30,16 @@ BUSY_PROCESS = 0.85      # of the cores the process may use
 BUSY_MACHINE = 0.85      # of the machine's cores, client workers and servers together
 LATE_MIN = 3
 LATE_SHARE = 0.05
+EMULATOR_LATE_MIN = 3       # the lab's link emulator: packets released over 0.5 ms late,
+EMULATOR_LATE_SHARE = 0.01  # at least this many and over this share of the packets
 MACHINE_CORES = len(os.sched_getaffinity(0))    # the cores this run's processes share
 
 RULES = (f"server-bound / client-bound: a process whose busiest thread used >= "
          f"{BUSY_THREAD:.0%} of one core, or which used >= {BUSY_PROCESS:.0%} of the cores "
          f"it may run on, over the measured window; a client worker also when at least "
-         f"{LATE_MIN} and over {LATE_SHARE:.0%} of its requests started late; "
+         f"{LATE_MIN} and over {LATE_SHARE:.0%} of its requests started late, or (network "
+         f"lab) when the link emulator released at least {EMULATOR_LATE_MIN} and over "
+         f"{EMULATOR_LATE_SHARE:.0%} of the packets over 0.5 ms late; "
          f"machine-bound: the client workers and the server processes together used >= "
          f"{BUSY_MACHINE:.0%} of the machine's cores")
 
@@ -111,6 +115,13 @@ def client_bound(core_util: float, late_starts: int, n: int) -> str:
     if late_starts >= LATE_MIN and late_starts > LATE_SHARE * n:
         reasons.append(f"{late_starts} of {n} requests started late")
     return "; ".join(reasons)
+
+
+def emulator_late(late: int, packets: int) -> bool:
+    """Whether the lab's link emulator, not the link settings, shaped the point: a
+    systematic share of packets released over 0.5 ms late, not one or two (a busy host
+    for a moment, a fraction of a percent of a round trip)."""
+    return late >= EMULATOR_LATE_MIN and late > EMULATOR_LATE_SHARE * max(1, packets)
 
 
 def machine_bound(cores_used: float, cores: int = MACHINE_CORES) -> str:

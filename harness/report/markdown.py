@@ -16,7 +16,7 @@ from harness.report.hol import HolPoint, render_hol_section
 from harness.report.pipeline import render_pipeline_section
 from harness.measure.recorder import FORMULAS, PHASES
 from harness.measure.roundtrips import accounting, dns_accounting
-from harness.measure.saturation import FLAGS
+from harness.measure.saturation import FLAGS, emulator_late
 from harness.report.tables import fastest_first, fmt, load_label, table as _table
 
 
@@ -289,7 +289,7 @@ def round_trip_lines(rows: list[dict[str, Any]]) -> list[str]:
                 busy = (f" The link emulator released {late} of {emu.get('packets', 0)} "
                         f"packets over 0.5 ms late (up to {emu.get('late_max_us', 0) / 1000:.1f}"
                         f" ms): the host was busy, and that, not the protocol, may be the "
-                        f"difference." if late > 0.01 * max(1, emu.get("packets", 0)) else "")
+                        f"difference." if emulator_late(late, emu.get("packets", 0)) else "")
                 notes.append(f"- {a['cell']} {load_label(r)}, {a['which']}: measured "
                              f"{a['measured']:.2f} round trips, textbook {a['textbook']} "
                              f"({a['how']}): they differ by more than a quarter RTT.{busy}"
