@@ -123,7 +123,8 @@ def dry_run(scenario) -> int:
 
 
 def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
-    from harness.report.console import (RichProgress, console, final_tables, table_console,
+    from harness.report.console import (RichProgress, console, final_tables, print_table,
+                                        table_console,
                                         wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
@@ -172,7 +173,7 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
         mine = [r for r in rows if r["workload"] == kind]
         if mine:
             for table in final_tables(mine, kind == "stream", wide=wide):
-                (wide_console if wide else table_console).print(table)
+                print_table(wide_console if wide else table_console, table)
     for text in over:
         console.print(f"errors over the limit: {text}", style="red", markup=False)
     for text in failed:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
+from rich.text import Text
 
 from harness.report.tables import fastest_first, fmt, load_label
 from harness.measure.results import PointResult
@@ -99,6 +102,37 @@ def _note(r: dict[str, Any]) -> str:
     if r.get("failed"):
         parts.append("FAIL")
     return " ".join(parts)
+
+
+def print_table(con: Console, table: Table) -> None:
+    """Print a table at the console's width, or wider when its figures need more: rich
+    would crop the last columns (the saturation flags among them) rather than the title."""
+    width = con.width
+    con.width = _least_fitting_width(table, width)     # print(width=) could only narrow it
+    try:
+        con.print(table)
+    finally:
+        con.width = width
+
+
+def _least_fitting_width(table: Table, start: int) -> int:
+    """The least width from `start` at which every word of every cell shows whole (rich's
+    own measure stops at the console's width, so it is found by drawing)."""
+    want = Counter(word for column in table.columns
+                   for cell in [column.header, *column.cells]
+                   for word in Text.from_markup(str(cell)).plain.split())
+    title, caption = table.title, table.caption
+    table.title = table.caption = None
+    try:
+        for width in range(start, start + 200):
+            probe = Console(width=width, file=io.StringIO(), record=True, color_system=None)
+            probe.print(table)
+            shown = Counter(probe.export_text().split())
+            if all(shown[word] >= n for word, n in want.items()):
+                return width
+        return start
+    finally:
+        table.title, table.caption = title, caption
 
 
 def final_tables(rows: list[dict[str, Any]], streaming: bool, wide: bool = False

@@ -82,12 +82,31 @@ def test_a_long_load_label_wraps_and_the_flag_stays_in_100_columns():
          "network": "rtt50", "connections_policy": "new", "tls_version": "1.2",
          "resumption": "session", "latency_p50_ms": 207.62, "latency_p99_ms": 208.77}
     other = {**r, "cell": "rest-h2", "tls_version": "1.3", "server_bound": ""}
-    from harness.report.console import final_tables
+    from harness.report.console import final_tables, print_table
     console = Console(width=100, record=True)
     for t in final_tables([r, other], False):
-        console.print(t)
-    line = next(x for x in console.export_text().splitlines() if "rest-h2+curl" in x)
+        print_table(console, t)
+    text = console.export_text()
+    line = next(x for x in text.splitlines() if "rest-h2+curl" in x)
     assert "207.62" in line and "208.77~" in line and line.rstrip().endswith("0.30/0.80   SRV")
+    assert max(map(len, text.splitlines())) <= 100
+
+
+def test_figures_too_wide_for_100_columns_widen_the_table_instead_of_losing_the_flag():
+    # genai_pipeline.yaml's rows: seconds-long latencies, MB per request, CPU in ms.
+    from harness.report.console import final_tables, print_table
+    rows = [{**row(cell, 1_004_187, 900_000, bound="server at 97%"),
+             "connections_policy": "new", "dns_cache": dns, "latency_p50_ms": 2_732.03,
+             "latency_p99_ms": 2_766.85, "overhead_p50_ms": None, "throughput_rps": 0.4,
+             "client_cpu_ms_per_req": 991.55, "server_cpu_ms_per_req": 887.75,
+             "machine_bound": "both cores"}
+            for cell, dns in (("rest-h3", False), ("rest-h2", True))]
+    console = Console(width=100, record=True)
+    for t in final_tables(rows, False):
+        print_table(console, t)
+    text = console.export_text()
+    assert text.count("991.55/887.75   SRV CPU") == 2
+    assert console.width == 100                  # put back after the table
 
 
 def test_a_dns_step_every_row_shares_is_named_once_in_the_title():
