@@ -128,6 +128,7 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
                                         wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
+    from harness.report.pipeline import policy_lines
     from harness.report.capacity import capacity_lines
     from harness.report.html.page import write_html
     from harness.report.questions import METHOD, verdict_lines
@@ -169,6 +170,12 @@ def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
             table_console.print(line, markup=False, highlight=False)
     for line in conclusions(rows, scenario.groups, rankings=not verdict):
         table_console.print(line.replace("**", ""), markup=False, highlight=False)
+    policies = policy_lines([r for r in rows if r.get("pipeline_ms")])
+    if policies:    # a pipeline's answer: which connection and DNS policy saves what
+        table_console.print("Where a user request's seconds go (report.md: every phase)",
+                            style="bold")
+        for line in policies:
+            table_console.print(line.replace("**", ""), markup=False, highlight=False)
     for kind in scenario.workload_types:      # one table per workload: their columns differ
         mine = [r for r in rows if r["workload"] == kind]
         if mine:

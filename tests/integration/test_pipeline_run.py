@@ -29,13 +29,25 @@ MODEL_MS = 8 + 3 * 4 + 20 + 4 * 5
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory, tls_dir):
+def run(tmp_path_factory, tls_dir):
     tmp = tmp_path_factory.mktemp("pipeline")
     out = tmp / "out"
     proc = run_bench([write(tmp / "pipe.yaml", PIPELINE), "--out", out, "--loopback"],
                      tls_dir, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {(r["cell"], r["connections_policy"]): r for r in summary(out)["rows"]}
+    return proc, {(r["cell"], r["connections_policy"]): r for r in summary(out)["rows"]}
+
+
+@pytest.fixture(scope="module")
+def rows(run):
+    return run[1]
+
+
+def test_the_terminal_says_which_policy_saves_what(run):
+    out = run[0].stdout
+    assert "Where a user request's seconds go" in out
+    for cell in ("ws", "grpc", "rest-h1"):
+        assert f"- {cell}, loopback: with new connection per call" in out, out[-3000:]
 
 
 def test_every_family_and_policy_ran_every_call(rows):
