@@ -124,8 +124,7 @@ def dry_run(scenario) -> int:
 
 def run(scenario, out: Path, loopback: bool = False, wide: bool = False) -> int:
     from harness.report.console import (RichProgress, console, final_tables, print_table,
-                                        table_console,
-                                        wide_console)
+                                        table_console, wide_console)
     from harness.report.conclusion import conclusions
     from harness.report.markdown import render
     from harness.report.pipeline import policy_lines

@@ -149,8 +149,8 @@ def _table(rows: list[tuple[str, str, Change]], title: str) -> Table:
     for cell, load, c in rows:
         mark = style.get(c.verdict)
         verdict = f"[{mark}]{_verdict(c)}[/{mark}]" if mark else _verdict(c)
-        table.add_row(escape(cell), escape(load), c.metric, f"{c.a:,.3f}", f"{c.b:,.3f}", f"{c.ratio:.2f}x",
-                      _interval(c), verdict)
+        table.add_row(escape(cell), escape(load), c.metric, f"{c.a:,.3f}", f"{c.b:,.3f}",
+                      f"{c.ratio:.2f}x", _interval(c), verdict)
     return table
 
 

@@ -155,8 +155,9 @@ def final_tables(rows: list[dict[str, Any]], streaming: bool, wide: bool = False
 
 def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
                 link: str | None = None) -> Table:
-    """The run's table: fits 100 columns (what a decision needs; the rest is in
-    report.md), or every column with `wide`. With `link`, the rows of that link only,
+    """The run's table: what a decision needs in 100 columns where its figures fit
+    (print_table widens it where they do not; the rest is in report.md), or every
+    column with `wide`. With `link`, the rows of that link only,
     named in the title instead of on every row."""
     if wide:
         return wide_table(rows, streaming)
