@@ -25,6 +25,7 @@ from rich.table import Table
 from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
 from harness.measure.saturation import FLAGS
 from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
+from harness.report.tables import rate_text
 from harness.run.status import effective_status
 
 SATURATION_NOTE = ("SRV / CLI A, B: the server's / client's core was saturated in that run "
@@ -89,7 +90,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[s
 def _load(row: dict[str, Any]) -> str:
     if row["mode"] == "closed":
         return f"c={row['concurrency']}"
-    return f"{row['rate_offered_rps']:g}/s"
+    return rate_text(row["rate_offered_rps"])
 
 
 def _saturated(ra: dict[str, Any], rb: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.tables import fastest_first, fmt, load_label
+from harness.report.tables import fastest_first, fmt, load_label, rate_text
 from harness.measure.results import PointResult
 from harness.measure.saturation import FLAGS
 from harness.run.runner import ProgressSink
@@ -52,7 +52,7 @@ class RichProgress(ProgressSink):
         console.print(f"{points} load points; results in {out}", style="dim", markup=False)
 
     def start(self, point: PlanPoint, total: int | None) -> Any:
-        load = f"c={point.concurrency}" if point.load_kind == "closed" else f"{point.rate:g}/s"
+        load = f"c={point.concurrency}" if point.load_kind == "closed" else rate_text(point.rate)
         rep = f" #{point.repeat + 1}" if point.repeat else ""
         conn = f" conn={point.connection.label}" if point.connection else ""
         link = f" [{point.link.name}]" if point.link else ""

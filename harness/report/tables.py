@@ -14,6 +14,12 @@ def fmt(v: Any, digits: int = 3) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def rate_text(rate: float) -> str:
+    """An offered rate as a load label: whole req/s from 100 up (a bisected rate such as
+    1337.48 reads "1,337/s"), three digits below."""
+    return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.3g}/s"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -22,7 +28,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def load_label(r: dict[str, Any]) -> str:
     """A row's load point, with its swept connection count and link when it has them."""
-    load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate_offered_rps']:g}/s"
+    load = f"c={r['concurrency']}" if r["mode"] == "closed" else rate_text(r["rate_offered_rps"])
     if r.get("connections_policy"):
         load += f" conn={r['connections_policy']}"
     if r.get("tls_version"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.report.tables import rate_text
 from harness.scenario import METRICS, Scenario
 
 # threshold metric -> row field (latency-like fields are in ms, as thresholds are)
@@ -24,7 +25,8 @@ def _value(row: dict[str, Any], metric: str) -> float:
 
 
 def _label(row: dict[str, Any]) -> str:
-    load = f"c={row['concurrency']}" if row["mode"] == "closed" else f"{row['rate_offered_rps']:g}/s"
+    load = (f"c={row['concurrency']}" if row["mode"] == "closed"
+            else rate_text(row["rate_offered_rps"]))
     return f"{row['cell']} {load}"
 
 

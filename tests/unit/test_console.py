@@ -115,3 +115,10 @@ def test_a_dns_step_every_row_shares_is_named_once_in_the_title():
     assert "DNS step, resolver cache off" in text and "no-dns-cache" not in text
     mixed = render([rows[0], {**rows[1], "dns_cache": True}])
     assert "no-dns-cache" in mixed and " dns-cache" in mixed and "resolver cache" not in mixed
+
+
+def test_a_bisected_rate_reads_as_whole_requests_per_second():
+    from harness.report.tables import load_label, rate_text
+    assert [rate_text(x) for x in (1337.48, 149.535, 50.0, 12.5)] == [
+        "1,337/s", "150/s", "50/s", "12.5/s"]
+    assert load_label({"mode": "open", "rate_offered_rps": 2312.99}) == "2,313/s"
