@@ -36,10 +36,16 @@ TAIL_SAMPLES = 100
 
 
 class RichProgress(ProgressSink):
-    def __init__(self) -> None:
+    """A bar for the load point under way and one for the whole run (with the time left);
+    a finished point leaves one line above them. Kept live, 165 points' bars would
+    outgrow the terminal, and rich would hide the one under way."""
+
+    def __init__(self, out: Console = console) -> None:
         self.bar = Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[note]}"), console=console)
+                            TextColumn("{task.fields[note]}"), console=out)
+        self.run_task: Any = None
+        self.current: Any = None        # the point under way's bar
 
     def __enter__(self) -> "RichProgress":
         self.bar.start()
@@ -49,7 +55,9 @@ class RichProgress(ProgressSink):
         self.bar.stop()
 
     def plan(self, points: int, out: Path) -> None:
-        console.print(f"{points} load points; results in {out}", style="dim", markup=False)
+        self.bar.console.print(f"{points} load points; results in {out}", style="dim",
+                               markup=False)
+        self.run_task = self.bar.add_task("all load points", total=points, note="")
 
     def start(self, point: PlanPoint, total: int | None) -> Any:
         load = f"c={point.concurrency}" if point.load_kind == "closed" else rate_text(point.rate)
@@ -59,8 +67,9 @@ class RichProgress(ProgressSink):
         dns = {None: "", True: " dns-cache", False: " no-dns-cache"}[point.dns_cache]
         dns += f" resume={point.resumption}" if point.resumption else ""
         # escape: the description is rich markup, where "[loss 1%]" would be a style tag
-        return self.bar.add_task(escape(f"{point.protocol} {load}{conn}{dns}{rep}{link}"),
-                                 total=total, note="")
+        self.current = self.bar.add_task(
+            escape(f"{point.protocol} {load}{conn}{dns}{rep}{link}"), total=total, note="")
+        return self.current
 
     def update(self, task: Any, done: int) -> None:
         self.bar.update(task, completed=done)
@@ -69,19 +78,47 @@ class RichProgress(ProgressSink):
         row = result.row("")
         note = (f"p50 {fmt(row['latency_p50_ms'])} ms  {fmt(row['throughput_rps'], 0)} rps"
                 + (f"  [red]{row['errors']} errors[/red]" if row["errors"] else ""))
-        self.bar.update(task, completed=self.bar.tasks[task].total or row["n"], note=note)
+        t = self._task(task)
+        done = int(t.total or row["n"])
+        self.bar.console.print(f"[bold]{t.description:<28}[/bold] {done}/{done} "
+                               f"{_clock(t.elapsed)}  {note}", highlight=False)
+        self._retire(task)
 
+    def point_done(self) -> None:
+        if self.run_task is None:
+            return
+        self.bar.advance(self.run_task)
+        t = self._task(self.run_task)
+        if t.completed and t.total and t.elapsed:
+            left = t.elapsed / t.completed * (t.total - t.completed)
+            self.bar.update(self.run_task, note=f"about {_clock(left)} left" if left else "")
 
     def warning(self, message: str) -> None:
-        console.print(f"warning: {message}", style="yellow", markup=False)
+        self.bar.console.print(f"warning: {message}", style="yellow", markup=False)
 
     def note(self, message: str) -> None:
-        console.print(message, markup=False, highlight=False)
+        self.bar.console.print(message, markup=False, highlight=False)
 
     def failed(self, point: PlanPoint, message: str) -> None:
+        self._retire(self.current)
         first = message.strip().splitlines()[0] if message.strip() else "failed"
-        console.print(f"[red]{escape(point.protocol)} failed: {escape(first)}[/red] "
-                      "(the run goes on)")
+        self.bar.console.print(f"[red]{escape(point.protocol)} failed: {escape(first)}[/red] "
+                               "(the run goes on)")
+
+    def _task(self, task: Any) -> Any:
+        return next(t for t in self.bar.tasks if t.id == task)
+
+    def _retire(self, task: Any) -> None:
+        if task is not None and any(t.id == task for t in self.bar.tasks):
+            self.bar.remove_task(task)
+        if task == self.current:
+            self.current = None
+
+
+def _clock(seconds: float | None) -> str:
+    """h:mm:ss, as rich's elapsed column shows it."""
+    s = int(seconds or 0)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def bound_note(r: dict[str, Any]) -> str:

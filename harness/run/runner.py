@@ -550,12 +550,13 @@ class Runner:
             for point in plan:
                 if point.load_kind == "sweep":
                     run_sweep(self, point)   # its probes are saved as they finish
-                    continue
-                try:
-                    self.run_point(point)
-                except PointFailed as exc:
-                    self._point_failed(point, exc)
-                self.save()
+                else:
+                    try:
+                        self.run_point(point)
+                    except PointFailed as exc:
+                        self._point_failed(point, exc)
+                    self.save()
+                self.progress.point_done()
             self.status = "complete"
         except (KeyboardInterrupt, Interrupted):
             self.status = "aborted"
@@ -564,9 +565,8 @@ class Runner:
             self.status = "failed"
             raise
         finally:
-            # A second Ctrl-C / SIGTERM must not cut cleanup short (servers left behind,
-            # no final summary.json): cleanup is bounded (kill, then a few seconds'
-            # grace per server), so further signals wait until it is done.
+            # A second Ctrl-C / SIGTERM must not cut the bounded cleanup short (servers
+            # left behind, no final summary.json): further signals wait until it is done.
             for sig in old:
                 signal.signal(sig, signal.SIG_IGN)
             try:
@@ -590,11 +590,11 @@ class Runner:
 
 class ProgressSink:
     """What the runner tells the user while it works (harness.report.console implements it)."""
-
     def plan(self, points: int, out: Path) -> None: ...
     def start(self, point: PlanPoint, total: int | None) -> Any: ...
     def update(self, task: Any, done: int) -> None: ...
     def finish(self, task: Any, result: PointResult) -> None: ...
     def failed(self, point: PlanPoint, message: str) -> None: ...
+    def point_done(self) -> None: ...      # a plan point ended (a sweep: all its probes)
     def warning(self, message: str) -> None: ...
     def note(self, message: str) -> None: ...

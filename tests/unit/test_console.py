@@ -122,3 +122,34 @@ def test_a_bisected_rate_reads_as_whole_requests_per_second():
     assert [rate_text(x) for x in (1337.48, 149.535, 50.0, 12.5)] == [
         "1,337/s", "150/s", "50/s", "12.5/s"]
     assert load_label({"mode": "open", "rate_offered_rps": 2312.99}) == "2,313/s"
+
+
+class _Result:
+    def row(self, workload):
+        return {"latency_p50_ms": 1.234, "throughput_rps": 812.0, "errors": 0, "n": 8}
+
+
+def test_a_finished_point_leaves_a_line_and_the_run_bar_says_what_is_left():
+    # 165 live bars would outgrow a terminal and rich would hide the point under way.
+    import io
+
+    from harness.report.console import RichProgress
+    from harness.scenario.linkspec import LinkSpec
+    from harness.scenario.model import PlanPoint
+    out = Console(file=io.StringIO(), width=120, record=True)
+    progress = RichProgress(out)
+    progress.plan(3, "results/x")
+    point = PlanPoint(0, "sse-h2", "closed", 8, None, link=LinkSpec(name="loss down.loss=1%"))
+    task = progress.start(point, 8)
+    progress.update(task, 8)
+    progress.finish(task, _Result())
+    progress.point_done()
+    assert [t.description for t in progress.bar.tasks] == ["all load points"]
+    run = progress.bar.tasks[0]
+    assert run.completed == 1 and run.fields["note"].endswith(" left")
+    progress.start(point, 8)
+    progress.failed(point, "server died\ntraceback")
+    assert [t.description for t in progress.bar.tasks] == ["all load points"]
+    text = out.export_text()
+    assert "sse-h2 c=8 [loss down.loss=1%]" in text and "8/8" in text
+    assert "p50 1.234 ms  812 rps" in text and "sse-h2 failed: server died" in text
