@@ -25,7 +25,7 @@ from rich.table import Table
 from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
 from harness.measure.saturation import FLAGS
 from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
-from harness.report.tables import rate_text
+from harness.report.tables import point_load
 from harness.run.status import effective_status
 
 SATURATION_NOTE = ("SRV / CLI A, B: the server's / client's core was saturated in that run "
@@ -87,12 +87,6 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[s
     return unsafe, warn
 
 
-def _load(row: dict[str, Any]) -> str:
-    if row["mode"] == "closed":
-        return f"c={row['concurrency']}"
-    return rate_text(row["rate_offered_rps"])
-
-
 def _saturated(ra: dict[str, Any], rb: dict[str, Any]) -> str:
     """SRV / CLI / CPU per run whose server / client core / machine was saturated at this
     point (that run's row measured a library or the machine, not the protocol), e.g.
@@ -117,7 +111,7 @@ def compare_rows(a: dict[str, Any], b: dict[str, Any]
             only_a.append(ra.get("cell", ra["protocol"]))
             continue
         sat = _saturated(ra, rb)
-        load = f"{_load(ra)} {sat}" if sat else _load(ra)
+        load = f"{point_load(ra)} {sat}" if sat else point_load(ra)
         out += [(ra.get("cell", ra["protocol"]), load, c) for c in row_changes(ra, rb)]
     return out, sorted(set(only_a)), sorted({k[0] for k in rows_b})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,7 @@ class RichProgress(ProgressSink):
 
 def _clock(seconds: float | None) -> str:
     """h:mm:ss, as rich's elapsed column shows it."""
-    s = int(seconds or 0)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return str(timedelta(seconds=int(seconds or 0)))
 
 
 def bound_note(r: dict[str, Any]) -> str:

@@ -20,6 +20,11 @@ def rate_text(rate: float) -> str:
     return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.3g}/s"
 
 
+def point_load(r: dict[str, Any]) -> str:
+    """A row's load alone: its users (closed loop) or its offered rate."""
+    return f"c={r['concurrency']}" if r["mode"] == "closed" else rate_text(r["rate_offered_rps"])
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -28,7 +33,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def load_label(r: dict[str, Any]) -> str:
     """A row's load point, with its swept connection count and link when it has them."""
-    load = f"c={r['concurrency']}" if r["mode"] == "closed" else rate_text(r["rate_offered_rps"])
+    load = point_load(r)
     if r.get("connections_policy"):
         load += f" conn={r['connections_policy']}"
     if r.get("tls_version"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.report.tables import rate_text
+from harness.report.tables import point_load
 from harness.scenario import METRICS, Scenario
 
 # threshold metric -> row field (latency-like fields are in ms, as thresholds are)
@@ -25,9 +25,7 @@ def _value(row: dict[str, Any], metric: str) -> float:
 
 
 def _label(row: dict[str, Any]) -> str:
-    load = (f"c={row['concurrency']}" if row["mode"] == "closed"
-            else rate_text(row["rate_offered_rps"]))
-    return f"{row['cell']} {load}"
+    return f"{row['cell']} {point_load(row)}"
 
 
 def check(scenario: Scenario, rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[str]]:
