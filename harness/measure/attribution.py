@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from base.protocols import PROTOCOLS
+from harness.measure.saturation import near_busy
 
 Row = dict[str, Any]
 WIRE_TOLERANCE = 0.05
@@ -142,10 +143,16 @@ def _pair(proto: str, a: dict, b: dict, cells: list[dict]) -> list[str]:
         prot = hi["throughput_rps"] / lo["throughput_rps"]
         prot_range = ratio_range(hi.get("throughput_per_repeat_rps"),
                                  lo.get("throughput_per_repeat_rps"))
-        verdict = larger_spread(impl, impl_range, prot, prot_range,
-                                "the implementation difference is the larger",
-                                "the protocol difference is the larger",
-                                ("implementation", "protocol"))
+        near = [f"{r['cell']} ({near_busy(r)})" for r in (hi, lo) if near_busy(r)]
+        if near:
+            # Not flagged, but a row this busy may be measuring its library already.
+            verdict = (f"this run cannot say which is larger: near saturation, "
+                       f"{'; '.join(near)}, so a library may set this protocol spread")
+        else:
+            verdict = larger_spread(impl, impl_range, prot, prot_range,
+                                    "the implementation difference is the larger",
+                                    "the protocol difference is the larger",
+                                    ("implementation", "protocol"))
         hop = ""
         if carries_hop(hi) != carries_hop(lo):
             front = hi if carries_hop(hi) else lo
@@ -187,7 +194,8 @@ def _common_unbound_point(mine: list[dict], theirs: list[dict]
         best: dict[int, Row] = {}
         for c in cells:
             for r in c["rows"]:
-                if r["mode"] != "closed" or not r["n"] or not r.get("throughput_rps") or bound_reason(r):
+                if (r["mode"] != "closed" or not r["n"] or not r.get("throughput_rps")
+                        or bound_reason(r)):
                     continue
                 k = r["concurrency"]
                 if k not in best or r["throughput_rps"] > best[k]["throughput_rps"]:

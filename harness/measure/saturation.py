@@ -28,6 +28,7 @@ from harness.measure.cpu import threads_cpu_s
 BUSY_THREAD = 0.85       # of one core
 BUSY_PROCESS = 0.85      # of the cores the process may use
 BUSY_MACHINE = 0.85      # of the machine's cores, client workers and servers together
+NEAR_BUSY = 0.75         # of one core: not flagged, but its library may already shape the row
 LATE_MIN = 3
 LATE_SHARE = 0.05
 EMULATOR_LATE_MIN = 3       # the lab's link emulator: packets released over 0.5 ms late,
@@ -52,6 +53,17 @@ FLAGS = (("SRV", "server-bound", "server_bound"), ("CLI", "client-bound", "clien
 def is_bound(row: dict) -> bool:
     """Whether a result row carries any saturation flag."""
     return any(row.get(key) for _, _, key in FLAGS)
+
+
+def near_busy(row: dict) -> str:
+    """Which of a row's processes came within reach of saturation (its busiest thread at
+    >= NEAR_BUSY of a core) without being flagged: "" for none. A figure from such a row
+    may already be mostly its library's CPU (at one user, most of each round trip)."""
+    busy = [(u.get("busiest_thread", 0), f"{name} (server)")
+            for name, u in (row.get("server_core_util") or {}).items()]
+    busy.append((row.get("client_core_util") or 0, "the client worker"))
+    return ", ".join(f"{who} {util:.0%} of a core" for util, who in sorted(busy, reverse=True)
+                     if util >= NEAR_BUSY)
 
 
 @dataclass(frozen=True)

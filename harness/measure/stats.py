@@ -15,6 +15,7 @@ from hdrh.histogram import HdrHistogram
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 _HIGHEST_US = 3_600_000_000
+_ROUNDING_US = 0.5      # values are recorded to the nearest microsecond
 
 
 class Histogram:
@@ -88,7 +89,8 @@ class Histogram:
     def quantile_interval_ms(self, q: float, z: float = 1.96) -> tuple[float, float] | None:
         """A distribution-free 95% confidence interval for the q-quantile (z = 1.96):
         the order statistics at ranks n*q -/+ z*sqrt(n*q*(1-q)) (the binomial normal
-        approximation), read from the histogram. It holds for independent samples; the
+        approximation), read from the histogram, widened by half a microsecond each side
+        for the recording's rounding. It holds for independent samples; the
         run-to-run spread a busy machine adds is not in it (the report widens it to the
         range over repeats). None when empty."""
         n = self.count
@@ -97,8 +99,12 @@ class Histogram:
         half = z * math.sqrt(n * q * (1 - q))
         lo_rank, hi_rank = max(1, math.floor(n * q - half)), min(n, math.ceil(n * q + half))
         h = self.h
-        return (h.get_value_at_percentile(100.0 * lo_rank / n) / 1000.0,
-                h.get_value_at_percentile(100.0 * hi_rank / n) / 1000.0)
+        lo = h.get_value_at_percentile(100.0 * lo_rank / n)
+        hi = h.get_value_at_percentile(100.0 * hi_rank / n)
+        # Widened by the recording's rounding: a value is kept to the nearest whole us
+        # and anything below 1 us as 1 us, so a "1 us" quantile may be anything under 1.5.
+        lo = lo - _ROUNDING_US if lo > 1 else 0.0
+        return lo / 1000.0, (hi + _ROUNDING_US) / 1000.0
 
     def _mean(self) -> float:
         # hdrh's get_mean_value walks all ~23k buckets in Python (~50 ms a call); only

@@ -17,7 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.tables import fastest_first, fmt, load_label, rate_text
+from harness.report.tables import fastest_first, fmt, load_label, rate_text, swept_label
 from harness.measure.results import PointResult
 from harness.measure.saturation import FLAGS
 from harness.run.runner import ProgressSink
@@ -213,11 +213,9 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
     cols = (["cell", "load", "n", "ttft p50", "itl p99", "p50 ms"] if streaming else
             ["cell", "load", "n", "p50 ms", "p99 ms", "good%" if slo else "ovh p50", "rps"])
     cols += ["B/req", "cpu c/s", "note"]
-    one_tls = len({r.get("tls_version") for r in rows if r.get("tls_version")}) <= 1
     ordered = fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms")
-    loads = [load_label({**r, "tls_version": None if one_tls else r.get("tls_version"),
-                         "dns_cache": None if one_dns is not None else r.get("dns_cache"),
-                         "link": None if link else r.get("link")}) for r in ordered]
+    label = swept_label(rows)
+    loads = [label({**r, "link": None if link else r.get("link")}) for r in ordered]
     # A long load label wraps (at 14 columns or more) rather than crop the figures.
     widths = {"note": 7, "load": min(14, max(map(len, loads), default=4))}
     for c in cols:

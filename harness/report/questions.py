@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from harness.measure.hol_stats import drop_stats
+from harness.measure.saturation import near_busy
 from harness.measure.attribution import carries_hop
 from harness.report.conclusion import (Row, _bound, _bytes_per_request, _first_group,
                                        measured_hop)
 from harness.report.hol.section import HolPoint, mechanism_text
 
 THIN_N = 100            # fewer requests than this: the interval itself is rough
-NEAR_SATURATION = 0.85  # a core this busy (not yet flagged) may already shape the figure
 
 
 VARIANTS = ("connections_policy", "tls_version")    # what tells one cell's rows apart
@@ -193,11 +193,9 @@ def _caveats(best: Estimate, rest: list[Estimate], excluded: list[Row],
         if (not policy.startswith("new")
                 and (e.row.get("new_connections") or 0) > e.row.get("concurrency", 1)):
             out.append(f"{e.cell}: cold connections measured")
-        server = e.row.get("server_core_util") or {}
-        util = max([e.row.get("client_core_util") or 0,
-                    *(u.get("busiest_thread", 0) for u in server.values())])
-        if util >= NEAR_SATURATION:
-            out.append(f"{e.cell}: a core {util:.0%} busy")
+        near = near_busy(e.row)
+        if near:
+            out.append(f"{e.cell} near saturation: {near}")
     if excluded:
         out.append("excluded (saturated/failed): " + ", ".join(r["cell"] for r in excluded))
     return out
@@ -222,11 +220,17 @@ def answer(q: Question, rows: list[Row], all_rows: list[Row] | None = None) -> s
     est.sort(key=lambda e: e.value if q.lower_is_better else -e.value)
     best, second = est[0], est[1]
     if q.lower_is_better:      # how many times slower the runner-up is
-        ratio, lo, hi = (second.value / best.value, second.lo / best.hi, second.hi / best.lo)
+        ratio, lo, hi = (second.value / best.value, second.lo / best.hi,
+                         second.hi / best.lo if best.lo > 0 else math.inf)
     else:                      # how many times more the winner does
         ratio, lo, hi = (best.value / second.value, best.lo / second.hi, best.hi / second.lo)
     u = q.unit
-    if lo > 1:
+    if lo > 1 and math.isinf(hi):
+        # The winner's figure is at the 1 us recording floor: only a lower bound holds.
+        head = (f"{best.cell} {_fmt(best.value, u)} {u}, at least {lo:.1f}x below "
+                f"{second.cell}: real (under the 1 us the histogram resolves, so how many "
+                f"times is not measured)")
+    elif lo > 1:
         # Close margins get a third decimal: "1.00x [1.00-1.01]: real" would read as a tie.
         d = 3 if ratio < 1.1 else 2
         small = " (under 1%: resolved in this run, small in practice)" if ratio < 1.01 else ""

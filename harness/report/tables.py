@@ -47,11 +47,27 @@ def load_label(r: dict[str, Any]) -> str:
     return load
 
 
+def swept_label(rows: list[dict[str, Any]]):
+    """load_label as these rows' table groups them: a TLS version or DNS step that every
+    row shares is not a load point of its own (protocols without TLS aside), so it is
+    left out, to be said once where the table is titled."""
+    one_tls = len({r.get("tls_version") for r in rows if r.get("tls_version")}) <= 1
+    one_dns = len({r.get("dns_cache") for r in rows}) == 1
+
+    def label(r: dict[str, Any]) -> str:
+        return load_label({**r, "tls_version": None if one_tls else r.get("tls_version"),
+                           "dns_cache": None if one_dns else r.get("dns_cache")})
+    return label
+
+
 def fastest_first(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """Rows in the order that answers "who is fastest here": per load point, by `metric`
-    (latency p50 for requests, TTFT p50 for streams)."""
+    (latency p50 for requests, TTFT p50 for streams). A TLS version every TLS row shares
+    does not split a load point: HTTP/2 at c=1 ranks beside HTTP/1.1 at c=1."""
+    label = swept_label(rows)
+
     def key(r: dict[str, Any]) -> tuple:
         load = r["concurrency"] if r["mode"] == "closed" else r.get("rate_offered_rps") or 0
         value = r.get(metric)
-        return (r["mode"], load or 0, load_label(r), value is None, value or 0.0)
+        return (r["mode"], load or 0, label(r), value is None, value or 0.0)
     return sorted(rows, key=key)

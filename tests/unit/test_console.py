@@ -4,6 +4,7 @@ is marked as such beside the wire figures."""
 from rich.console import Console
 
 from harness.report.console import final_table
+from harness.report.markdown import latency_table
 
 
 def row(cell, wire, payload, bound=""):
@@ -153,3 +154,18 @@ def test_a_finished_point_leaves_a_line_and_the_run_bar_says_what_is_left():
     text = out.export_text()
     assert "sse-h2 c=8 [loss down.loss=1%]" in text and "8/8" in text
     assert "p50 1.234 ms  812 rps" in text and "sse-h2 failed: server died" in text
+
+
+def test_rows_rank_fastest_first_across_tls_and_plain_protocols_at_one_load():
+    # HTTP/2 carries "tls1.3" and HTTP/1.1 nothing: one load point all the same, so the
+    # order is by p50 across both (it was every plain row, then every TLS row).
+    rows = [{**row("rest-h1", 1, 1), "latency_p50_ms": 2.0},
+            {**row("rest-h2", 1, 1), "latency_p50_ms": 1.5, "tls_version": "1.3"},
+            {**row("grpc", 1, 1), "latency_p50_ms": 1.0}]
+    order = [line.split()[0] for line in render(rows).splitlines()
+             if line.strip().startswith(("rest-", "grpc"))]
+    assert order == ["grpc", "rest-h2", "rest-h1"]
+    tails = {f"latency_{q}_ms": 2.0 for q in ("p90", "p95", "p999", "max")}
+    lines = latency_table([{**r, **tails, "late_starts": 0} for r in rows]).splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in lines if line.startswith("|")] == [
+        "grpc", "rest-h2", "rest-h1"]

@@ -104,3 +104,34 @@ def test_no_unsaturated_row_reads_as_such():
     lines = verdict_lines([row("rest-h3", 0.5, (0.4, 0.6), bound="server at 99%"),
                            row("grpc", 1.0, (0.9, 1.1), bound="server at 97%")])
     assert "not ranked (no row unsaturated; excluded: rest-h3, grpc)" in lines[0]
+
+
+def test_a_median_at_the_recording_floor_keeps_its_rounding_in_the_interval():
+    # Sub-microsecond gaps (tokens parsed from one read) are recorded as 1 us: the true
+    # median is anything under 1.5 us, so the interval must reach 0 and 1.5 us.
+    h = Histogram()
+    for ns in [300, 800, 1_200] * 200:
+        h.record_ns(ns)
+    lo, hi = h.quantile_interval_ms(0.5)
+    assert lo == 0.0 and hi == 0.0015
+
+
+def test_a_winner_at_the_recording_floor_gets_a_lower_bound_not_a_ratio():
+    fast = {**row("ws-stream", 0.0, (0, 0)), "workload": "stream", "itl_p50_ms": 0.001,
+            "itl_p50_ci_ms": [0.0, 0.0015], "ttft_p50_ms": None}
+    slow = {**row("sse-h1", 0.0, (0, 0)), "workload": "stream", "itl_p50_ms": 0.012,
+            "itl_p50_ci_ms": [0.0115, 0.0135], "ttft_p50_ms": None}
+    itl = next(line for line in verdict_lines([fast, slow]) if line.startswith("ITL"))
+    # 0.0115 / 0.0015: at least 7.7x; no upper bound, so no "12.00x"
+    assert "ws-stream 0.001 ms, at least 7.7x below sse-h1: real" in itl
+    assert "12.00x" not in itl
+
+
+def test_a_winner_near_saturation_carries_a_caveat_naming_the_busy_process():
+    busy = row("grpc", 1.0, (0.9, 1.1), client_core_util=0.3,
+               server_core_util={"python[7]": {"busiest_thread": 0.8}})
+    latency = verdict_lines([busy, row("rest-h1", 2.0, (1.8, 2.2))])[0]
+    assert "grpc near saturation: python[7] (server) 80% of a core" in latency
+    calm = verdict_lines([row("grpc", 1.0, (0.9, 1.1), client_core_util=0.6),
+                          row("rest-h1", 2.0, (1.8, 2.2))])[0]
+    assert "near saturation" not in calm
