@@ -35,3 +35,9 @@ class Interrupted(WirebenchError):
     """The run was interrupted; what was measured so far is kept."""
     exit_code = EXIT_INTERRUPTED
     label = "interrupted"
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line: its message's first line, or its type when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

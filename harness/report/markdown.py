@@ -388,6 +388,8 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
               f"{(env.get('git_commit') or '?')[:10]}{' (dirty)' if env.get('git_dirty') else ''}.",
               "", "Client and server share this machine: compare ratios within this run, not "
               "absolute times across machines.", ""]
+    if summary.get("failure"):
+        parts += [f"The run failed: {summary['failure']}", ""]
     lab = lab_line(summary)
     if lab:
         parts += [lab, ""]

@@ -257,8 +257,15 @@ def bytes_answer(rows: list[Row], kind: str) -> str | None:
         ok = sorted((b[0], _name(r, rows)) for r, b in cand if b is not None and b[1] == source)
         if len(ok) >= 2:
             (least, first), (second_b, second) = ok[0], ok[1]
-            return (f"Bytes per {kind} request ({source}, up + down): {first} {least:,.0f} B, "
-                    f"{second_b / least:.2f}x fewer than {second}{tail}")
+            unmeasured = [r["cell"] for r, b in cand if b is not None and b[1] != source]
+            if unmeasured:      # a payload figure is not ranked against wire figures
+                tail += f" (wire not measured, so not ranked: {', '.join(unmeasured)})"
+            head = f"Bytes per {kind} request ({source}, up + down): "
+            if second_b / least < 1.01:
+                return (head + f"{first} {least:,.0f} B and {second} {second_b:,.0f} B, "
+                        f"within 1%: no difference{tail}")
+            return head + (f"{first} {least:,.0f} B, {second_b / least:.2f}x fewer than "
+                           f"{second}{tail}")
     return None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from harness.run.watchdog import PointFailed, phase_deadline_s
 from harness.scenario.cluster import INSTALL, Cluster
 
 START_AHEAD_S = 0.5         # the shared start instant: this far after "go" is decided
+PLACE_TIMEOUT_S = 120.0     # for every actor to be placed and answer (a node may pull the env)
 OFFSET_SAMPLES = 5
 
 
@@ -113,14 +115,33 @@ class RayWorkers:
         except ImportError:
             from base.errors import BadInput
             raise BadInput(f"cluster: Ray is not installed: {INSTALL}") from None
-        address = None if self.cluster.address == "local" else self.cluster.address
+        local = self.cluster.address == "local"
+        address = None if local else self.cluster.address
         _reachable(address)
+        # A cluster started here gets a CPU per worker even on fewer cores (as local
+        # worker processes would share them), else its workers could never be placed.
+        cpus = max(self.cluster.workers, os.cpu_count() or 1) if local else None
+        # Ray's init installs its own SIGTERM handling, which would end the run without
+        # its cleanup (servers left running, no summary): the runner's is put back.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     ignore_reinit_error=True, configure_logging=False)
+            ray.init(address=address, num_cpus=cpus, include_dashboard=False,
+                     log_to_driver=False, ignore_reinit_error=True, configure_logging=False)
         except Exception as exc:    # noqa: BLE001 - Ray's own errors vary: say it in a line
+            hint = ("; start one on this host with `ray start --head`, give its address "
+                    "(--cluster HOST:6379), or run the workers in-process with --cluster "
+                    "local") if self.cluster.address == "auto" else ""
             raise RunFailed(f"cluster {self.cluster.address}: Ray could not connect "
-                            f"({str(exc).splitlines()[0][:200]})") from None
+                            f"({str(exc).splitlines()[0][:200]}){hint}") from None
+        finally:
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+        have = ray.cluster_resources().get("CPU", 0)
+        if have < self.cluster.workers:
+            raise RunFailed(f"cluster {self.cluster.address}: {self.cluster.workers} workers "
+                            f"need a CPU each and the cluster has {have:g}: lower "
+                            f"cluster.workers or add nodes")
         self._spawn()
 
     def _spawn(self) -> None:
@@ -131,7 +152,12 @@ class RayWorkers:
         self.retired += self.info
         actor = ray.remote(num_cpus=1)(LoadActor).options(scheduling_strategy="SPREAD")
         self.actors = [actor.remote() for _ in range(self.cluster.workers)]
-        ids = ray.get([a.identity.remote() for a in self.actors])
+        try:
+            ids = ray.get([a.identity.remote() for a in self.actors], timeout=PLACE_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise RunFailed(f"cluster {self.cluster.address}: {self.cluster.workers} workers "
+                            f"were not all placed within {PLACE_TIMEOUT_S:.0f} s (CPUs taken "
+                            f"by other jobs, or nodes lost)") from None
         where = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes()}
         self.info = [WorkerInfo(i["host"], f"{i['node'][:8]} ({where.get(i['node'], '?')})",
                                 i["pid"], *self._offset(a))

@@ -47,7 +47,7 @@ from harness.measure.hol_drops import StreamTrace
 from harness.scenario.linkspec import LinkSpec
 from harness.measure.packetlog import read_csv as read_packet_log
 from harness.scenario import Connection, PlanPoint, Scenario, expand_plan
-from base.errors import Interrupted
+from base.errors import Interrupted, first_line
 
 LOG_SOURCE = "emulated link's packet log (IP bytes incl. headers, sent, lost ones included)"
 
@@ -58,8 +58,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 def result_dir(root: Path, name: str) -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = root / f"{stamp}-{name}"
-    n = 1
+    path, n = root / f"{stamp}-{name}", 1
     while path.exists():
         n += 1
         path = root / f"{stamp}-{name}-{n}"
@@ -561,8 +560,9 @@ class Runner:
         except (KeyboardInterrupt, Interrupted):
             self.status = "aborted"
             raise Interrupted("interrupted") from None
-        except BaseException:
+        except BaseException as exc:
             self.status = "failed"
+            self.writer.meta["failure"] = first_line(exc)   # kept past the terminal's line
             raise
         finally:
             # A second Ctrl-C / SIGTERM must not cut the bounded cleanup short (servers

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_bench_cli import result_dir, run_bench, write
+from tests.integration.test_bench_cli import (BENCH, ROOT, assert_no_leftovers, bench_env,
+                                              result_dir, run_bench, write)
 
 SCENARIO = """
 name: scale-out-test
@@ -90,3 +95,53 @@ def test_a_cluster_without_ray_is_refused_in_words(tmp_path, monkeypatch):
     with pytest.raises(ScenarioError, match=r"pip install -e '.\[cluster\]'"):
         parse_scenario({"name": "s", "workload": {"type": "embed"}, "load": {},
                         "cluster": {"engine": "ray"}})
+
+
+def test_more_workers_than_cluster_cpus_fail_at_once_naming_both(cluster, tmp_path):
+    # The fixture's cluster has 3 CPUs. A fourth actor could never be placed, and
+    # ray.get on it used to wait for ever.
+    out = tmp_path / "out"
+    path = write(tmp_path / "four.yaml", SCENARIO % "cluster: {engine: ray, workers: 4}")
+    os.environ.update(ENV)
+    started = time.monotonic()
+    done = run_bench([path, "--out", out, "--loopback", "--cluster", cluster],
+                     tmp_path / "tls", timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert "4 workers need a CPU each and the cluster has 3" in done.stderr
+    summary = json.loads((result_dir(out) / "summary.json").read_text())
+    assert summary["status"] == "failed" and "cluster has 3" in summary["failure"]
+
+
+def test_sigterm_on_a_ray_run_still_cleans_up_and_keeps_its_rows(cluster, tmp_path):
+    # Ray's init installs its own SIGTERM handling (a process exit with no cleanup): the
+    # runner's must be back in place, so servers stop and the summary says "aborted".
+    long = SCENARIO.replace("requests: 600", "duration_s: 3").replace(
+        "concurrency: 6", "concurrency: 3") % "cluster: {engine: ray, workers: 3}"
+    path, out, tag = write(tmp_path / "long.yaml", long), tmp_path / "out", uuid.uuid4().hex
+    env = {**bench_env(tmp_path / "tls", tag), **ENV}
+    with open(tmp_path / "bench.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, BENCH, str(path), "--out", str(out),
+                                 "--loopback", "--cluster", cluster], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                if out.exists() and any(out.glob("*/summary.json")) and json.loads(
+                        next(out.glob("*/summary.json")).read_text() or "{}").get("rows"):
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, "the run ended before a row was written"
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.seek(0)
+            output = log.read()
+            assert_no_leftovers(tag)
+    assert code == 130, output[-3000:]
+    summary = json.loads((result_dir(out) / "summary.json").read_text())
+    assert summary["status"] == "aborted", output[-3000:]
+    assert summary["rows"] and all(r["n"] > 0 for r in summary["rows"])

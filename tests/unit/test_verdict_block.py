@@ -135,3 +135,15 @@ def test_a_winner_near_saturation_carries_a_caveat_naming_the_busy_process():
     calm = verdict_lines([row("grpc", 1.0, (0.9, 1.1), client_core_util=0.6),
                           row("rest-h1", 2.0, (1.8, 2.2))])[0]
     assert "near saturation" not in calm
+
+
+def test_bytes_within_one_percent_are_no_difference_and_a_payload_row_is_named():
+    # scale-out.yaml: rest-h1 28,082 B against rest-h2 28,1xx B read "1.00x fewer", and
+    # grpc (payload only, its wire unmeasured) vanished from the line.
+    rows = [row("rest-h1", 1.0, (0.9, 1.1), wire_up_bytes=1_655, wire_down_bytes=26_427),
+            row("rest-h2", 1.2, (1.1, 1.3), wire_up_bytes=1_700, wire_down_bytes=26_429),
+            row("grpc", 1.3, (1.2, 1.4), payload_down_bytes=8_267)]
+    line = next(line for line in verdict_lines(rows) if line.startswith("Bytes"))
+    assert "rest-h1 28,082 B and rest-h2 28,129 B, within 1%: no difference" in line
+    assert "1.00x" not in line
+    assert "wire not measured, so not ranked: grpc" in line
