@@ -111,6 +111,8 @@ def test_more_workers_than_cluster_cpus_fail_at_once_naming_both(cluster, tmp_pa
     assert "4 workers need a CPU each and the cluster has 3" in done.stderr
     summary = json.loads((result_dir(out) / "summary.json").read_text())
     assert summary["status"] == "failed" and "cluster has 3" in summary["failure"]
+    report = (result_dir(out) / "report.md").read_text()
+    assert "The run failed: cluster " in report and "cluster has 3" in report
 
 
 def test_sigterm_on_a_ray_run_still_cleans_up_and_keeps_its_rows(cluster, tmp_path):
