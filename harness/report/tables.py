@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -47,7 +47,7 @@ def load_label(r: dict[str, Any]) -> str:
     return load
 
 
-def swept_label(rows: list[dict[str, Any]]):
+def swept_label(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
     """load_label as these rows' table groups them: a TLS version or DNS step that every
     row shares is not a load point of its own (protocols without TLS aside), so it is
     left out, to be said once where the table is titled."""
