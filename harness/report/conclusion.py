@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from harness.measure.attribution import bound_reason as _bound
 from harness.measure.attribution import carries_hop, larger_spread, ratio_range
+from harness.measure.saturation import NEAR_BUSY, near_busy
 from harness.scenario.groups import ONE_GROUP, group_names
 
 Row = dict[str, Any]
@@ -150,6 +151,14 @@ def _hop_text(hop: Hop, conc: int) -> str:
             f"{hop.direct})")
 
 
+def _near_note(ok: list[Row]) -> str:
+    """The rows of an order that ran near saturation (not flagged): their figure may
+    already be their library's."""
+    near = [f"{r['cell']} ({near_busy(r)})" for r in ok if near_busy(r)]
+    return (f" Near saturation (not flagged, but a core >= {NEAR_BUSY:.0%} busy), so "
+            "possibly its library's figure: " + "; ".join(near) + "." if near else "")
+
+
 def _hop_note(ok: list[Row], rows: list[Row]) -> str:
     """When a ranking mixes rows behind the Caddy front with rows without it: the hop's
     size, and whether the leading front row, less the hop, still stands where it does
@@ -212,7 +221,9 @@ def latency_ranking(rows: list[Row], groups: Any = None) -> list[str]:
                        "resolve")
             out.append(f"- Lowest {kind} latency at {load}{where}: **{_show(first)}**, then "
                        f"{_show(second)} ({factor:.2f}x); {how}. Order: "
-                       + " < ".join(f"{r['cell']} {r[field]:.2f}" for r in ok) + " ms."
+                       + " < ".join(f"{r['cell']} {r[field]:.2f}"
+                                    + (" (near saturation)" if near_busy(r) else "")
+                                    for r in ok) + " ms." + _near_note(ok)
                        + _hop_note(ok, rows))
         elif ok:
             out.append(f"- Lowest {kind} latency at {load}{where}: only {_show(ok[0])} ran "

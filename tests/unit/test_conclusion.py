@@ -293,3 +293,18 @@ def test_the_hop_is_measured_on_http11_only():
              row("rest-h1+curl", "rest-h1", "hop", 1.2)]
     assert [line.split(":")[0] for line in hop_cost(rows)] == ["- The Caddy hop at c=1"]
     assert round(measured_hop(rows, 1, "embed").ms, 3) == 0.6
+
+
+def test_a_row_near_saturation_is_marked_in_the_order_with_its_busy_process():
+    # protocol_vs_library.yaml's rest-h3 (aioquic at 83% of a core) stood in the order
+    # like any other row.
+    busy = {**row("rest-h3@caddy+curl", "rest-h3", "fastest", 9.0),
+            "server_core_util": {"python[9]": {"busiest_thread": 0.83}}}
+    text = "\n".join(latency_ranking([busy, row("rest-h1@caddy+curl", "rest-h1", "fastest",
+                                                1.2)], GROUPS))
+    assert "rest-h3@caddy+curl 9.00 (near saturation) ms." in text
+    assert "possibly its library's figure: rest-h3@caddy+curl (python[9] (server) 83%" in text
+    calm = "\n".join(latency_ranking([row("rest-h3@caddy+curl", "rest-h3", "fastest", 9.0),
+                                      row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2)],
+                                     GROUPS))
+    assert "near saturation" not in calm
