@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
 from harness.measure.saturation import FLAGS
+from harness.report.console import print_table
 from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
 from harness.report.tables import point_load
 from harness.run.status import effective_status
@@ -58,20 +60,31 @@ def _key(row: dict[str, Any]) -> tuple:
             row.get("connections_policy"))
 
 
+def _workloads(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    given = run["scenario"]["workload"]
+    return {w.get("type", "embed"): w for w in (given if isinstance(given, list) else [given])}
+
+
 def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(reasons the comparison is unsafe, warnings)."""
     unsafe, warn = [], []
-    wa, wb = a["scenario"]["workload"], b["scenario"]["workload"]
-    # What the requests are decides what is measured; how the backend answers them
-    # (its simulated compute and token timing) is what a comparison is for.
-    shape = sorted(k for k in set(wa) | set(wb)
-                   if k not in BACKEND_KNOBS and wa.get(k) != wb.get(k))
-    if shape:
-        unsafe.append("the requests differ: " + ", ".join(
-            f"workload.{k} {wa.get(k)!r} vs {wb.get(k)!r}" for k in shape))
-    for k in sorted(BACKEND_KNOBS):
-        if wa.get(k) != wb.get(k):
-            warn.append(f"backend changed: workload.{k} {wa.get(k)!r} vs {wb.get(k)!r}")
+    # A scenario gives one workload or several (an embed and a stream one): by type.
+    by_a, by_b = _workloads(a), _workloads(b)
+    if set(by_a) != set(by_b):
+        unsafe.append(f"the workloads differ: {'+'.join(by_a)} vs {'+'.join(by_b)}")
+    for kind in (k for k in by_a if k in by_b):
+        wa, wb = by_a[kind], by_b[kind]
+        name = "workload" if len(by_a) == 1 else f"workload[{kind}]"
+        # What the requests are decides what is measured; how the backend answers them
+        # (its simulated compute and token timing) is what a comparison is for.
+        shape = sorted(k for k in set(wa) | set(wb)
+                       if k not in BACKEND_KNOBS and wa.get(k) != wb.get(k))
+        if shape:
+            unsafe.append("the requests differ: " + ", ".join(
+                f"{name}.{k} {wa.get(k)!r} vs {wb.get(k)!r}" for k in shape))
+        for k in sorted(BACKEND_KNOBS):
+            if wa.get(k) != wb.get(k):
+                warn.append(f"backend changed: {name}.{k} {wa.get(k)!r} vs {wb.get(k)!r}")
     ea, eb = a["environment"], b["environment"]
     for field in ("cpu", "cores", "kernel", "python", "tcp_congestion_control"):
         if ea.get(field) != eb.get(field):
@@ -122,30 +135,38 @@ def _interval(c: Change) -> str:
 
 def _verdict(c: Change) -> str:
     if c.verdict == UNKNOWN:
-        return f"{UNKNOWN} ({min(c.repeats)} repeat)"
+        return f"{UNKNOWN} ({max(1, min(c.repeats))} repeat)"
     return c.verdict if c.verdict == WITHIN else f"{c.verdict} {abs(c.percent):.0f}%"
+
+
+def _figure(metric: str, v: float) -> str:
+    """A rate in whole requests per second; a time to the microsecond."""
+    return f"{v:,.0f}" if metric.endswith("/s") else f"{v:,.3f}"
 
 
 def markdown(rows: list[tuple[str, str, Change]], title: str) -> str:
     lines = [f"## {title}", "", "| cell | load | metric | A | B | B/A | interval | verdict |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for cell, load, c in rows:
-        lines.append(f"| {cell} | {load} | {c.metric} | {c.a:,.3f} | {c.b:,.3f} | "
+        lines.append(f"| {cell} | {load} | {c.metric} | {_figure(c.metric, c.a)} | "
+                     f"{_figure(c.metric, c.b)} | "
                      f"{c.ratio:.2f}x | {_interval(c)} | {_verdict(c)} |")
     return "\n".join(lines) + "\n"
 
 
 def _table(rows: list[tuple[str, str, Change]], title: str) -> Table:
-    table = Table(title=title, header_style="bold")
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("cell", "load", "metric", "A", "B", "B/A", "interval", "verdict"):
+        # Figures and verdicts stay on one line; a load with its saturation flags wraps.
         table.add_column(name, justify="left" if name in ("cell", "load", "metric", "verdict")
-                         else "right")
+                         else "right", no_wrap=name != "load", min_width=8 if name == "load"
+                         else None)
     style = {"worse": "red", "better": "green"}
     for cell, load, c in rows:
         mark = style.get(c.verdict)
         verdict = f"[{mark}]{_verdict(c)}[/{mark}]" if mark else _verdict(c)
-        table.add_row(escape(cell), escape(load), c.metric, f"{c.a:,.3f}", f"{c.b:,.3f}",
-                      f"{c.ratio:.2f}x", _interval(c), verdict)
+        table.add_row(escape(cell), escape(load), c.metric, _figure(c.metric, c.a),
+                      _figure(c.metric, c.b), f"{c.ratio:.2f}x", _interval(c), verdict)
     return table
 
 
@@ -186,7 +207,7 @@ def main(argv: list[str]) -> int:
     else:
         for text in notes:
             console.print(f"note: {text}", style="yellow", markup=False)
-        console.print(_table(rows, title))
+        print_table(console, _table(rows, title))     # wider rather than crop a verdict
         called = [c for _, _, c in rows if c.verdict not in (WITHIN, UNKNOWN)]
         console.print(f"{len(called)} of {len(rows)} figures changed beyond the noise "
                       f"(their repeats do not overlap); the rest are within noise or have "
@@ -194,8 +215,8 @@ def main(argv: list[str]) -> int:
         if flagged:
             console.print(SATURATION_NOTE, markup=False)
         if only_a or only_b:
-            console.print(f"only in A: {only_a or '-'}; only in B: {only_b or '-'}",
-                          markup=False)
+            console.print(f"only in A: {', '.join(only_a) or '-'}; only in B: "
+                          f"{', '.join(only_b) or '-'}", markup=False)
     if args.fail_on_regression is not None and bad:
         for cell, load, c in rows:
             if c in bad:

@@ -115,3 +115,32 @@ def test_a_row_saturated_in_either_run_is_flagged(tmp_path, capsys):
     assert "| c=1 SRV B |" in out and "measures a library" in out
     assert main([a, a, "--format", "markdown"]) == 0
     assert "SRV" not in capsys.readouterr().out
+
+
+def test_runs_with_an_embed_and_a_stream_workload_compare_per_type(tmp_path, capsys):
+    # protocol_vs_library.yaml gives two workloads; compare crashed on the list
+    # ("unhashable type: 'dict'").
+    from harness.cli import main as cli_main
+    both = [{"type": "embed", "dimensions": 1536}, {"type": "stream", "max_tokens": 64}]
+    a = write(tmp_path, "a", [ROW], workload=both)
+    b = write(tmp_path, "b", [ROW], workload=both)
+    assert main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "rest-h1" in out and "noise unknown (1 repeat)" in out   # never cropped
+    c = write(tmp_path, "c", [ROW], workload=[both[0], {**both[1], "max_tokens": 8}])
+    assert cli_main(["compare", a, c]) == 2
+    assert "workload[stream].max_tokens 64 vs 8" in capsys.readouterr().err
+    d = write(tmp_path, "d", [ROW], workload=[both[0]])
+    assert cli_main(["compare", a, d]) == 2
+    assert "the workloads differ: embed+stream vs embed" in capsys.readouterr().err
+
+
+def test_a_rate_reads_in_whole_requests_and_cells_only_in_one_run_are_listed(tmp_path,
+                                                                          capsys):
+    a = write(tmp_path, "a", [ROW])
+    b = write(tmp_path, "b", [{**ROW, "throughput_rps": 1337.48},
+                              {**ROW, "protocol": "grpc", "cell": "grpc"}])
+    assert main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "1,337" in out and "1,337.480" not in out
+    assert "only in A: -; only in B: grpc" in out
