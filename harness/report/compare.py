@@ -27,7 +27,7 @@ from base.errors import EXIT_OK, EXIT_THRESHOLDS, BadInput
 from harness.measure.saturation import FLAGS
 from harness.report.console import print_table
 from harness.report.noise import UNKNOWN, WITHIN, Change, regressions, row_changes
-from harness.report.tables import point_load
+from harness.report.tables import fmt, point_load, rate_figure
 from harness.run.status import effective_status
 
 SATURATION_NOTE = ("SRV / CLI A, B: the server's / client's core was saturated in that run "
@@ -141,7 +141,7 @@ def _verdict(c: Change) -> str:
 
 def _figure(metric: str, v: float) -> str:
     """A rate in whole requests per second; a time to the microsecond."""
-    return f"{v:,.0f}" if metric.endswith("/s") else f"{v:,.3f}"
+    return rate_figure(v) if metric.endswith("/s") else fmt(v)
 
 
 def markdown(rows: list[tuple[str, str, Change]], title: str) -> str:

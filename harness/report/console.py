@@ -17,7 +17,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.tables import fastest_first, fmt, load_label, rate_text, swept_label
+from harness.report.tables import (fastest_first, fmt, load_label, rate_figure, rate_text,
+                                   swept_label)
 from harness.measure.results import PointResult
 from harness.measure.saturation import FLAGS
 from harness.run.runner import ProgressSink
@@ -77,7 +78,7 @@ class RichProgress(ProgressSink):
 
     def finish(self, task: Any, result: PointResult) -> None:
         row = result.row("")
-        note = (f"p50 {fmt(row['latency_p50_ms'])} ms  {fmt(row['throughput_rps'], 0)} rps"
+        note = (f"p50 {fmt(row['latency_p50_ms'])} ms  {rate_figure(row['throughput_rps'])} rps"
                 + (f"  [red]{row['errors']} errors[/red]" if row["errors"] else ""))
         t = self._task(task)
         done = int(t.total or row["n"])
@@ -234,7 +235,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
             third = (fmt(100 * r["goodput_fraction"], 1) if slo and r.get("goodput_fraction")
                      is not None else "-" if slo else fmt(r["overhead_p50_ms"], 2))
             cells = [r["cell"], load, fmt(r["n"]), fmt(r["latency_p50_ms"], 2), p99, third,
-                     fmt(r["throughput_rps"], 0)]
+                     rate_figure(r["throughput_rps"])]
         cpu = f"{fmt(r['client_cpu_ms_per_req'], 2)}/{fmt(r['server_cpu_ms_per_req'], 2)}"
         note = _note(r)
         flagged = flagged or bool(note)
@@ -277,7 +278,7 @@ def wide_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
     for r in rows:
         cells = [r["cell"], load_label(r), fmt(r["n"]), fmt(r["errors"]),
                  fmt(r["latency_p50_ms"], 3), fmt(r["latency_p99_ms"], 3),
-                 fmt(r["throughput_rps"], 0)]
+                 rate_figure(r["throughput_rps"])]
         if streaming:
             cells += [fmt(r["ttft_p50_ms"], 2), fmt(r["itl_p99_ms"], 2),
                       fmt(r["tpot_p50_ms"], 2), fmt(r["owd_p50_ms"], 3)]

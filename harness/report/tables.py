@@ -5,19 +5,32 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+SIGNIFICANT = 4     # the histograms hold 3 significant digits: one more is plenty
+
+
 def fmt(v: Any, digits: int = 3) -> str:
-    """A table cell: '-' for no value, thousands separators, fixed decimals."""
+    """A table cell: '-' for no value, thousands separators, at most `digits` decimals
+    and no more than SIGNIFICANT digits in all (2,041.855 ms reads 2,042: its
+    histogram bucket there is about a millisecond wide)."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:,.{digits}f}"
+        whole = len(str(int(abs(v)))) if abs(v) >= 1 else 0
+        return f"{v:,.{max(0, min(digits, SIGNIFICANT - whole))}f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def rate_figure(rate: float | None) -> str:
+    """A rate in req/s: whole from 100 up (1337.48 reads "1,337"), three significant
+    digits below (a pipeline's 0.4 req/s is not "0")."""
+    if rate is None:
+        return "-"
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def rate_text(rate: float) -> str:
-    """An offered rate as a load label: whole req/s from 100 up (a bisected rate such as
-    1337.48 reads "1,337/s"), three digits below."""
-    return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.3g}/s"
+    """An offered rate as a load label: "1,337/s"."""
+    return rate_figure(rate) + "/s"
 
 
 def point_load(r: dict[str, Any]) -> str:

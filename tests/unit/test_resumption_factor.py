@@ -117,7 +117,7 @@ def test_report_keeps_resumed_rows_apart():
             _report_row("rest-h3", "auto", 55.0)]
     table = cold_warm_table(rows)
     # The plain cold row is the "first request"; the 0-RTT one has its own column.
-    assert "| rest-h3 | rtt50 tls1.3 | 112 | 63 (0rtt) | 55 |" in table.replace(".000", "")
+    assert "| rest-h3 | rtt50 tls1.3 | 112.0 | 63.00 (0rtt) | 55.00 |" in table
     text = "\n".join(round_trip_lines(rows))
     assert "0-RTT request | 18 of 20 | 1 | 1.00" in text
     assert "**resumption missed**" in text and "2 of 20 new connections did a full" in text
