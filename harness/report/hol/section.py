@@ -214,9 +214,11 @@ def collateral_sentences(sweep: list[HolPoint]) -> list[str]:
         parts = []
         for p in group:
             a = p.analysis
-            share = "" if a.collateral_share is None else f", {a.collateral_share:.0%} of its stall time"
+            share = ("" if a.collateral_share is None
+                     else f", {a.collateral_share:.0%} of its stall time")
             extra = f"; {a.unknown_stalls} more unclassified" if a.unknown_stalls else ""
-            parts.append(f"{p.series} {a.collateral_stalls} times "
+            n = a.collateral_stalls
+            parts.append(f"{p.series} {'once' if n == 1 else f'{n} times'} "
                          f"({ms(a.collateral_ms_per_stream)} per stream{share}{extra})")
         out.append(f"- At {pct(loss)} {_dir(group[0].loss_direction)} loss and {rtt:g} ms RTT, "
                    f"streams stalled while they had lost none of their own packets: "
