@@ -42,7 +42,8 @@ RULES = (f"server-bound / client-bound: a process whose busiest thread used >= "
          f"lab) when the link emulator released at least {EMULATOR_LATE_MIN} and over "
          f"{EMULATOR_LATE_SHARE:.0%} of the packets over 0.5 ms late; "
          f"machine-bound: the client workers and the server processes together used >= "
-         f"{BUSY_MACHINE:.0%} of the machine's cores")
+         f"{BUSY_MACHINE:.0%} of the machine's cores; near saturation (a caveat, not a "
+         f"flag): a busiest thread or client worker at >= {NEAR_BUSY:.0%} of a core")
 
 # Each saturation flag: (terminal table's short form, report's word, row key). A row
 # carrying any of them measures a library or this machine, not a protocol.
