@@ -341,6 +341,42 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def interrupt_after_a_row(args: list, env: dict, tag: str, out: Path, log_path: Path,
+                          sig: int, wait_s: float = 30, preexec_fn=None
+                          ) -> tuple[int, str, list[dict]]:
+    """Run bench.py with `args`, send `sig` once its summary holds a finished row (the
+    servers it started still running); (exit code, output, the rows seen before). No
+    process of the run may be left after it."""
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen([sys.executable, BENCH, *map(str, args)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+        try:
+            seen: list[dict] = []
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    seen = summary(out)["rows"]
+                except (FileNotFoundError, AssertionError, ValueError, StopIteration):
+                    seen = []          # not written yet, or mid-replace
+                if seen:
+                    break
+                time.sleep(0.1)
+            assert seen and proc.poll() is None, "no finished row while the run was going"
+            running = [a for _, a in tagged_processes(tag)]
+            # The tag reaches the run's children: what the leftover check relies on.
+            assert any("-m servers" in a for a in running), running
+            proc.send_signal(sig)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.seek(0)
+            output = log.read()
+            assert_no_leftovers(tag)
+    return code, output, seen
+
+
 @pytest.mark.parametrize("sig, inherit_ignored", [
     (signal.SIGINT, False),
     (signal.SIGTERM, False),
@@ -353,35 +389,9 @@ def test_interrupt_keeps_finished_rows_and_leaves_no_process(sig, inherit_ignore
     path = write(tmp_path / "long.yaml", LONG_YAML)
     out = tmp_path / "out"
     tag = uuid.uuid4().hex
-    log = open(tmp_path / "bench.log", "w+")
-    proc = subprocess.Popen([sys.executable, BENCH, str(path), "--out", str(out)], cwd=ROOT,
-                            env=bench_env(tls_dir, tag), stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_ignore_sigint if inherit_ignored else None)
-    try:
-        seen: list[dict] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                seen = summary(out)["rows"]
-            except (FileNotFoundError, AssertionError, ValueError, StopIteration):
-                seen = []          # not written yet, or mid-replace
-            if seen:
-                break
-            time.sleep(0.1)
-        assert seen and proc.poll() is None, "no finished row while the run was going"
-        running = [args for _, args in tagged_processes(tag)]
-        # The tag reaches the run's children: what the leftover check relies on.
-        assert any("-m servers" in args for args in running), running
-        proc.send_signal(sig)
-        code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        assert_no_leftovers(tag)
+    code, output, seen = interrupt_after_a_row(
+        [path, "--out", out], bench_env(tls_dir, tag), tag, out, tmp_path / "bench.log", sig,
+        preexec_fn=_ignore_sigint if inherit_ignored else None)
     assert code == 130, output
     s = summary(out)
     assert s["status"] == "aborted", output

@@ -9,15 +9,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_bench_cli import (BENCH, ROOT, assert_no_leftovers, bench_env,
-                                              result_dir, run_bench, write)
+from tests.integration.test_bench_cli import (bench_env, interrupt_after_a_row, result_dir,
+                                              run_bench, write)
 
 SCENARIO = """
 name: scale-out-test
@@ -121,28 +120,10 @@ def test_sigterm_on_a_ray_run_still_cleans_up_and_keeps_its_rows(cluster, tmp_pa
     long = SCENARIO.replace("requests: 600", "duration_s: 3").replace(
         "concurrency: 6", "concurrency: 3") % "cluster: {engine: ray, workers: 3}"
     path, out, tag = write(tmp_path / "long.yaml", long), tmp_path / "out", uuid.uuid4().hex
-    env = {**bench_env(tmp_path / "tls", tag), **ENV}
-    with open(tmp_path / "bench.log", "w+") as log:
-        proc = subprocess.Popen([sys.executable, BENCH, str(path), "--out", str(out),
-                                 "--loopback", "--cluster", cluster], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and proc.poll() is None:
-                if out.exists() and any(out.glob("*/summary.json")) and json.loads(
-                        next(out.glob("*/summary.json")).read_text() or "{}").get("rows"):
-                    break
-                time.sleep(0.2)
-            assert proc.poll() is None, "the run ended before a row was written"
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.seek(0)
-            output = log.read()
-            assert_no_leftovers(tag)
+    code, output, _ = interrupt_after_a_row(
+        [path, "--out", out, "--loopback", "--cluster", cluster],
+        {**bench_env(tmp_path / "tls", tag), **ENV}, tag, out, tmp_path / "bench.log",
+        signal.SIGTERM, wait_s=90)
     assert code == 130, output[-3000:]
     summary = json.loads((result_dir(out) / "summary.json").read_text())
     assert summary["status"] == "aborted", output[-3000:]
