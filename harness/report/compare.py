@@ -140,7 +140,7 @@ def _verdict(c: Change) -> str:
 
 
 def _figure(metric: str, v: float) -> str:
-    """A rate in whole requests per second; a time to the microsecond."""
+    """A rate as a rate (whole req/s from 100 up); a time to 4 significant digits."""
     return rate_figure(v) if metric.endswith("/s") else fmt(v)
 
 
