@@ -360,7 +360,11 @@ def cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
     """The Ray cluster's load workers: where each ran, its clock, what it did."""
     if not cluster:
         return []
-    return [f"Load workers: {len(cluster['workers'])} Ray actors on {cluster['address']} "
+    where = {"local": "a one-host Ray cluster started for this run",
+             "auto": "the Ray cluster found from this host"}.get(
+        cluster["address"], f"the Ray cluster at {cluster['address']}")
+    n = len(cluster["workers"])
+    return [f"Load workers: {n} Ray actor{'' if n == 1 else 's'} on {where} "
             f"(their histograms merged as local workers' are); one-way delay: "
             f"{cluster['one_way_delay']}.", "",
             _table(["host", "Ray node", "pid", "clock offset ms (+/- error)", "requests",

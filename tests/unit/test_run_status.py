@@ -46,3 +46,14 @@ def test_killed_runs_are_rewritten_and_named(tmp_path):
     assert mark_killed_runs(tmp_path) == [tmp_path / "gone"]
     assert json.loads((tmp_path / "gone" / "summary.json").read_text())["status"] == "killed"
     assert json.loads((tmp_path / "mine" / "summary.json").read_text())["status"] == "running"
+
+
+def test_the_cluster_line_says_where_the_load_workers_ran():
+    from harness.report.markdown import cluster_lines
+    worker = {"host": "vm", "node": "c6d79650 (192.0.2.2)", "pid": 1, "offset_ms": 0.1,
+              "offset_error_ms": 0.5, "requests": 10, "cpu_s": 0.1, "points": 1}
+    line = lambda address: cluster_lines({"address": address, "workers": [worker],  # noqa: E731
+                                          "one_way_delay": "kept"})[0]
+    assert "1 Ray actor on a one-host Ray cluster started for this run" in line("local")
+    assert "on the Ray cluster found from this host" in line("auto")
+    assert "on the Ray cluster at 10.0.0.2:6379" in line("10.0.0.2:6379")
