@@ -80,16 +80,15 @@ def tcp_states(path: Path | str) -> States:
     return dict(out)
 
 
-def qlog_states(directory: Path | str, since_ns: int = 0) -> States:
-    """Every connection in a QLOGDIR (both stacks' files) that has events after since_ns."""
+def qlog_states(directory: Path | str, since_ns: int | None = None) -> States:
+    """Every connection in a QLOGDIR (both stacks' files), or only those with events at or
+    after since_ns (this host's monotonic clock; None keeps all: a quic-go trace written
+    before this host booted maps to negative times)."""
     out: States = {}
-    for path in sorted(Path(directory).glob("*.qlog.jsonl")):
-        port, state = _aioquic(path)
-        if port is not None and state.t_ns and state.t_ns[-1] >= since_ns:
-            out[port] = state
-    for path in sorted(Path(directory).glob("*.sqlog")):
-        port, state = _quic_go(path)
-        if port is not None and state.t_ns and state.t_ns[-1] >= since_ns:
+    found = [_aioquic(p) for p in sorted(Path(directory).glob("*.qlog.jsonl"))]
+    found += [_quic_go(p) for p in sorted(Path(directory).glob("*.sqlog"))]
+    for port, state in found:
+        if port is not None and state.t_ns and (since_ns is None or state.t_ns[-1] >= since_ns):
             out[port] = state
     return out
 
