@@ -37,6 +37,16 @@ wide_console = Console(width=WIDE_COLUMNS, color_system=table_console.color_syst
 TAIL_SAMPLES = 100
 
 
+def _this_repeat(row: dict[str, Any]) -> tuple[Any, Any]:
+    """The p50 and rate of the repeat that just ended: a "#2" line showing the figures
+    merged over repeats so far would read as that repeat's own."""
+    p50s = row.get("latency_p50_per_repeat_ms") or []
+    rates = row.get("throughput_per_repeat_rps") or []
+    if len(rates) > 1 and len(p50s) == len(rates):      # every repeat measured a latency
+        return p50s[-1], rates[-1]
+    return row["latency_p50_ms"], row["throughput_rps"]
+
+
 class RichProgress(ProgressSink):
     """A bar for the load point under way and one for the whole run (with the time left);
     a finished point leaves one line above them. Kept live, 165 points' bars would
@@ -78,7 +88,8 @@ class RichProgress(ProgressSink):
 
     def finish(self, task: Any, result: PointResult) -> None:
         row = result.row("")
-        note = (f"p50 {fmt(row['latency_p50_ms'])} ms  {rate_figure(row['throughput_rps'])} rps"
+        p50, rate = _this_repeat(row)
+        note = (f"p50 {fmt(p50)} ms  {rate_figure(rate)} rps"
                 + (f"  [red]{row['errors']} errors[/red]" if row["errors"] else ""))
         t = self._task(task)
         done = int(t.total or row["n"])
@@ -217,14 +228,15 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
     ordered = fastest_first(rows, "ttft_p50_ms" if streaming else "latency_p50_ms")
     label = swept_label(rows)
     loads = [label({**r, "link": None if link else r.get("link")}) for r in ordered]
-    # A long load label wraps (at 14 columns or more) rather than crop the figures.
-    widths = {"note": 7, "load": min(14, max(map(len, loads), default=4))}
+    # A long load label wraps (at 14 columns or more) rather than crop the figures; the
+    # flags never wrap: a flag on the line under a row reads as the next row's.
+    notes = [_note(r) for r in ordered]
+    widths = {"note": max(7, *map(len, notes)), "load": min(14, max(map(len, loads), default=4))}
     for c in cols:
         table.add_column(c, justify="left" if c in ("cell", "load", "note") else "right",
-                         no_wrap=c not in ("note", "load"), overflow="fold",
-                         min_width=widths.get(c))
+                         no_wrap=c != "load", overflow="fold", min_width=widths.get(c))
     thin = flagged = payload_only = False
-    for r, load in zip(ordered, loads):
+    for r, load, note in zip(ordered, loads, notes):
         p99 = fmt(r["latency_p99_ms"], 2)
         if not streaming and tail_is_thin(r) and r.get("latency_p99_ms") is not None:
             p99, thin = p99 + "~", True
@@ -237,7 +249,6 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
             cells = [r["cell"], load, fmt(r["n"]), fmt(r["latency_p50_ms"], 2), p99, third,
                      rate_figure(r["throughput_rps"])]
         cpu = f"{fmt(r['client_cpu_ms_per_req'], 2)}/{fmt(r['server_cpu_ms_per_req'], 2)}"
-        note = _note(r)
         flagged = flagged or bool(note)
         down = fmt(r.get("wire_down_bytes") or r["payload_down_bytes"], 0)
         if r.get("wire_down_bytes") is None and r.get("payload_down_bytes") is not None:

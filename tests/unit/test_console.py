@@ -178,3 +178,41 @@ def test_figures_carry_no_more_digits_than_the_histograms_hold():
     assert fmt(2_041.855) == "2,042" and fmt(23.647) == "23.65" and fmt(1.133) == "1.133"
     assert fmt(159_932.0, 0) == "159,932"            # whole digits are never cut
     assert rate_figure(1_337.48) == "1,337" and rate_figure(0.4) == "0.4"
+
+
+def test_three_flags_stay_on_their_row_and_the_table_widens_for_them():
+    # The default run's rest-h3 c=8 row: a flag wrapped onto the line below reads as the
+    # next row's.
+    from harness.report.console import final_tables, print_table
+    rows = [{**row("rest-h1@caddy+curl", 160_047, 160_000), "latency_p50_ms": 2.31},
+            {**row("rest-h3", 163_562, 160_000, bound="server at 97%"),
+             "client_bound": "client at 96%", "machine_bound": "both cores",
+             "latency_p50_ms": 65.6, "throughput_rps": 108.94,
+             "client_cpu_ms_per_req": 8.62, "server_cpu_ms_per_req": 8.47}]
+    console = Console(width=100, record=True)
+    for t in final_tables(rows, False):
+        print_table(console, t)
+    lines = console.export_text().splitlines()
+    h3 = next(i for i, x in enumerate(lines) if x.lstrip().startswith("rest-h3"))
+    assert lines[h3].rstrip().endswith("8.62/8.47   SRV CLI CPU")
+    assert not lines[h3 + 1].strip()                 # nothing spilled under it
+
+
+def test_a_repeat_line_shows_that_repeat_s_own_figures():
+    import io
+
+    from harness.report.console import RichProgress
+    from harness.scenario.model import PlanPoint
+
+    class TwoRepeats:
+        def row(self, workload):
+            return {"latency_p50_ms": 1.939, "throughput_rps": 512.0, "errors": 0, "n": 400,
+                    "latency_p50_per_repeat_ms": [1.876, 2.479],
+                    "throughput_per_repeat_rps": [556.6, 470.2]}
+    out = Console(file=io.StringIO(), width=120, record=True)
+    progress = RichProgress(out)
+    progress.plan(2, "results/x")
+    task = progress.start(PlanPoint(1, "rest-h2", "closed", 1, None), 200)
+    progress.finish(task, TwoRepeats())
+    text = out.export_text()
+    assert "rest-h2 c=1 #2" in text and "p50 2.479 ms  470 rps" in text
