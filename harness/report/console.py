@@ -231,7 +231,7 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
     # A long load label wraps (at 14 columns or more) rather than crop the figures; the
     # flags never wrap: a flag on the line under a row reads as the next row's.
     notes = [_note(r) for r in ordered]
-    widths = {"note": max(7, *map(len, notes)), "load": min(14, max(map(len, loads), default=4))}
+    widths = {"note": max([7, *map(len, notes)]), "load": min(14, max(map(len, loads), default=4))}
     for c in cols:
         table.add_column(c, justify="left" if c in ("cell", "load", "note") else "right",
                          no_wrap=c != "load", overflow="fold", min_width=widths.get(c))
