@@ -94,7 +94,8 @@ class RichProgress(ProgressSink):
         t = self._task(task)
         done = int(t.total or row["n"])
         self.bar.console.print(f"[bold]{t.description:<28}[/bold] {done}/{done} "
-                               f"{_clock(t.elapsed)}  {note}", highlight=False)
+                               f"{_clock(t.elapsed)}  {note}", highlight=False,
+                               soft_wrap=True)     # one line per point, also in a log file
         self._retire(task)
 
     def point_done(self) -> None:
