@@ -111,7 +111,9 @@ class RichProgress(ProgressSink):
         self.bar.console.print(f"warning: {message}", style="yellow", markup=False)
 
     def note(self, message: str) -> None:
-        self.bar.console.print(message, markup=False, highlight=False)
+        # in a log file (no terminal to fit) a note stays one line, as a point's does
+        self.bar.console.print(message, markup=False, highlight=False,
+                               soft_wrap=not self.bar.console.is_terminal)
 
     def failed(self, point: PlanPoint, message: str) -> None:
         self._retire(self.current)
@@ -156,13 +158,18 @@ def _note(r: dict[str, Any]) -> str:
 
 def print_table(con: Console, table: Table) -> None:
     """Print a table at the console's width, or wider when its figures need more: rich
-    would crop the last columns (the saturation flags among them) rather than the title."""
-    width = con.width
+    would crop the last columns (the saturation flags among them) rather than the title.
+    The caption is printed apart, at the console's width: rich draws it at the table's,
+    which may overflow the console by the table's edge (and the console crops it)."""
+    width, caption = con.width, table.caption
     con.width = _least_fitting_width(table, width)     # print(width=) could only narrow it
+    table.caption = None
     try:
         con.print(table)
+        if caption:
+            con.print(caption, style="table.caption", justify="left", highlight=False)
     finally:
-        con.width = width
+        con.width, table.caption = width, caption
 
 
 def _least_fitting_width(table: Table, start: int) -> int:

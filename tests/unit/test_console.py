@@ -216,3 +216,25 @@ def test_a_repeat_line_shows_that_repeat_s_own_figures():
     progress.finish(task, TwoRepeats())
     line = next(x for x in out.export_text().splitlines() if "#2" in x)
     assert line.startswith("rest-h2 c=1 #2") and line.endswith("p50 2.479 ms  470 rps")
+
+
+def test_a_widened_table_s_caption_is_not_cropped():
+    # capacity.yaml's rows: a flag and an error count widen the table past 100 columns; at
+    # the width where every cell showed whole the table still overflowed by one column,
+    # and the console cropped the "t" of the caption's "not".
+    from collections import Counter
+
+    from harness.report.console import final_tables, print_table
+    rows = [{**row("rest-h1@caddy+curl", 26_497, 26_000), "mode": "open",
+             "rate_offered_rps": 1337.0, "throughput_rps": 1274.0, "latency_p50_ms": 7.74},
+            {**row("grpc", 8_673, 8_000, bound="server at 97%"), "mode": "open",
+             "rate_offered_rps": 4000.0, "client_bound": "late", "machine_bound": "both",
+             "errors": 23, "latency_p50_ms": 711.7, "latency_p99_ms": 1_269.4}]
+    console = Console(width=100, record=True)
+    tables = final_tables(rows, False)
+    caption = " ".join(str(t.caption) for t in tables if t.caption)
+    for t in tables:
+        print_table(console, t)
+    text = console.export_text()
+    shown = Counter(text.split())
+    assert all(shown[w] >= n for w, n in Counter(caption.split()).items())
