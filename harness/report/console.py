@@ -12,6 +12,7 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
@@ -166,8 +167,10 @@ def print_table(con: Console, table: Table) -> None:
     table.caption = None
     try:
         con.print(table)
-        if caption:
-            con.print(caption, style="table.caption", justify="left", highlight=False)
+        if caption:     # as wide as the table, within the console
+            fit = min(con.width, Measurement.get(con, con.options, table).maximum)
+            con.print(caption, style="table.caption", justify="left", highlight=False,
+                      width=fit)
     finally:
         con.width, table.caption = width, caption
 
