@@ -96,7 +96,7 @@ class RichProgress(ProgressSink):
         done = int(t.total or row["n"])
         self.bar.console.print(f"[bold]{t.description:<28}[/bold] {done}/{done} "
                                f"{_clock(t.elapsed)}  {note}", highlight=False,
-                               soft_wrap=True)     # one line per point, also in a log file
+                               soft_wrap=self._unwrapped)
         self._retire(task)
 
     def point_done(self) -> None:
@@ -112,9 +112,13 @@ class RichProgress(ProgressSink):
         self.bar.console.print(f"warning: {message}", style="yellow", markup=False)
 
     def note(self, message: str) -> None:
-        # in a log file (no terminal to fit) a note stays one line, as a point's does
         self.bar.console.print(message, markup=False, highlight=False,
-                               soft_wrap=not self.bar.console.is_terminal)
+                               soft_wrap=self._unwrapped)
+
+    @property
+    def _unwrapped(self) -> bool:
+        """In a log file (no terminal to fit) a point's or a sweep's line stays one line."""
+        return not self.bar.console.is_terminal
 
     def failed(self, point: PlanPoint, message: str) -> None:
         self._retire(self.current)
@@ -160,8 +164,9 @@ def _note(r: dict[str, Any]) -> str:
 def print_table(con: Console, table: Table) -> None:
     """Print a table at the console's width, or wider when its figures need more: rich
     would crop the last columns (the saturation flags among them) rather than the title.
-    The caption is printed apart, at the console's width: rich draws it at the table's,
-    which may overflow the console by the table's edge (and the console crops it)."""
+    The caption is printed apart, as wide as the table within the console: rich draws
+    it at the table's width, which may overflow the console by the table's edge (and
+    the console crops it)."""
     width, caption = con.width, table.caption
     con.width = _least_fitting_width(table, width)     # print(width=) could only narrow it
     table.caption = None
