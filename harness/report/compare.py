@@ -101,7 +101,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[s
 
 
 def _saturated(ra: dict[str, Any], rb: dict[str, Any]) -> str:
-    """SRV / CLI / CPU per run whose server / client core / machine was saturated at this
+    """SRV / CLI / CPU per run whose server / client side / machine was saturated at this
     point (that run's row measured a library or the machine, not the protocol), e.g.
     "SRV A+B", "CLI B"; "" if none."""
     out = []

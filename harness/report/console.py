@@ -277,9 +277,10 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
                 + "B/req: bytes down per request (wire where measured, else payload); cpu: "
                   "client/server ms per request; every column: report.md or --wide"]
     if flagged:
-        captions.append("note: SRV / CLI / CPU server core / client core / machine saturated "
-                        "(never ranked: a library or this machine, not the protocol); Nerr "
-                        "errors; FAIL the point failed")
+        captions.append("note: SRV / CLI / CPU server core / client side (a core, late "
+                        "starts or the lab's link emulator) / machine saturated (never "
+                        "ranked: a library or this machine, not the protocol); Nerr errors; "
+                        "FAIL the point failed")
     if payload_only:
         captions.append("p: payload bytes only, the wire was not measured for this row "
                         "(not comparable with the wire figures beside it)")
