@@ -214,8 +214,12 @@ def test_a_repeat_line_shows_that_repeat_s_own_figures():
     progress.plan(2, "results/x")
     task = progress.start(PlanPoint(1, "rest-h2", "closed", 1, None), 200)
     progress.finish(task, TwoRepeats())
-    line = next(x for x in out.export_text().splitlines() if "#2" in x)
+    sweep = "sweep rest-h2: 1,337 req/s client bound: 509 of 1278 requests started late"
+    progress.note(sweep)
+    lines = out.export_text().splitlines()
+    line = next(x for x in lines if "#2" in x)
     assert line.startswith("rest-h2 c=1 #2") and line.endswith("p50 2.479 ms  470 rps")
+    assert sweep in lines                       # a log file's line is not wrapped either
 
 
 def test_a_widened_table_s_caption_is_not_cropped():
