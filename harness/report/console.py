@@ -38,14 +38,15 @@ wide_console = Console(width=WIDE_COLUMNS, color_system=table_console.color_syst
 TAIL_SAMPLES = 100
 
 
-def _this_repeat(row: dict[str, Any]) -> tuple[Any, Any]:
-    """The p50 and rate of the repeat that just ended: a "#2" line showing the figures
-    merged over repeats so far would read as that repeat's own."""
+def _this_repeat(row: dict[str, Any]) -> tuple[Any, Any, bool]:
+    """The p50 and rate of the repeat that just ended (a "#2" line showing the figures
+    merged over repeats so far would read as that repeat's own), and whether they are
+    that repeat's alone (errors are only counted over all repeats so far)."""
     p50s = row.get("latency_p50_per_repeat_ms") or []
     rates = row.get("throughput_per_repeat_rps") or []
     if len(rates) > 1 and len(p50s) == len(rates):      # every repeat measured a latency
-        return p50s[-1], rates[-1]
-    return row["latency_p50_ms"], row["throughput_rps"]
+        return p50s[-1], rates[-1], True
+    return row["latency_p50_ms"], row["throughput_rps"], False
 
 
 class RichProgress(ProgressSink):
@@ -89,9 +90,10 @@ class RichProgress(ProgressSink):
 
     def finish(self, task: Any, result: PointResult) -> None:
         row = result.row("")
-        p50, rate = _this_repeat(row)
+        p50, rate, own = _this_repeat(row)
+        so_far = " over the repeats so far" if own else ""
         note = (f"p50 {fmt(p50)} ms  {rate_figure(rate)} rps"
-                + (f"  [red]{row['errors']} errors[/red]" if row["errors"] else ""))
+                + (f"  [red]{row['errors']} errors{so_far}[/red]" if row["errors"] else ""))
         t = self._task(task)
         done = int(t.total or row["n"])
         self.bar.console.print(f"[bold]{t.description:<28}[/bold] {done}/{done} "

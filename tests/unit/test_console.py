@@ -206,7 +206,7 @@ def test_a_repeat_line_shows_that_repeat_s_own_figures():
 
     class TwoRepeats:
         def row(self, workload):
-            return {"latency_p50_ms": 1.939, "throughput_rps": 512.0, "errors": 0, "n": 400,
+            return {"latency_p50_ms": 1.939, "throughput_rps": 512.0, "errors": 3, "n": 400,
                     "latency_p50_per_repeat_ms": [1.876, 2.479],
                     "throughput_per_repeat_rps": [556.6, 470.2]}
     out = Console(file=io.StringIO(), width=60, record=True)    # a log file's 80 or less
@@ -218,7 +218,8 @@ def test_a_repeat_line_shows_that_repeat_s_own_figures():
     progress.note(sweep)
     lines = out.export_text().splitlines()
     line = next(x for x in lines if "#2" in x)
-    assert line.startswith("rest-h2 c=1 #2") and line.endswith("p50 2.479 ms  470 rps")
+    assert line.startswith("rest-h2 c=1 #2")
+    assert line.endswith("p50 2.479 ms  470 rps  3 errors over the repeats so far")
     assert sweep in lines                       # a log file's line is not wrapped either
 
 
