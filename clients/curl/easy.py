@@ -8,7 +8,7 @@ import collections
 import ipaddress
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pycurl
 
@@ -16,8 +16,17 @@ from clients.base import ClientError, ProtocolViolation, clock_ns
 from clients.http_api import Headers, HttpResponse, QueuedExchange
 from clients.transport.wire import METER
 
-if TYPE_CHECKING:
-    from clients.curl.transport import CurlTransport
+
+class TransferOwner(Protocol):
+    """What a handle and its exchange use of the transport driving them
+    (clients.curl.transport.CurlTransport), named here so this module needs no import
+    of it: the transport imports this module, not the other way round."""
+
+    seq: int                    # socket_action calls so far
+    headed: list[Easy]          # handles whose header block ended in this action
+
+    def abandon(self, easy: Easy) -> None: ...
+
 
 # CURLINFO_HTTP_VERSION values and the CURLOPT_HTTP_VERSION asked for each version.
 INFO_VERSION = {"1.1": pycurl.CURL_HTTP_VERSION_1_1, "2": pycurl.CURL_HTTP_VERSION_2_0,
@@ -169,7 +178,7 @@ class Easy:
     __slots__ = ("curl", "setopt", "getinfo", "owner", "ex", "path", "method", "hdrs",
                  "seq", "t", "whole", "lines", "parts")
 
-    def __init__(self, owner: "CurlTransport") -> None:
+    def __init__(self, owner: TransferOwner) -> None:
         self.curl = curl = pycurl.Curl()
         self.setopt = curl.setopt
         self.getinfo = curl.getinfo
@@ -254,7 +263,7 @@ class CurlExchange(QueuedExchange):
     curl_phases: dict[str, int] | None = None
     raw = b""
 
-    def __init__(self, transport: "CurlTransport", easy: Easy,
+    def __init__(self, transport: TransferOwner, easy: Easy,
                  loop: asyncio.AbstractEventLoop, whole: bool) -> None:
         self.transport = transport
         self.easy: Easy | None = easy          # None once the transfer left the multi
