@@ -61,11 +61,12 @@ def children_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _proc_stat() -> dict[str, tuple[int, int, int]]:
-    """Clock ticks per CPU ("cpu" = all) from /proc/stat: (processes, busy, total).
+def _proc_stat() -> dict[str, tuple[int, int, int, int]]:
+    """Clock ticks per CPU ("cpu" = all) from /proc/stat: (processes, busy, total, steal).
 
     processes = user + nice + system (time charged to some process); busy adds irq,
-    softirq (much of the loopback's packet work) and steal.
+    softirq (much of the loopback's packet work) and steal (time the hypervisor ran
+    another guest instead of this CPU).
     """
     out = {}
     try:
@@ -75,7 +76,7 @@ def _proc_stat() -> dict[str, tuple[int, int, int]]:
                     break
                 name, *vals = line.split()
                 t = [int(v) for v in vals[:8]]  # user nice system idle iowait irq softirq steal
-                out[name] = (t[0] + t[1] + t[2], sum(t) - t[3] - t[4], sum(t))
+                out[name] = (t[0] + t[1] + t[2], sum(t) - t[3] - t[4], sum(t), t[7])
     except OSError:
         pass
     return out
@@ -118,7 +119,16 @@ class Window:
                 # process time only (user + system of any process): who else ran there?
                 "client_core_processes": self._busy(client, 0) if client is not None
                 else None,
-                "machine_cores_busy": self._busy(None)}
+                "machine_cores_busy": self._busy(None),
+                # the hypervisor's share of the pinned CPUs (of all, unpinned)
+                "steal": self._steal([c for c in (client, server) if c is not None])}
+
+    def _steal(self, cpus: list[int]) -> float | None:
+        keys = [f"cpu{c}" for c in cpus] or ["cpu"]
+        if not all(k in self.p0 and k in self.p1 for k in keys):
+            return None
+        total = sum(self.p1[k][2] - self.p0[k][2] for k in keys)
+        return sum(self.p1[k][3] - self.p0[k][3] for k in keys) / total if total else None
 
 
 @dataclass
@@ -139,6 +149,7 @@ class Run:
     server_core_busy_all: float | None
     client_core_processes: float | None    # the same, process time only
     machine_cores_busy: float | None
+    steal: float | None                    # the hypervisor's share of the CPUs (0..1)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

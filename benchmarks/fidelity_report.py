@@ -13,6 +13,8 @@ from fidelity_setup import (FLOOR_P50_RATIO, FLOOR_RPS_RATIO, SATURATED_UTIL,
                             TARGET_P50_RATIO, TARGET_RPS_RATIO)
 from fidelity_tools import cell_label
 
+from harness.measure.saturation import STEAL_NOISY
+
 
 @dataclass
 class Point:
@@ -79,6 +81,8 @@ class Point:
                                         for r in self.native + self.harness
                                         if r.client_core_processes is not None
                                         and r.client_util is not None), default=None),
+            "steal": max((r.steal for r in self.native + self.harness if r.steal is not None),
+                         default=None),
             "diagnosis": None,
         }
 
@@ -169,8 +173,8 @@ def diagnostics(summaries: list[dict[str, Any]]) -> str:
     rows = ["| protocol | size | conc | harness | client path | harness decode p50 ms | "
             "client CPU us/req harness / native | harness core busy: ours / all processes | "
             "server CPU us/req native / harness | server core busy native / harness | "
-            "diagnosis |",
-            "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+            "host steal, worst run | diagnosis |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in summaries:
         sat = " (saturated)" if s["harness_saturated"] else ""
         rows.append(
@@ -183,22 +187,35 @@ def diagnostics(summaries: list[dict[str, Any]]) -> str:
             f"{_f(s['server_cpu_us_per_req_native'], ',.0f')} / "
             f"{_f(s['server_cpu_us_per_req_harness'], ',.0f')} | "
             f"{_pct_s(s['server_core_busy_all_native'])} / "
-            f"{_pct_s(s['server_core_busy_all_harness'])} | {s['diagnosis']} |")
+            f"{_pct_s(s['server_core_busy_all_harness'])} | {_pct_s(s.get('steal'))} | "
+            f"{s['diagnosis']} |")
     return "\n".join(rows)
 
 
 NOISY = 0.15      # other processes took more than this share of the client core
 
 
+def _points(summaries: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s['protocol']} {s['size']} c={s['concurrency']}" for s in summaries)
+
+
 def noise_warning(summaries: list[dict[str, Any]]) -> str:
+    out = ""
     noisy = [s for s in summaries if (s["foreign_client_core"] or 0) > NOISY]
-    if not noisy:
-        return ""
-    worst = max(s["foreign_client_core"] for s in noisy)
-    names = ", ".join(f"{s['protocol']} {s['size']} c={s['concurrency']}" for s in noisy)
-    return (f"**Noisy run**: other processes took up to {worst:.0%} of the client core "
-            f"during {len(noisy)} of {len(summaries)} points ({names}); their ratios "
-            "understate the harness. Rerun on a quiet machine.\n")
+    if noisy:
+        worst = max(s["foreign_client_core"] for s in noisy)
+        out += (f"**Noisy run**: other processes took up to {worst:.0%} of the client core "
+                f"during {len(noisy)} of {len(summaries)} points ({_points(noisy)}); their "
+                "ratios understate the harness. Rerun on a quiet machine.\n")
+    stolen = [s for s in summaries if (s.get("steal") or 0) >= STEAL_NOISY]
+    if stolen:
+        worst = max(s["steal"] for s in stolen)
+        out += (f"**Host noise**: the hypervisor took up to {worst:.0%} of the pinned CPUs' "
+                f"time (steal) during {len(stolen)} of {len(summaries)} points "
+                f"({_points(stolen)}). It slows whichever tool runs at the time, so their "
+                "ratios move from pair to pair by more than the clients differ. Rerun on a "
+                "quieter host.\n")
+    return out
 
 
 def markdown(meta: dict[str, Any], summaries: list[dict[str, Any]]) -> str:

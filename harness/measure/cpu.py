@@ -1,7 +1,9 @@
-"""CPU time of another process (all its threads), in seconds, from /proc.
+"""CPU time of another process (all its threads), in seconds, from /proc; and the time
+the hypervisor took from this machine's CPUs (steal).
 
 /proc/<pid>/task/*/schedstat counts nanoseconds on CPU per thread; /proc/<pid>/stat's
-tick counters are 10 ms coarse, too coarse for short load points.
+tick counters are 10 ms coarse, too coarse for short load points. Steal is only counted
+in /proc/stat's ticks; over a load point of seconds that is hundreds of them per CPU.
 """
 
 from __future__ import annotations
@@ -40,3 +42,39 @@ def threads_cpu_s(pid: int) -> dict[int, float]:
         except (OSError, ValueError, IndexError):
             continue            # a thread that ended between listdir and open
     return out
+
+
+def host_ticks(cpus: set[int] | None = None) -> tuple[int, int] | None:
+    """(steal, total) clock ticks so far, summed over `cpus` (default: the CPUs this
+    process may run on), from /proc/stat; None where there is no such file. Steal is
+    time a virtual CPU of this machine had work but the hypervisor ran another guest."""
+    try:
+        with open("/proc/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return parse_host_ticks(text, os.sched_getaffinity(0) if cpus is None else cpus)
+
+
+def parse_host_ticks(text: str, cpus: set[int]) -> tuple[int, int] | None:
+    """/proc/stat's per-CPU lines: user nice system idle iowait irq softirq steal [guest
+    guest_nice]. Guest time is already inside user and nice, so the total is the first
+    eight. None when no line of `cpus` is there (or a kernel too old to count steal)."""
+    steal = total = 0
+    found = False
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(v) for v in rest.split()[:8]]
+        if len(ticks) < 8:
+            return None
+        steal, total, found = steal + ticks[7], total + sum(ticks), True
+    return (steal, total) if found else None
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the CPUs' time the hypervisor took between two host_ticks (0..1)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])

@@ -17,8 +17,10 @@ from typing import Any
 
 from base.cells import parse_cell
 from harness.measure.recorder import FORMULAS, PHASES, Recorder
-from harness.measure.saturation import (client_bound as client_saturation, emulator_late,
-                                        machine_bound, merge_max, server_bound)
+from harness.measure.cpu import steal_share
+from harness.measure.saturation import (Snapshot, client_bound as client_saturation,
+                                        emulator_late, host_noisy, machine_bound, merge_max,
+                                        server_bound, utilisation)
 
 SCHEMA_VERSION = 1
 
@@ -39,6 +41,7 @@ CSV_COLUMNS = [
     "ttft_p50_ms", "ttft_p99_ms", "ttst_p50_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms",
     "e2e_p50_ms", "owd_p50_ms", "owd_p99_ms", "tokens_per_chunk", "client_bound",
     "server_bound", "machine_bound", "failed", "goodput_fraction", "goodput_rps",
+    "host_steal", "host_noisy",
 ]
 
 
@@ -97,6 +100,9 @@ class PointResult:
     # over repeats (None: the servers' CPU was not sampled here, e.g. `remote:`).
     machine_cores_used: float | None = None
     _repeat_server_cores: float | None = field(default=None, repr=False, compare=False)
+    # The share of the CPUs' time the hypervisor took (steal), the highest over repeats
+    # (None: not measurable here).
+    host_steal: float | None = None
     failures: list[str] = field(default_factory=list)   # failed repeats (run.watchdog)
     wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
     wire_source: str = "not measured"
@@ -138,6 +144,14 @@ class PointResult:
         if server_cores is not None and wall_s > 0:
             used = client_cpu_s / wall_s + server_cores
             self.machine_cores_used = max(self.machine_cores_used or 0.0, used)
+
+    def add_window(self, before: Snapshot, after: Snapshot, wall_s: float) -> None:
+        """One repeat's measured window: the server processes' utilisation and the
+        host's steal between the two snapshots."""
+        self.add_server_util(utilisation(before, after, wall_s))
+        steal = steal_share(before.host, after.host)
+        if steal is not None:
+            self.host_steal = max(self.host_steal or 0.0, steal)
 
     def add_server_util(self, util: dict[str, dict[str, float]]) -> None:
         """The server processes' utilisation over one repeat's window (before that
@@ -302,6 +316,8 @@ class PointResult:
                               if self.machine_cores_used is not None else ""),
             "machine_cores_used": (round(self.machine_cores_used, 3)
                                    if self.machine_cores_used is not None else None),
+            "host_steal": round(self.host_steal, 3) if self.host_steal is not None else None,
+            "host_noisy": host_noisy(self.host_steal),
             "failed": "; ".join(self.failures),
             "connections_policy": self.key.connections,
             "tls": self.tls, "tls_version": self.tls_version_used,

@@ -16,6 +16,12 @@ thread, from /proc/<pid>/task/*/schedstat (harness.measure.cpu). Rules, in one p
   machine here, so its req/s is then the cores divided by everyone's CPU per request,
   the load generator's included (on a real deployment it runs elsewhere), though no
   single process is at its limit.
+
+Apart from the flags, a caveat: a point is **host-noisy** when the hypervisor took
+>= STEAL_NOISY of the CPUs' time over its window (steal, /proc/stat). Every process here
+then ran slower than its own CPU time says, by an amount that changes from second to
+second, so the point's latency and rate are inflated by other guests of the host, not by
+anything in the run.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from harness.measure.cpu import threads_cpu_s
+from harness.measure.cpu import host_ticks, threads_cpu_s
 
 BUSY_THREAD = 0.85       # of one core
 BUSY_PROCESS = 0.85      # of the cores the process may use
@@ -33,6 +39,7 @@ LATE_MIN = 3
 LATE_SHARE = 0.05
 EMULATOR_LATE_MIN = 3       # the lab's link emulator: packets released over 0.5 ms late,
 EMULATOR_LATE_SHARE = 0.01  # at least this many and over this share of the packets
+STEAL_NOISY = 0.05       # of the CPUs' time taken by the hypervisor over a window
 MACHINE_CORES = len(os.sched_getaffinity(0))    # the cores this run's processes share
 
 RULES = (f"server-bound / client-bound: a process whose busiest thread used >= "
@@ -69,12 +76,13 @@ def near_busy(row: dict) -> str:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Per-thread CPU seconds of some processes at one instant."""
+    """Per-thread CPU seconds of some processes at one instant, and the host's ticks."""
     threads: dict[int, dict[int, float]]      # pid -> tid -> seconds
+    host: tuple[int, int] | None = None       # (steal, total) ticks: cpu.host_ticks
 
     @classmethod
     def take(cls, pids: list[int]) -> "Snapshot":
-        return cls({pid: threads_cpu_s(pid) for pid in pids})
+        return cls({pid: threads_cpu_s(pid) for pid in pids}, host_ticks())
 
 
 def _name(pid: int) -> str:
@@ -143,6 +151,14 @@ def machine_bound(cores_used: float, cores: int = MACHINE_CORES) -> str:
     if cores_used >= BUSY_MACHINE * cores:
         return (f"client and server processes together used {cores_used:.2f} of the "
                 f"machine's {cores} cores")
+    return ""
+
+
+def host_noisy(steal: float | None) -> str:
+    """Why the host, not the run, may have shaped the point ('' if it did not)."""
+    if steal is not None and steal >= STEAL_NOISY:
+        return (f"steal: the hypervisor took {steal:.0%} of this machine's CPU time during a "
+                f"measured window")
     return ""
 
 

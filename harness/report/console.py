@@ -21,7 +21,7 @@ from rich.text import Text
 from harness.report.tables import (fastest_first, fmt, load_label, rate_figure, rate_text,
                                    swept_label)
 from harness.measure.results import PointResult
-from harness.measure.saturation import FLAGS
+from harness.measure.saturation import FLAGS, STEAL_NOISY
 from harness.run.runner import ProgressSink
 from harness.scenario import PlanPoint
 
@@ -93,7 +93,10 @@ class RichProgress(ProgressSink):
         p50, rate, own = _this_repeat(row)
         so_far = " over the repeats so far" if own else ""
         note = (f"p50 {fmt(p50)} ms  {rate_figure(rate)} rps"
-                + (f"  [red]{row['errors']} errors{so_far}[/red]" if row["errors"] else ""))
+                + (f"  [red]{row['errors']} errors{so_far}[/red]" if row["errors"] else "")
+                + (f"  [yellow]host steal {row['host_steal']:.0%}"
+                   f"{' (the highest repeat so far)' if own else ''}"
+                   "[/yellow]" if row.get("host_noisy") else ""))
         t = self._task(task)
         done = int(t.total or row["n"])
         self.bar.console.print(f"[bold]{t.description:<28}[/bold] {done}/{done} "
@@ -156,6 +159,8 @@ def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:
 def _note(r: dict[str, Any]) -> str:
     """Short flags for the compact table (the caption spells them out)."""
     parts = [flag for flag, _, key in FLAGS if r.get(key)]
+    if r.get("host_noisy"):
+        parts.append("STEAL")
     if r.get("errors"):
         parts.append(f"{r['errors']}err")
     if r.get("failed"):
@@ -283,6 +288,10 @@ def final_table(rows: list[dict[str, Any]], streaming: bool, wide: bool = False,
                         "starts or the lab's link emulator) / machine saturated (never "
                         "ranked: a library or this machine, not the protocol); Nerr errors; "
                         "FAIL the point failed")
+    if any(r.get("host_noisy") for r in rows):
+        captions.append(f"STEAL: the hypervisor took >= {STEAL_NOISY:.0%} of this machine's "
+                        "CPU time during the point (other guests of the host, not this run): "
+                        "its figures are inflated by a varying amount; rerun it")
     if payload_only:
         captions.append("p: payload bytes only, the wire was not measured for this row "
                         "(not comparable with the wire figures beside it)")

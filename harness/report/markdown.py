@@ -197,10 +197,29 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
                        f"({r['machine_bound']}): its req/s is this machine's cores divided "
                        "by client and server CPU per request, the load generator's "
                        "included; it is never ranked.")
+        if r.get("host_noisy"):
+            out.append(f"- {r['cell']} {load_label(r)}: **host-noisy** ({r['host_noisy']}): "
+                       "every process ran slower than its CPU time says, so its latency and "
+                       "rate are inflated by other guests of the host; rerun before "
+                       "trusting a difference that involves it.")
         for kind, sample in (r.get("error_samples") or {}).items():
             out.append(f"- {r['cell']} {load_label(r)}: {r['errors_by_class'][kind]} "
                        f"`{kind}` errors, e.g. {sample}")
     return out
+
+
+def host_steal_line(rows: list[dict[str, Any]]) -> str | None:
+    """A warning above everything when the hypervisor took CPU time during some points:
+    the verdicts below do not know it."""
+    noisy = [r for r in rows if r.get("host_noisy")]
+    if not noisy:
+        return None
+    worst = max(r["host_steal"] for r in noisy)
+    names = ", ".join(f"{r['cell']} {load_label(r)}" for r in noisy)
+    return (f"**Host noise:** the hypervisor took CPU time from this machine (steal, up to "
+            f"{worst:.0%}) during {len(noisy)} of {len(rows)} points ({names}). Their "
+            "figures are inflated by an amount that varied while they ran, and a verdict "
+            "that involves them may say more than the data can; rerun on a quieter host.")
 
 
 def hol_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
@@ -394,6 +413,9 @@ def render(summary: dict[str, Any], thresholds: list[str], out_dir: Path | None 
               "absolute times across machines.", ""]
     if summary.get("failure"):
         parts += [f"The run failed: {summary['failure']}", ""]
+    steal = host_steal_line(rows)
+    if steal:
+        parts += [steal, ""]
     lab = lab_line(summary)
     if lab:
         parts += [lab, ""]

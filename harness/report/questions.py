@@ -196,6 +196,8 @@ def _caveats(best: Estimate, rest: list[Estimate], excluded: list[Row],
         near = near_busy(e.row)
         if near:
             out.append(f"{e.cell} near saturation: {near}")
+        if e.row.get("host_noisy"):     # the hypervisor slowed it for a while: see Notes
+            out.append(f"{e.cell} measured under {e.row['host_steal']:.0%} host steal")
     if excluded:
         out.append("excluded (saturated/failed): " + ", ".join(r["cell"] for r in excluded))
     return out

@@ -40,7 +40,7 @@ from base.cells import Cell
 from harness.measure.recorder import Recorder
 from harness.scenario.groups import group_of
 from harness.run.status import mark_killed_runs, runner_identity
-from harness.measure.saturation import Snapshot, utilisation
+from harness.measure.saturation import Snapshot
 from harness.run.watchdog import PointFailed, phase_deadline_s, silence_limit_s
 from harness.measure.results import PointKey, PointResult, ResultWriter
 from harness.measure.hol_drops import StreamTrace
@@ -411,8 +411,8 @@ class Runner:
                     raise
                 results, failure = exc.results, exc     # keep what the survivors measured
             cpu1 = processes_cpu_s(srv.pids) if srv else self._remote_cpu(cell, target)
-            result.add_server_util(utilisation(threads0, Snapshot.take(srv.pids if srv else []),
-                                               time.monotonic() - window0))
+            result.add_window(threads0, Snapshot.take(srv.pids if srv else []),
+                              time.monotonic() - window0)
             wire = self.topology.counters() - wire0 if wire0 is not None else None
             if logging:      # the log is the ground truth for this point's wire bytes
                 logging = False

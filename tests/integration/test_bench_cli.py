@@ -288,6 +288,9 @@ def test_outputs_are_complete(embed_run):
         hgrm = hgrm_path(out, row, "latency")
         assert hgrm.exists(), (hgrm, sorted(p.name for p in (d / "hgrm").iterdir()))
         assert "Percentile" in hgrm.read_text()
+        # The hypervisor's share of the CPUs over the measured window, from /proc/stat.
+        assert 0 <= row["host_steal"] <= 1, row["host_steal"]
+        assert bool(row["host_noisy"]) == (row["host_steal"] >= 0.05)
 
     report = (d / "report.md").read_text()
     assert "cli-embed" in report and "complete" in report

@@ -29,3 +29,16 @@ def test_utilisation_of_a_real_busy_thread():
     # machine it gets what the scheduler gives it, so only a loose floor.
     assert figures["busiest_thread"] > 0.3
     assert figures["busiest_thread"] >= 0.8 * figures["process"]
+
+
+def test_the_host_s_ticks_advance_with_the_clock_on_every_cpu_this_run_may_use():
+    """/proc/stat's ticks of this process's CPUs grow by about wall x USER_HZ x CPUs (a
+    tick that idles counts too), and steal is a part of them."""
+    before, t0 = Snapshot.take([]), time.monotonic()
+    time.sleep(0.5)
+    after, wall = Snapshot.take([]), time.monotonic() - t0
+    assert before.host is not None and after.host is not None
+    ticks = after.host[1] - before.host[1]
+    expected = wall * os.sysconf("SC_CLK_TCK") * len(os.sched_getaffinity(0))
+    assert 0.6 * expected <= ticks <= 1.4 * expected
+    assert 0 <= after.host[0] - before.host[0] <= ticks

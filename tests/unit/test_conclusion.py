@@ -308,3 +308,16 @@ def test_a_row_near_saturation_is_marked_in_the_order_with_its_busy_process():
                                       row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.2)],
                                      GROUPS))
     assert "near saturation" not in calm
+
+
+def test_a_verdict_on_a_row_the_hypervisor_slowed_says_so():
+    from harness.report.questions import verdict_lines
+    rows = [row("grpc", "grpc", "fastest", 1.25, [1.2, 1.25, 1.3]),
+            {**row("ws", "ws", "fastest", 1.97, [1.89, 1.97, 2.03]), "host_steal": 0.13,
+             "host_noisy": "steal: the hypervisor took 13% of this machine's CPU time"}]
+    groups = {"fastest": ["grpc", "ws"]}
+    (latency, *_) = verdict_lines(rows, groups)
+    assert "vs ws: real" in latency and "ws measured under 13% host steal" in latency
+    rows[1]["host_noisy"] = ""
+    (latency, *_) = verdict_lines(rows, groups)
+    assert "steal" not in latency

@@ -243,3 +243,43 @@ def test_a_widened_table_s_caption_is_not_cropped():
     text = console.export_text()
     shown = Counter(text.split())
     assert all(shown[w] >= n for w, n in Counter(caption.split()).items())
+
+
+def test_a_row_the_hypervisor_slowed_says_so_and_the_caption_says_why():
+    noisy = {**row("rest-h1", 159_852, 154_129), "host_steal": 0.3,
+             "host_noisy": "the hypervisor took 30% of this machine's CPU time (steal)"}
+    text = render([noisy, row("grpc", 160_000, 154_000)])
+    assert "STEAL" in text and "STEAL: the hypervisor took >= 5%" in text
+    assert "STEAL" not in render([row("rest-h1", 159_852, 154_129)])
+
+
+def test_the_progress_line_of_a_point_the_hypervisor_slowed_names_the_steal():
+    import io
+
+    from harness.report.console import RichProgress
+    from harness.scenario.model import PlanPoint
+
+    class Stolen(_Result):
+        def row(self, workload):
+            return {**super().row(workload), "host_steal": 0.27, "host_noisy": "27%"}
+
+    out = Console(file=io.StringIO(), width=120, record=True)
+    progress = RichProgress(out)
+    progress.plan(1, "results/x")
+    task = progress.start(PlanPoint(0, "rest-h1", "closed", 1, None), 8)
+    progress.finish(task, Stolen())
+    assert "p50 1.234 ms  812 rps  host steal 27%" in out.export_text()
+
+
+def test_report_md_warns_above_everything_and_notes_each_row_the_hypervisor_slowed():
+    from harness.report.markdown import host_steal_line, notes
+    noisy = {**row("rest-h1", 159_852, 154_129), "host_steal": 0.3,
+             "host_noisy": "the hypervisor took 30% of this machine's CPU time (steal)"}
+    quiet = {**row("grpc", 160_000, 154_000), "host_steal": 0.01, "host_noisy": ""}
+    line = host_steal_line([noisy, quiet])
+    assert "up to 30%" in line and "during 1 of 2 points (rest-h1 c=1)" in line
+    assert host_steal_line([quiet]) is None
+    expected = (f"- rest-h1 c=1: **host-noisy** ({noisy['host_noisy']}): every process ran "
+                "slower than its CPU time says, so its latency and rate are inflated by other "
+                "guests of the host; rerun before trusting a difference that involves it.")
+    assert [n for n in notes([noisy, quiet]) if "**host-noisy**" in n] == [expected]

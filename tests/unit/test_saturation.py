@@ -77,3 +77,49 @@ def test_two_late_packets_in_169_do_not_flag_a_lab_point():
     assert not emulator_late(2, 169)
     assert emulator_late(3, 169) and emulator_late(30, 1000)
     assert not emulator_late(9, 1000)       # under 1% of the packets
+
+
+PROC_STAT = """cpu  500 10 100 2000 5 0 20 70 0 0
+cpu0 200 5 50 1000 2 0 10 20 0 0
+cpu1 300 5 50 1000 3 0 10 50 40 0
+intr 12345 0 0
+"""
+
+
+def test_steal_is_read_per_cpu_with_guest_time_counted_once():
+    from harness.measure.cpu import parse_host_ticks
+    # cpu1's guest column (40) is already inside its user time: the total is 8 columns.
+    assert parse_host_ticks(PROC_STAT, {1}) == (50, 1418)
+    assert parse_host_ticks(PROC_STAT, {0, 1}) == (70, 2705)
+    assert parse_host_ticks(PROC_STAT, {7}) is None          # a CPU the file does not list
+    assert parse_host_ticks("cpu0 1 2 3 4\n", {0}) is None     # a kernel without steal
+
+
+def test_the_hypervisor_s_share_of_a_window():
+    from harness.measure.cpu import steal_share
+    assert steal_share((70, 2705), (130, 3705)) == 0.06
+    assert steal_share(None, (130, 3705)) is None
+    assert steal_share((70, 2705), (70, 2705)) is None        # no tick between them
+
+
+def test_a_point_is_host_noisy_from_five_percent_steal_and_keeps_its_worst_repeat():
+    from harness.measure.recorder import Recorder
+    from harness.measure.results import PointKey, PointResult
+    from harness.measure.saturation import STEAL_NOISY, Snapshot, host_noisy
+
+    assert STEAL_NOISY == 0.05
+    assert host_noisy(0.049) == "" and host_noisy(None) == ""
+    assert host_noisy(0.3).startswith("steal: the hypervisor took 30% of this machine's CPU")
+    res = PointResult(key=PointKey("rest-h1", "closed", 1, None))
+    for before, after in (((0, 1000), (10, 2000)), ((10, 2000), (310, 3000)),
+                          ((310, 3000), (320, 4000))):      # 1%, then 30%, then 1%
+        res.add_window(Snapshot({}, before), Snapshot({}, after), 1.0)
+        res.add_repeat(Recorder(), 1.0, 0.1, None, 0.1)
+    row = res.row("embed")
+    assert row["host_steal"] == 0.3 and "30%" in row["host_noisy"]
+    quiet = PointResult(key=PointKey("rest-h1", "closed", 1, None))
+    quiet.add_window(Snapshot({}, (0, 1000)), Snapshot({}, (10, 2000)), 1.0)
+    assert quiet.row("embed")["host_noisy"] == "" and quiet.row("embed")["host_steal"] == 0.01
+    unknown = PointResult(key=PointKey("rest-h1", "closed", 1, None))
+    unknown.add_window(Snapshot({}, None), Snapshot({}, None), 1.0)
+    assert unknown.row("embed")["host_steal"] is None
