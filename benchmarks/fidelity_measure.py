@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from base.lifetime import pdeathsig_prefix
-from harness.measure.cpu import processes_cpu_s
+from harness.measure.cpu import processes_cpu_s, steal_share
 from servers.launcher import ServerProcess
 
 
@@ -127,8 +127,8 @@ class Window:
         keys = [f"cpu{c}" for c in cpus] or ["cpu"]
         if not all(k in self.p0 and k in self.p1 for k in keys):
             return None
-        total = sum(self.p1[k][2] - self.p0[k][2] for k in keys)
-        return sum(self.p1[k][3] - self.p0[k][3] for k in keys) / total if total else None
+        return steal_share(*((sum(t[k][3] for k in keys), sum(t[k][2] for k in keys))
+                             for t in (self.p0, self.p1)))
 
 
 @dataclass
