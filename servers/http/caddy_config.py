@@ -84,8 +84,10 @@ def _proxy(backend: Path) -> dict[str, Any]:
     return {"handle": [{
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{backend}"}],
-        # SSE: every event goes out as soon as the backend writes it.
-        "flush_interval": -1,
+        # No flush_interval: Caddy flushes text/event-stream (SSE) responses per write
+        # on its own, and a unary response then leaves in one write. -1 (flush every
+        # write) sent its headers and its body as two TCP segments ~40 us apart, which
+        # woke the client twice per response.
         "transport": {"protocol": "http", "versions": ["1.1"], "compression": False,
                       "keep_alive": {"enabled": True, "max_idle_conns": MAX_IDLE_CONNS,
                                      "max_idle_conns_per_host": MAX_IDLE_CONNS,

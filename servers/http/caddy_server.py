@@ -4,7 +4,8 @@ A native server stack for every HTTP version, so that a comparison of HTTP/1.1, 
 and HTTP/3 measures the protocols rather than hypercorn + aioquic in Python (ANCHORS.md:
 aioquic's HTTP/3 costs about 100x gRPC per request). Caddy terminates TLS/QUIC and
 proxies to the backend over one kept-alive HTTP/1.1 hop on a unix socket, the same hop
-for all three versions (servers/http/caddy_config.py), SSE flushed per event.
+for all three versions (servers/http/caddy_config.py), SSE flushed per event, a unary
+response sent in one write.
 
 Processes:
 

@@ -5,7 +5,9 @@ negotiated protocol checked, both processes reported and stopped."""
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ import pytest
 
 from clients import open_client
 from clients.base import Target
+from clients.transport.wire import _tcp_info
 from harness.measure.cpu import process_cpu_s
 from servers import core
 from base.paths import PACKAGE_ROOT as ROOT
@@ -66,6 +69,45 @@ async def test_sse_through_caddy_is_flushed_per_event(servers, tls_files, name, 
     gaps = [(b.recv_ns - a.recv_ns) / 1e6 for a, b in zip(result.tokens, result.tokens[1:])]
     assert sorted(gaps)[len(gaps) // 2] > 10, gaps
     assert all(0 < (t.recv_ns - t.emit_ns) / 1e6 < 15 for t in result.tokens)
+
+
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send one HTTP/1.1 request, read its whole response (Content-Length framed); the
+    response head."""
+    sock.sendall(request)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += _recv(sock)
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        body += _recv(sock)
+    return head
+
+
+def _recv(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise AssertionError("Caddy closed the connection")
+    return chunk
+
+
+def test_a_unary_response_leaves_caddy_in_one_write(servers):
+    """Headers and body in one TCP data segment, as a production Caddy sends them: a
+    front that flushed its headers first would wake the client twice per response and
+    put a second packet on every HTTP version's wire (the SSE test above shows events
+    still go out one by one)."""
+    srv = servers.start("caddy-h1")
+    body = json.dumps({"input": ["hi"], "dimensions": 8, "model": "wirebench-embed-1"}).encode()
+    request = (b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\n"
+               b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+               % (len(body), body))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        assert _exchange(sock, request).startswith(b"HTTP/1.1 200")   # the hop is warm
+        before = _tcp_info(sock)[5]                         # data segments received
+        for _ in range(20):
+            _exchange(sock, request)
+        assert _tcp_info(sock)[5] - before == 20
 
 
 def test_ready_info_and_both_processes_do_work(tls_files):
