@@ -29,6 +29,13 @@ def test_steal_on_the_pinned_cpus_is_named_with_its_points():
     assert "Noisy run" not in text
 
 
+def test_points_that_differ_by_client_are_told_apart():
+    a, b = point(steal=0.06, conc=16), point(steal=0.07, conc=16)
+    a["harness_client"], b["harness_client"] = "rest-h2@caddy+curl", "libcurl in C"
+    assert ("(http/1.1 small c=16 rest-h2@caddy+curl, http/1.1 small c=16 libcurl in C)"
+            in noise_warning([a, b]))
+
+
 def test_other_processes_and_steal_are_two_warnings():
     text = noise_warning([point(foreign=0.3), point(steal=0.06, conc=16)])
     assert "**Noisy run**: other processes took up to 30%" in text
