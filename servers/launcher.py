@@ -77,10 +77,19 @@ class ServerProcess:
             return ""
 
     def stop(self, grace_s: float = 5.0) -> None:
+        self.ask_to_stop()
+        self.finish_stop(time.monotonic() + grace_s)
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM, without waiting: the server shuts down gracefully meanwhile."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def finish_stop(self, deadline: float) -> None:
+        """Wait for the exit until `deadline` (time.monotonic()), then SIGKILL; clean up."""
+        if self.proc.poll() is None:
             try:
-                self.proc.wait(grace_s)
+                self.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 reap(self.proc)
@@ -188,9 +197,14 @@ class ServerGroup:
                 server.stop()
                 del self.servers[key]
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace_s: float = 5.0) -> None:
+        # All signalled first, so their graceful shutdowns (hypercorn's QUIC one takes
+        # its 1 s graceful_timeout) overlap instead of adding up.
         for server in self.servers.values():
-            server.stop()
+            server.ask_to_stop()
+        deadline = time.monotonic() + grace_s
+        for server in self.servers.values():
+            server.finish_stop(deadline)
         self.servers.clear()
 
     def __enter__(self) -> "ServerGroup":

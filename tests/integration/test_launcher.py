@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -22,6 +24,24 @@ def test_every_kind_starts_reports_a_port_and_stops(tls_files):
         for srv in group.servers.values():
             assert srv.port > 0 and srv.alive()
     assert all(gone(pid) for pid in pids)
+
+
+def test_stop_all_gives_every_server_one_shared_grace_then_kills(tls_files):
+    # Two servers that cannot act on SIGTERM (stopped): each would use the whole grace
+    # if they were stopped one after the other; signalled together they share it.
+    group = ServerGroup()
+    try:
+        pids = [group.start(kind).pid for kind in ("h1", "ws")]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        group.stop_all(grace_s=2.0)
+        elapsed = time.monotonic() - started
+    finally:
+        group.stop_all(grace_s=0)
+    assert all(gone(pid) for pid in pids)
+    assert 1.9 <= elapsed < 3.5, elapsed     # one grace (2 s), not two (4 s)
+    assert not group.servers
 
 
 def test_loopback_is_the_default_bind(tls_files):
