@@ -29,7 +29,9 @@ harness) to another (`--no-pin` turns this off), as ANCHORS.md measured.
 `--engines python,curl` measures each harness client engine the harness has against
 the same native runs; `libcurl` in that list adds "libcurl alone" (curl_alone.py: pycurl
 with no wirebench code around it), `libcurl-c` adds "libcurl in C" (libcurl_loop.c, the
-same loop in C on the same libcurl; needs a C compiler). `--protocols
+same loop in C on the same libcurl; needs a C compiler), `native+N` adds the native tool
+itself with N us of busy client CPU added per request (slowed_native.c, preloaded; needs a
+C compiler): what a client that much slower than wrk / h2load reaches. `--protocols
 caddy-http/1.1,caddy-h2c` runs the same against the Caddy front
 (servers/http/caddy_server.py) of the default scenario.
 `--variant before=/path/to/other/checkout` (repeatable) also runs
@@ -66,7 +68,8 @@ from fidelity_measure import Pinning, Run
 from fidelity_report import Point, diagnostics, markdown, noise_warning, table
 from fidelity_setup import (DEFAULT_PROTOCOLS, FLOOR_P50_RATIO, FLOOR_RPS_RATIO,
                             H2C_KINDS, INSTALL_HINT, LIBCURL_REFERENCES, PROTOCOLS, ROOT, SIZES,
-                            TARGET_P50_RATIO, TARGET_RPS_RATIO, request_body)
+                            TARGET_P50_RATIO, TARGET_RPS_RATIO, added_client_us,
+                            reference_label, request_body)
 from fidelity_tools import Harness, Native, engine_field, has_path
 
 
@@ -100,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "curl where the harness has it); ENGINE:PATH forces a client path "
                         "(auto, async, blocking, sequential; harness.run.load.loadgen), e.g. python:async for "
                         "the asyncio path beside the default; libcurl and libcurl-c add "
-                        "libcurl with no wirebench code around it, through pycurl and in C")
+                        "libcurl with no wirebench code around it, through pycurl and in C; "
+                        "native+N the native tool with N us of client CPU added per request")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "
                         "labelled LABEL, in the same interleaved pairs (repeatable)")
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         harnesses = {"": Harness(pin)}
         harnesses.update((label, Harness(pin, root, label)) for label, root in args.variant)
         runs = [(e, v) for v in harnesses for e in args.engines     # harness runs per pair
-                if e not in LIBCURL_REFERENCES or not v]
+                if reference_label(e) is None or not v]
         for proto in args.protocols:
             client_id, kind, tool = PROTOCOLS[proto]
             h2c = kind in H2C_KINDS
@@ -191,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                                     shared.append(r)
                                 else:
                                     engine, variant = who
-                                    if engine in LIBCURL_REFERENCES:
+                                    added_us = added_client_us(engine)
+                                    if added_us is not None:
+                                        r = run_native(url, bodies[size], conc, args.duration,
+                                                       server, added_us=added_us)
+                                    elif engine in LIBCURL_REFERENCES:
                                         r = native.libcurl(engine, url, bodies[size], conc,
                                                            args.duration, server,
                                                            "1.1" if client_id == "rest-h1"

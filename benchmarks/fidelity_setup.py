@@ -4,6 +4,7 @@ held to."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,28 @@ DEFAULT_PROTOCOLS = ("http/1.1", "h2c")
 LIBCURL_ALONE = "libcurl alone"
 LIBCURL_IN_C = "libcurl in C"
 LIBCURL_REFERENCES = {"libcurl": LIBCURL_ALONE, "libcurl-c": LIBCURL_IN_C}
+# Nor is "native+N" (`--engines native+15,native+30`): the native tool itself with N us of
+# busy client CPU added to each of its socket writes (benchmarks/slowed_native.c,
+# preloaded), once per request at one user. It shows what any client N us slower per
+# request than wrk / h2load reaches against the same server: the price of client
+# turnaround here, which libcurl's own cost can be read against.
+SLOWED_NATIVE = re.compile(r"native\+(\d+)")
+
+
+def added_client_us(spec: str) -> int | None:
+    """'native+30' -> 30; None for anything else."""
+    m = SLOWED_NATIVE.fullmatch(spec)
+    return int(m.group(1)) if m else None
+
+
+def reference_label(spec: str) -> str | None:
+    """The row label of a comparator that is not a harness engine; None for an engine."""
+    if spec in LIBCURL_REFERENCES:
+        return LIBCURL_REFERENCES[spec]
+    us = added_client_us(spec)
+    return None if us is None else f"native +{us} us"
+
+
 H2C_KINDS = ("h2", "caddy-h2")          # served as h2c with --h2c-port
 INSTALL_HINT = ("wrk and h2load are needed (nothing is installed by this script).\n"
                 "  Debian/Ubuntu: apt-get install -y wrk nghttp2-client\n"

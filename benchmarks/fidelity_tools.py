@@ -1,9 +1,11 @@
-"""The runs benchmarks/fidelity.py times: the native tools (wrk, h2load, libcurl alone
-through pycurl and in C) and the harness's own worker process, each inside a CPU window."""
+"""The runs benchmarks/fidelity.py times: the native tools (wrk and h2load, as they are or
+slowed per request; libcurl alone through pycurl and in C) and the harness's own worker
+process, each inside a CPU window."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -23,7 +25,7 @@ from harness.run.load.loadgen import CLIENT_PATHS
 from servers.launcher import ServerProcess
 
 from fidelity_measure import Pinning, Run, Window, children_cpu_s, percentile, pin_process
-from fidelity_setup import LIBCURL_REFERENCES, ROOT, SEED, scenario
+from fidelity_setup import LIBCURL_REFERENCES, ROOT, SEED, reference_label, scenario
 
 # ---------------------------------------------------------------- native tools
 
@@ -58,24 +60,28 @@ class Native:
         self.dir = workdir
         self.pin = pin
 
-    def _run(self, cmd: list[str], timeout: float) -> tuple[str, float]:
+    def _run(self, cmd: list[str], timeout: float, added_us: int = 0) -> tuple[str, float]:
+        env = None
+        if added_us:            # the tool slowed by added_us per request (slowed_native.c)
+            env = dict(os.environ, LD_PRELOAD=str(self._compiled("slowed_native", shared=True)),
+                       WIREBENCH_ADDED_US=str(added_us))
         cpu0 = children_cpu_s()
         out = subprocess.run(self.pin.client_prefix() + cmd, capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, env=env)
         cpu = children_cpu_s() - cpu0
         if out.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out.stdout, cpu
 
     def wrk(self, url: str, body_file: Path, conc: int, duration_s: int,
-            server: ServerProcess) -> Run:
+            server: ServerProcess, added_us: int = 0) -> Run:
         lua = self.dir / f"post-{body_file.stem}.lua"
         lua.write_text(WRK_LUA % {"body": _lua_string(str(body_file))})
         cmd = ["wrk", "-t1", f"-c{conc}", f"-d{duration_s}s", "--timeout", "30s",
                "-s", str(lua), url]
         win = Window(server, self.pin)
         win.start()
-        stdout, cpu = self._run(cmd, duration_s + 60)
+        stdout, cpu = self._run(cmd, duration_s + 60, added_us)
         win.stop()
         m = re.search(r"^WIREBENCH-WRK (\{.*\})$", stdout, re.M)
         if not m:
@@ -83,14 +89,15 @@ class Native:
         r = orjson.loads(m.group(1))
         n, wall = r["requests"], r["duration_us"] / 1e6
         errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-        return Run("wrk", n / wall, r["p50_us"] / 1000, n, wall, errors,
+        return Run(_tool("wrk", added_us), n / wall, r["p50_us"] / 1000, n, wall, errors,
                    cpu / n * 1e6 if n else None, cpu / wall, **win.fields(n, wall),
                    extra={"p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
                           "mean_ms": r["mean_us"] / 1000,
-                          "response_bytes_per_req": r["bytes"] / n if n else None})
+                          "response_bytes_per_req": r["bytes"] / n if n else None,
+                          **_slowed_path("wrk", added_us)})
 
     def h2load(self, url: str, body_file: Path, conc: int, duration_s: int,
-               server: ServerProcess) -> Run:
+               server: ServerProcess, added_us: int = 0) -> Run:
         log = self.dir / "h2load.log"
         log.unlink(missing_ok=True)
         # -c1 -m C: one connection, C concurrent streams, as the harness multiplexes.
@@ -99,7 +106,7 @@ class Native:
                "-H", "accept: */*", "--log-file", str(log), url]
         win = Window(server, self.pin)
         win.start()
-        stdout, cpu = self._run(cmd, duration_s + 60)
+        stdout, cpu = self._run(cmd, duration_s + 60, added_us)
         win.stop()
         if "Application protocol: h2c" not in stdout:
             raise RuntimeError(f"h2load did not speak h2c:\n{stdout}")
@@ -119,13 +126,14 @@ class Native:
         errors = done - ok + int(req.group(6)) + int(req.group(7))
         if codes is not None and int(codes.group(1)) < ok:
             errors += ok - int(codes.group(1))
-        return Run("h2load", ok / wall, p50, ok, wall, errors,
+        return Run(_tool("h2load", added_us), ok / wall, p50, ok, wall, errors,
                    cpu / ok * 1e6 if ok else None, cpu / wall, **win.fields(ok, wall),
                    extra={"p90_ms": percentile(times, 90) / 1000 if times else None,
                           "p99_ms": percentile(times, 99) / 1000 if times else None,
                           "h2load_rps": float(m.group(3)), "logged": len(times),
                           "response_bytes_per_req":
-                              int(traffic.group(1)) / ok if traffic and ok else None})
+                              int(traffic.group(1)) / ok if traffic and ok else None,
+                          **_slowed_path("h2load", added_us)})
 
     def libcurl(self, engine: str, url: str, body_file: Path, conc: int, duration_s: int,
                 server: ServerProcess, version: str) -> Run:
@@ -133,7 +141,7 @@ class Native:
         benchmarks/curl_alone.py) or in C (engine "libcurl-c", benchmarks/libcurl_loop.c
         on the libcurl pycurl loads)."""
         if engine == "libcurl-c":
-            cmd = [str(self._libcurl_loop()), str(bundled_libcurl()), url, str(body_file),
+            cmd = [str(self._compiled("libcurl_loop")), str(bundled_libcurl()), url, str(body_file),
                    version, str(conc), str(duration_s)]
             path = "C: easy perform() loop" if conc == 1 else "C: multi loop"
         else:
@@ -164,17 +172,27 @@ class Native:
                    r["cpu_s"] / wall if wall else None, **win.fields(n, wall),
                    extra={"last_byte_p50_ms": p50, "client_path": path})
 
-    def _libcurl_loop(self) -> Path:
-        """benchmarks/libcurl_loop.c, compiled once per run into the work directory."""
-        exe = self.dir / "libcurl_loop"
-        if not exe.exists():
+    def _compiled(self, name: str, shared: bool = False) -> Path:
+        """benchmarks/<name>.c (libcurl_loop, slowed_native), compiled once per run into
+        the work directory: a program, or with `shared` a library to preload."""
+        out = self.dir / (f"{name}.so" if shared else name)
+        if not out.exists():
             cc = shutil.which("cc") or shutil.which("gcc")
             if cc is None:
-                raise SystemExit("fidelity: `--engines libcurl-c` needs a C compiler "
+                raise SystemExit(f"fidelity: benchmarks/{name}.c needs a C compiler "
                                  "(Debian/Ubuntu: apt-get install -y gcc)")
-            subprocess.run([cc, "-O2", "-o", str(exe),
-                            str(ROOT / "benchmarks" / "libcurl_loop.c"), "-ldl"], check=True)
-        return exe
+            flags = ["-shared", "-fPIC"] if shared else []
+            subprocess.run([cc, "-O2", *flags, "-o", str(out),
+                            str(ROOT / "benchmarks" / f"{name}.c"), "-ldl"], check=True)
+        return out
+
+
+def _tool(name: str, added_us: int) -> str:
+    return f"{name} +{added_us} us" if added_us else name
+
+
+def _slowed_path(name: str, added_us: int) -> dict[str, str]:
+    return {"client_path": f"{name}, +{added_us} us busy per socket write"} if added_us else {}
 
 
 def bundled_libcurl() -> Path:
@@ -206,7 +224,10 @@ def engine_field(spec: str) -> dict[str, str]:
     """LoadJob's `engine` (and `client_path`) arguments, where this version of the
     harness has them."""
     engine, path = split_engine(spec)
-    if engine in LIBCURL_REFERENCES:
+    if engine.startswith("native") and reference_label(engine) is None:
+        raise SystemExit(f"fidelity: {engine!r}: write native+N, N the microseconds of "
+                         "client CPU to add per request (e.g. native+30)")
+    if reference_label(engine) is not None:
         if path is not None:
             raise SystemExit(f"fidelity: the {engine} comparator has no client paths")
         return {}
@@ -252,8 +273,8 @@ def has_path(spec: str, protocol: str, target: Target, concurrency: int) -> bool
 
 
 def harness_label(engine: str, variant: str = "") -> str:
-    if engine in LIBCURL_REFERENCES:
-        return LIBCURL_REFERENCES[engine]
+    if reference_label(engine) is not None:
+        return reference_label(engine)
     engine, path = split_engine(engine)
     label = "harness" if engine == "python" else f"harness+{engine}"
     if path:
@@ -263,8 +284,8 @@ def harness_label(engine: str, variant: str = "") -> str:
 
 def cell_label(client: str, spec: str) -> str:
     """rest-h1, rest-h1+curl, 'rest-h2+curl (async)' for a forced client path."""
-    if spec in LIBCURL_REFERENCES:
-        return LIBCURL_REFERENCES[spec]
+    if reference_label(spec) is not None:
+        return reference_label(spec)
     engine, path = split_engine(spec)
     label = client if engine == "python" else f"{client}+{engine}"
     return f"{label} ({path})" if path else label

@@ -1,11 +1,15 @@
 """benchmarks/curl_alone.py and benchmarks/libcurl_loop.c (libcurl with nothing around it,
 through pycurl and in C: fidelity.py's "libcurl alone" and "libcurl in C" rows) against
 the real servers: each completes requests without errors, and its rate and latency
-(libcurl's own, start to last byte) fit a closed loop of C users."""
+(libcurl's own, start to last byte) fit a closed loop of C users. And
+benchmarks/slowed_native.c (the "native+N" rows): preloaded, it adds its busy time to
+every socket write and to nothing else."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,18 +26,24 @@ CASES = [("h1", "1.1", 1), ("h1", "1.1", 4), ("h2", "2", 4)]
 
 
 @pytest.fixture(scope="module")
-def libcurl_loop(tmp_path_factory) -> list[str]:
-    """The C loop, compiled as fidelity.py compiles it, and the libcurl pycurl loads."""
+def native(tmp_path_factory):
+    """fidelity.py's runner of native tools, which compiles the C pieces it needs."""
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler (apt-get install -y gcc; .ci/run installs it)")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from fidelity_measure import Pinning
-        from fidelity_tools import Native, bundled_libcurl
+        from fidelity_tools import Native
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    native = Native(tmp_path_factory.mktemp("libcurl_loop"), Pinning.choose(False))
-    return [str(native._libcurl_loop()), str(bundled_libcurl())]
+    return Native(tmp_path_factory.mktemp("fidelity_c"), Pinning.choose(False))
+
+
+@pytest.fixture(scope="module")
+def libcurl_loop(native) -> list[str]:
+    """The C loop, compiled as fidelity.py compiles it, and the libcurl pycurl loads."""
+    from fidelity_tools import bundled_libcurl
+    return [str(native._compiled("libcurl_loop")), str(bundled_libcurl())]
 
 
 def _check_closed_loop(out: subprocess.CompletedProcess, conc: int) -> None:
@@ -83,3 +93,42 @@ def test_libcurl_loop_in_c_says_what_is_wrong(tmp_path, libcurl_loop):
                           str(tmp_path / "body.json"), "1.1", "1", "0.1"],
                          capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2 and "cannot load" in out.stderr and out.stdout == ""
+
+
+# A child that times N calls of each kind of write on a loopback TCP connection (each
+# written byte read back, so no buffer fills), and N writes to its stdout.
+_WRITES = """
+import os, socket, sys, time
+n = int(sys.argv[1])
+lsn = socket.create_server(("127.0.0.1", 0))
+a = socket.create_connection(lsn.getsockname())
+b, _ = lsn.accept()
+calls = {"send": lambda: a.send(b"x"), "write": lambda: os.write(a.fileno(), b"x"),
+         "writev": lambda: os.writev(a.fileno(), [b"x"]), "sendmsg": lambda: a.sendmsg([b"x"])}
+out = {}
+for name, call in calls.items():
+    t = time.perf_counter()
+    for _ in range(n):
+        call()
+        b.recv(1)
+    out[name] = time.perf_counter() - t
+t = time.perf_counter()
+for _ in range(n):
+    os.write(1, b"")
+out["stdout"] = time.perf_counter() - t
+print(out)
+"""
+
+
+def test_slowed_native_adds_its_time_to_each_socket_write_only(native):
+    shim = native._compiled("slowed_native", shared=True)
+    n, added_us = 40, 1000
+    env = dict(os.environ, LD_PRELOAD=str(shim), WIREBENCH_ADDED_US=str(added_us))
+    out = subprocess.run([sys.executable, "-c", _WRITES, str(n)], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    took = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    # A busy wait of added_us per call is a hard lower bound on each kind's wall time.
+    for call in ("send", "write", "writev", "sendmsg"):
+        assert took[call] >= n * added_us / 1e6, (call, took)
+    # Writes to stdin/stdout/stderr are the tool's own output, not its requests.
+    assert took["stdout"] < n * added_us / 1e6 / 2, took

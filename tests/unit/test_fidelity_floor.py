@@ -5,11 +5,14 @@ would call a coin toss "missed" or "met"."""
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 try:
     from fidelity_measure import Run
     from fidelity_report import Point, _floor_text, floor_verdict
+    from fidelity_tools import cell_label, engine_field
 finally:
     sys.path.remove(str(ROOT / "benchmarks"))
 
@@ -53,3 +56,11 @@ def test_pairs_on_both_sides_are_undecided():
 def test_errors_miss_the_floor_whatever_the_ratios():
     s = point([(1.0, 1.0), (1.0, 1.0)], errors=2)
     assert s["floor_verdict"] == "missed" and _floor_text(s).endswith("errors")
+
+
+def test_a_slowed_native_tool_is_a_comparator_not_an_engine():
+    assert engine_field("native+30") == {}          # nothing for the harness's LoadJob
+    assert cell_label("rest-h1", "native+30") == "native +30 us"
+    for bad in ("native", "native+", "native+x", "native+30us"):
+        with pytest.raises(SystemExit, match="native\\+N"):
+            engine_field(bad)
