@@ -273,8 +273,8 @@ def has_path(spec: str, protocol: str, target: Target, concurrency: int) -> bool
 
 
 def harness_label(engine: str, variant: str = "") -> str:
-    if reference_label(engine) is not None:
-        return reference_label(engine)
+    if (label := reference_label(engine)) is not None:
+        return label
     engine, path = split_engine(engine)
     label = "harness" if engine == "python" else f"harness+{engine}"
     if path:
@@ -284,8 +284,8 @@ def harness_label(engine: str, variant: str = "") -> str:
 
 def cell_label(client: str, spec: str) -> str:
     """rest-h1, rest-h1+curl, 'rest-h2+curl (async)' for a forced client path."""
-    if reference_label(spec) is not None:
-        return reference_label(spec)
+    if (label := reference_label(spec)) is not None:
+        return label
     engine, path = split_engine(spec)
     label = client if engine == "python" else f"{client}+{engine}"
     return f"{label} ({path})" if path else label

@@ -26,24 +26,29 @@ CASES = [("h1", "1.1", 1), ("h1", "1.1", 4), ("h2", "2", 4)]
 
 
 @pytest.fixture(scope="module")
-def native(tmp_path_factory):
-    """fidelity.py's runner of native tools, which compiles the C pieces it needs."""
+def fidelity_tools():
+    """benchmarks/fidelity_tools.py, which compiles the C pieces fidelity.py runs."""
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler (apt-get install -y gcc; .ci/run installs it)")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from fidelity_measure import Pinning
-        from fidelity_tools import Native
+        import fidelity_tools
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    return Native(tmp_path_factory.mktemp("fidelity_c"), Pinning.choose(False))
+    return fidelity_tools
 
 
 @pytest.fixture(scope="module")
-def libcurl_loop(native) -> list[str]:
+def native(fidelity_tools, tmp_path_factory):
+    """fidelity.py's runner of native tools, unpinned."""
+    return fidelity_tools.Native(tmp_path_factory.mktemp("fidelity_c"),
+                                 fidelity_tools.Pinning.choose(False))
+
+
+@pytest.fixture(scope="module")
+def libcurl_loop(fidelity_tools, native) -> list[str]:
     """The C loop, compiled as fidelity.py compiles it, and the libcurl pycurl loads."""
-    from fidelity_tools import bundled_libcurl
-    return [str(native._compiled("libcurl_loop")), str(bundled_libcurl())]
+    return [str(native._compiled("libcurl_loop")), str(fidelity_tools.bundled_libcurl())]
 
 
 def _check_closed_loop(out: subprocess.CompletedProcess, conc: int) -> None:
