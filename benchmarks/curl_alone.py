@@ -37,6 +37,7 @@ def easy(url: str, body: bytes, version: str) -> pycurl.Curl:
     c = pycurl.Curl()
     c.setopt(pycurl.URL, url)
     c.setopt(pycurl.NOSIGNAL, 1)
+    c.setopt(pycurl.PROXY, "")         # never an environment proxy (as the engine)
     c.setopt(pycurl.HTTP_VERSION, HTTP[version])
     c.setopt(pycurl.POSTFIELDS, body)
     # The request the harness sends (clients/http_api.py), without pycurl's User-Agent.

@@ -43,8 +43,8 @@ CURL_W = "%{time_namelookup} %{time_connect} %{time_appconnect} %{time_starttran
 
 def curl_runs(url: str, n: int, http: str, ca: str | None) -> list[dict[str, float]]:
     """n `curl -w` runs (one process, one new connection each); phases in ms."""
-    cmd = ["curl", "-4", "-s", "-o", "/dev/null", "--max-time", "10", "-w", CURL_W,
-           f"--http{http}", "-H", "content-type: application/json",
+    cmd = ["curl", "-4", "--noproxy", "*", "-s", "-o", "/dev/null", "--max-time", "10",
+           "-w", CURL_W, f"--http{http}", "-H", "content-type: application/json",
            "--data-binary", json.dumps(BODY)]
     if ca:
         cmd += ["--cacert", ca]
@@ -73,6 +73,7 @@ def libcurl_runs(url: str, n: int, http: str, ca: str | None) -> list[dict[str, 
         try:
             c.setopt(c.URL, url)
             c.setopt(c.IPRESOLVE, c.IPRESOLVE_V4)
+            c.setopt(c.PROXY, "")       # never an environment proxy
             c.setopt(c.HTTP_VERSION, c.CURL_HTTP_VERSION_2_0 if http == "2"
                      else c.CURL_HTTP_VERSION_1_1)
             c.setopt(c.HTTPHEADER, ["content-type: application/json"])

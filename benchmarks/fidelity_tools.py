@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from base.lifetime import child_env
+from base.lifetime import child_env, pdeathsig_prefix
 from clients.base import Target
 from harness.measure.recorder import Recorder
 from harness.run.events import Failure, Result, Warm, decode
@@ -59,6 +59,7 @@ class Native:
     def __init__(self, workdir: Path, pin: Pinning) -> None:
         self.dir = workdir
         self.pin = pin
+        self.wrap: list[str] = []   # a command each tool runs under (client_cost.py's counters)
 
     def _run(self, cmd: list[str], timeout: float, added_us: int = 0) -> tuple[str, float]:
         env = None
@@ -66,8 +67,8 @@ class Native:
             env = dict(os.environ, LD_PRELOAD=str(self._compiled("slowed_native", shared=True)),
                        WIREBENCH_ADDED_US=str(added_us))
         cpu0 = children_cpu_s()
-        out = subprocess.run(self.pin.client_prefix() + cmd, capture_output=True, text=True,
-                             timeout=timeout, env=env)
+        out = subprocess.run(self.pin.client_prefix() + self.wrap + cmd, capture_output=True,
+                             text=True, timeout=timeout, env=env)
         cpu = children_cpu_s() - cpu0
         if out.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -149,8 +150,8 @@ class Native:
                    str(body_file), "--http", version, "--concurrency", str(conc),
                    "--duration", str(duration_s)]
             path = "pycurl: easy perform() loop" if conc == 1 else "pycurl: CurlMulti loop"
-        proc = subprocess.Popen(self.pin.client_prefix() + cmd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(self.pin.client_prefix() + self.wrap + cmd,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         win, warm = Window(server, self.pin), False
         try:
             warm = proc.stdout.readline().strip() == "warm"     # the measured loop starts
@@ -298,6 +299,7 @@ class Harness:
         self.pin = pin
         self.root = root            # the tree whose harness.run.worker runs
         self.variant = variant      # its label ("" for this tree)
+        self.wrap: list[str] = []   # a command the worker runs under (client_cost.py)
 
     def run(self, protocol: str, target: Target, size: str, conc: int,
             duration_s: float, server: ServerProcess, engine: str = "python") -> Run:
@@ -309,11 +311,17 @@ class Harness:
                       reuse=sc.connection.policy == "reuse",
                       connections=sc.connection.connections_for(protocol, conc), seed=SEED)
         # stderr to a file, not a pipe nobody reads until the end (a chatty worker would
-        # block on a full pipe); the worker sets its own PDEATHSIG (child_env).
+        # block on a full pipe); the worker sets its own PDEATHSIG (child_env). Under a
+        # wrapper that forks (strace) its parent is not this process, so the wrapper gets
+        # that fate instead (setpriv), and the worker ends with its duration or its stdin.
         err = tempfile.TemporaryFile()
-        proc = subprocess.Popen([sys.executable, "-m", "harness.run.worker"], cwd=self.root,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                env=child_env())
+        cmd = [sys.executable, "-m", "harness.run.worker"]
+        if self.wrap:
+            cmd, env = [*pdeathsig_prefix(), *self.wrap, *cmd], None
+        else:
+            env = child_env()
+        proc = subprocess.Popen(cmd, cwd=self.root, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, env=env)
         if self.pin.client is not None:
             pin_process(proc.pid, self.pin.client)   # before the job: threads come later
         try:

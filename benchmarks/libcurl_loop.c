@@ -32,7 +32,8 @@ typedef struct { int msg; CURL *easy_handle; union { void *whatever; int result;
 
 /* curl/curl.h: option = type base + number */
 enum {
-    OPT_URL = 10000 + 2, OPT_POSTFIELDS = 10000 + 15, OPT_HTTPHEADER = 10000 + 23,
+    OPT_URL = 10000 + 2, OPT_PROXY = 10000 + 4, OPT_POSTFIELDS = 10000 + 15,
+    OPT_HTTPHEADER = 10000 + 23,
     OPT_WRITEFUNCTION = 20000 + 11, OPT_POSTFIELDSIZE = 0 + 60, OPT_HTTP_VERSION = 0 + 84,
     OPT_NOSIGNAL = 0 + 99, OPT_PIPEWAIT = 0 + 237,
     M_PIPELINING = 0 + 3, M_MAXCONNECTS = 0 + 6, M_MAX_HOST_CONNECTIONS = 0 + 7,
@@ -92,6 +93,7 @@ static CURL *easy(const char *url, const char *body, long body_len, long version
     CURL *c = easy_init();
     easy_setopt(c, OPT_URL, url);
     easy_setopt(c, OPT_NOSIGNAL, 1L);
+    easy_setopt(c, OPT_PROXY, "");     /* never an environment proxy (as the engine) */
     easy_setopt(c, OPT_HTTP_VERSION, version);
     easy_setopt(c, OPT_POSTFIELDS, body);
     easy_setopt(c, OPT_POSTFIELDSIZE, body_len);

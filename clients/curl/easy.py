@@ -51,6 +51,10 @@ E_HTTP2 = 16                                  # HTTP/2 framing layer error
 # Headers libcurl would add that the Python transports do not send: no User-Agent
 # (pycurl sets one), no "Expect: 100-continue" on large bodies.
 NO_HEADERS = [b"User-Agent:", b"Expect:"]
+# CURLOPT_PROXY "": libcurl would otherwise send the transfer through any http_proxy /
+# https_proxy / ALL_PROXY the environment names, so the run would measure that proxy
+# (or fail on it). "" disables proxies outright, without the per-transfer lookup.
+NO_PROXY = ""
 
 _PHASES = (("namelookup", pycurl.NAMELOOKUP_TIME_T), ("connect", pycurl.CONNECT_TIME_T),
            ("appconnect", pycurl.APPCONNECT_TIME_T), ("pretransfer", pycurl.PRETRANSFER_TIME_T),

@@ -44,10 +44,10 @@ import pycurl
 from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
                           ProtocolViolation, RequestTimeout, Target, clock_ns)
 
-from clients.curl.easy import (CONNECT_ERRORS, E_HTTP2, INFO_VERSION, NO_HEADERS, PHASE_INFOS,
-                               PHASE_NAMES, PROTOCOL_ERRORS, RECEIVE_BUFFER, STALE_CONNECTION,
-                               TLS_VERSIONS, VERSION_NAMES, CurlSocket, final_block, track_socket,
-                               url_host)
+from clients.curl.easy import (CONNECT_ERRORS, E_HTTP2, INFO_VERSION, NO_HEADERS, NO_PROXY,
+                               PHASE_INFOS, PHASE_NAMES, PROTOCOL_ERRORS, RECEIVE_BUFFER,
+                               STALE_CONNECTION, TLS_VERSIONS, VERSION_NAMES, CurlSocket,
+                               final_block, track_socket, url_host)
 from clients.http_api import Headers, HttpResponse
 from clients.transport.wire import METER
 
@@ -148,6 +148,7 @@ class CurlEasyTransport:
     def _new_handle(self) -> _Handle:
         c = pycurl.Curl()
         c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.PROXY, NO_PROXY)
         c.setopt(pycurl.HTTP_VERSION, self._http_version)
         c.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
         c.setopt(pycurl.TIMEOUT_MS, max(1, int(self.timeout_s * 1000)))

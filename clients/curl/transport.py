@@ -12,8 +12,8 @@ import pycurl
 from clients.base import (ClientError, ConnectError, ConnectionLost, FallbackError,
                           ProtocolViolation, Target, clock_ns)
 from clients.curl.easy import (CONNECT_ERRORS, CSELECT_IN, CSELECT_OUT, E_HTTP2, INFO_HTTP_VERSION,
-                               INFO_VERSION, LOCAL_PORT, NO_HEADERS, NUM_CONNECTS, PHASE_INFOS,
-                               PHASE_NAMES, POLL_REMOVE, POSTFIELDS, PROTOCOL_ERRORS,
+                               INFO_VERSION, LOCAL_PORT, NO_HEADERS, NO_PROXY, NUM_CONNECTS,
+                               PHASE_INFOS, PHASE_NAMES, POLL_REMOVE, POSTFIELDS, PROTOCOL_ERRORS,
                                RECEIVE_BUFFER, SOCKET_TIMEOUT, STALE_CONNECTION, TLS_VERSIONS,
                                VERSION_NAMES, CurlExchange, CurlSocket, Easy, final_block,
                                track_socket, url_host)
@@ -107,6 +107,7 @@ class CurlTransport(HttpTransport):
     def _new_easy(self) -> Easy:
         e = Easy(self)
         e.setopt(pycurl.NOSIGNAL, 1)
+        e.setopt(pycurl.PROXY, NO_PROXY)
         e.setopt(pycurl.HTTP_VERSION, self._http_version)
         e.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
         if self._connect_to:

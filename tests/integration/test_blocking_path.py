@@ -196,6 +196,28 @@ async def test_same_vectors_and_ordered_stamps_as_the_async_path(servers, tls_fi
     assert wire["up"] > 2 * first.payload_up and wire["down"] > 2 * first.payload_down
 
 
+@pytest.mark.parametrize("engine,cell", [("curl", "h1"), ("curl", "h2"), ("python", "h1")])
+async def test_environment_proxies_do_not_reroute_the_measured_traffic(servers, tls_files,
+                                                                       monkeypatch, engine, cell):
+    # libcurl honours these by default: the run would measure (or fail on) the proxy.
+    # Its lookup happens per transfer, so setting them now reaches the engine.
+    with socket.socket() as dead:               # bound, never listening: refuses
+        dead.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        for var in ("http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(var, proxy)
+        target = real_target(servers, tls_files, cell)
+        async with open_client(protocol(cell), target, engine=engine) as ac:
+            first = await ac.embed(EMBED)
+        c = blocking_client(protocol(cell), engine, target, reuse=True, timeout_s=10)
+        try:
+            second = c.embed_sync(EMBED)
+        finally:
+            c.close()
+    for r in (first, second):
+        assert r.vectors.shape == (2, 256) and r.server_time_us > 0
+
+
 @pytest.mark.parametrize("engine,cell", [("curl", "h1"), ("curl", "h2c"), ("python", "h1")])
 def test_overlapped_steps_pair_each_response_with_its_request(servers, tls_files, engine,
                                                               cell):

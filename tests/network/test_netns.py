@@ -42,7 +42,7 @@ def test_counters_see_a_known_transfer_and_nothing_is_left(tls_files):
             before = topo.counters()
             resent_before = retransmitted(topo, "server"), retransmitted(topo, "client")
             out = subprocess.run(topo.wrap("client") + [
-                "curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{size_upload}",
+                "curl", "--noproxy", "*", "-s", "-o", "/dev/null", "-w", "%{size_download} %{size_upload}",
                 "-H", "content-type: application/json", "--data-binary", "@-",
                 f"http://{SERVER_IP}:{srv.port}/v1/embeddings"],
                 input=body, capture_output=True, check=True)
@@ -66,9 +66,10 @@ def test_client_namespace_reaches_the_server_only_over_the_link(tls_files):
     with Topology() as topo:
         with start_server("h1", host=SERVER_IP, wrap=topo.wrap("server")) as srv:
             # The server is not on the host's loopback: only the client namespace sees it.
-            assert subprocess.run(["curl", "-s", "-m", "1", f"http://{SERVER_IP}:{srv.port}/health"],
+            assert subprocess.run(["curl", "--noproxy", "*", "-s", "-m", "1",
+                                   f"http://{SERVER_IP}:{srv.port}/health"],
                                   capture_output=True).returncode != 0
-            ok = subprocess.run(topo.wrap("client") + ["curl", "-s", "-m", "2",
+            ok = subprocess.run(topo.wrap("client") + ["curl", "--noproxy", "*", "-s", "-m", "2",
                                 f"http://{SERVER_IP}:{srv.port}/health"], capture_output=True)
             assert json.loads(ok.stdout)["status"] == "ok"
 
