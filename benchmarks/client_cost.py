@@ -164,7 +164,7 @@ def table(results: dict[str, dict[str, dict[str, Count]]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocols", default="caddy-http/1.1,caddy-h2c",
                    help=f"comma list of {', '.join(PROTOCOLS)} (default the Caddy front)")
@@ -191,10 +191,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = ["valgrind", "strace", *sorted({PROTOCOLS[p][2] for p in args.protocols})]
-    if "libcurl-c" in args.clients:
-        tools.append("cc")
+    tools = ["valgrind", "strace"]
+    if "native" in args.clients:
+        tools += sorted({PROTOCOLS[p][2] for p in args.protocols})
     missing = [t for t in tools if shutil.which(t) is None]
+    if "libcurl-c" in args.clients and not (shutil.which("cc") or shutil.which("gcc")):
+        missing.append("cc")                # libcurl_loop.c is compiled at run time
     if missing:
         print(f"client_cost: {', '.join(missing)} not found on PATH "
               f"(Debian/Ubuntu: {INSTALL}{', gcc' if 'cc' in missing else ''})",
