@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,9 @@ class PointResult:
     # (None: not measurable here).
     host_steal: float | None = None
     failures: list[str] = field(default_factory=list)   # failed repeats (run.watchdog)
+    # Each repeat's measured window on the wall clock (Unix s, start and end): what
+    # lines up an outside instrument (a /proc sampler, a packet capture) with the row.
+    windows_unix_s: list[tuple[float, float]] = field(default_factory=list)
     wire: dict[str, int] = field(default_factory=dict)        # summed IP bytes/packets
     wire_source: str = "not measured"
     server_impl: str = ""
@@ -146,8 +150,10 @@ class PointResult:
             self.machine_cores_used = max(self.machine_cores_used or 0.0, used)
 
     def add_window(self, before: Snapshot, after: Snapshot, wall_s: float) -> None:
-        """One repeat's measured window: the server processes' utilisation and the
-        host's steal between the two snapshots."""
+        """One repeat's measured window, ending now: the server processes' utilisation
+        and the host's steal between the two snapshots."""
+        end = time.time()
+        self.windows_unix_s.append((round(end - wall_s, 6), round(end, 6)))
         self.add_server_util(utilisation(before, after, wall_s))
         steal = steal_share(before.host, after.host)
         if steal is not None:
@@ -319,6 +325,7 @@ class PointResult:
             "host_steal": round(self.host_steal, 3) if self.host_steal is not None else None,
             "host_noisy": host_noisy(self.host_steal),
             "failed": "; ".join(self.failures),
+            "windows_unix_s": [list(w) for w in self.windows_unix_s] or None,
             "connections_policy": self.key.connections,
             "tls": self.tls, "tls_version": self.tls_version_used,
             "dns_cache": self.key.dns_cache,

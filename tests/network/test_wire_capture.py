@@ -6,7 +6,9 @@ tcpdump, started by the test inside the run's client namespace, records every fr
 that device for the whole run; over the measured requests (the last `requests` of the
 client's request-sized packets) the capture's IP bytes and packets per request must
 equal the row's. Warm-up traffic counted into the window, a link header left in, or a
-direction swapped would each put them percent apart.
+direction swapped would each put them percent apart. The row's `windows_unix_s` must
+frame the same requests on the capture's clock: the measured ones inside it, the
+warm-up before it.
 
 tcpdump: `apt-get install tcpdump` (.ci/run installs it); pcap files read with dpkt.
 """
@@ -47,6 +49,7 @@ WARMUP = 20
 REQUEST_PACKET = 700
 BYTES_BOUND = 0.005     # the capture and the counters see the same frames: 0.5% is slack
 PACKETS_BOUND = 0.02    # for the teardown's few packets the capture's window may include
+WINDOW_SLACK_S = 0.25   # "go" to the first request; the last response to the results read
 
 SCENARIO = """\
 name: wire-capture
@@ -60,6 +63,7 @@ seed: 1
 
 @dataclass
 class Frame:
+    t: float            # capture time, Unix s
     up: bool            # sent by the client
     ip_bytes: int
     ends: bool          # a TCP FIN or RST: the connection's teardown
@@ -92,24 +96,29 @@ def start_capture(holder: int, pcap: Path) -> subprocess.Popen:
 def read_frames(pcap: Path) -> list[Frame]:
     frames = []
     with pcap.open("rb") as f:
-        for _, buf in dpkt.pcap.Reader(f):
+        for t, buf in dpkt.pcap.Reader(f):
             eth = dpkt.ethernet.Ethernet(buf)
             ip = eth.data
             up = isinstance(ip, dpkt.ip.IP) and dpkt.utils.inet_to_str(ip.src) == CLIENT_IP
             tcp = getattr(ip, "data", None)
             ends = isinstance(tcp, dpkt.tcp.TCP) and bool(
                 tcp.flags & (dpkt.tcp.TH_FIN | dpkt.tcp.TH_RST))
-            frames.append(Frame(up, len(buf) - ETHERNET_HEADER, ends))
+            frames.append(Frame(t, up, len(buf) - ETHERNET_HEADER, ends))
     return frames
 
 
-def measured_window(frames: list[Frame], requests: int) -> list[Frame]:
-    """From the first of the last `requests` request packets to the connection's end."""
+def request_packets(frames: list[Frame], requests: int) -> list[int]:
+    """Indexes of the client's request packets: the warm-up's, then the measured ones."""
     starts = [i for i, fr in enumerate(frames) if fr.up and fr.ip_bytes > REQUEST_PACKET]
     assert len(starts) >= requests + WARMUP, (
         f"the capture holds {len(starts)} request packets, fewer than the run's "
         f"{requests + WARMUP}: it began after the run did")
-    window = frames[starts[-requests]:]
+    return starts
+
+
+def measured_window(frames: list[Frame], requests: int) -> list[Frame]:
+    """From the first of the last `requests` request packets to the connection's end."""
+    window = frames[request_packets(frames, requests)[-requests]:]
     end = next((i for i, fr in enumerate(window) if fr.ends), len(window))
     return window[:end]
 
@@ -156,3 +165,18 @@ def test_reported_wire_bytes_match_a_tcpdump_capture(tmp_path, protocol):
         assert abs(reported - got) <= bound * got, (
             f"{protocol} {key}: wirebench {reported:,.2f} per request, tcpdump "
             f"{got:,.2f} ({reported / got:.4f}x; bound {bound:.1%})")
+
+
+@pytest.mark.parametrize("protocol", ["rest-h1"])
+def test_the_row_s_window_frames_the_measured_requests_on_the_capture_s_clock(
+        tmp_path, protocol):
+    row, frames = run_with_capture(tmp_path, protocol)
+    [(start, end)] = row["windows_unix_s"]              # one repeat
+    starts = request_packets(frames, row["n"])
+    measured = [frames[i].t for i in starts[-row["n"]:]]
+    warmup = [frames[i].t for i in starts[:-row["n"]]]
+    assert max(warmup) < start <= min(measured), (max(warmup), start, min(measured))
+    assert max(measured) < end, (max(measured), end)
+    # Opened just before "go", closed just after the last result came in.
+    assert min(measured) - start < WINDOW_SLACK_S and end - max(measured) < WINDOW_SLACK_S, (
+        start, min(measured), max(measured), end)
