@@ -60,6 +60,8 @@ def role_of(pid: int) -> str | None:
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
+    # Not harness.measure.cpu's reader, on purpose: the check shares no code with what
+    # it checks.
     threads = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         threads[tid] = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9

@@ -147,9 +147,21 @@ def run_with_capture(tmp: Path, protocol: str) -> tuple[dict, list[Frame]]:
     return rows[0], read_frames(pcap)
 
 
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory):
+    """protocol -> (row, frames), one run each for the whole module."""
+    runs: dict[str, tuple[dict, list[Frame]]] = {}
+
+    def run(protocol: str) -> tuple[dict, list[Frame]]:
+        if protocol not in runs:
+            runs[protocol] = run_with_capture(tmp_path_factory.mktemp("capture"), protocol)
+        return runs[protocol]
+    return run
+
+
 @pytest.mark.parametrize("protocol", ["rest-h1", "grpc", "rest-h3@caddy+curl"])
-def test_reported_wire_bytes_match_a_tcpdump_capture(tmp_path, protocol):
-    row, frames = run_with_capture(tmp_path, protocol)
+def test_reported_wire_bytes_match_a_tcpdump_capture(captured, protocol):
+    row, frames = captured(protocol)
     assert row["wire_source"].startswith("netns interface counters"), row["wire_source"]
     n = row["n"]
     assert n == REQUESTS and row["errors"] == 0, row
@@ -167,10 +179,8 @@ def test_reported_wire_bytes_match_a_tcpdump_capture(tmp_path, protocol):
             f"{got:,.2f} ({reported / got:.4f}x; bound {bound:.1%})")
 
 
-@pytest.mark.parametrize("protocol", ["rest-h1"])
-def test_the_row_s_window_frames_the_measured_requests_on_the_capture_s_clock(
-        tmp_path, protocol):
-    row, frames = run_with_capture(tmp_path, protocol)
+def test_the_row_s_window_frames_the_measured_requests_on_the_capture_s_clock(captured):
+    row, frames = captured("rest-h1")
     [(start, end)] = row["windows_unix_s"]              # one repeat
     starts = request_packets(frames, row["n"])
     measured = [frames[i].t for i in starts[-row["n"]:]]
