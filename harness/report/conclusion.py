@@ -7,8 +7,9 @@ Two questions, each answered from one run's rows:
   (throughput). A row whose server, client or machine was saturated (`server_bound`,
   `client_bound`, `machine_bound`) measures a library or the machine, so it is named
   and left out of the ranking. Two
-  rows differ only when their per-repeat ranges do not overlap; with one repeat the
-  spread is unknown and the sentence says so.
+  rows differ only when their 95% intervals, each widened to cover every repeat
+  (harness.report.intervals, as the verdict block decides), do not overlap; with one
+  repeat the run-to-run spread is unknown and the sentence says so.
 - *Protocol or library?* Per protocol, its cell in a later group (e.g. pure Python)
   against its cell in the first group: the library's factor, set beside the spread
   between protocols in the first group. The larger one decides the conclusion, when
@@ -28,6 +29,7 @@ from typing import Any, Iterable
 from harness.measure.attribution import bound_reason as _bound
 from harness.measure.attribution import carries_hop, larger_spread, ratio_range
 from harness.measure.saturation import NEAR_BUSY, near_busy
+from harness.report.intervals import Estimate, apart, p50_estimate, throughput_estimate
 from harness.scenario.groups import ONE_GROUP, group_names
 
 Row = dict[str, Any]
@@ -83,12 +85,18 @@ def _first_group(rows: list[Row], groups: Any) -> tuple[str, list[Row]]:
     return first, [r for r in rows if r.get("group", ONE_GROUP) == first]
 
 
+def _estimate(r: Row) -> Estimate:
+    """The row's one-user figure with its 95% interval, widened over the repeats."""
+    field, per_repeat, _ = _metric(r)
+    return p50_estimate(field.removesuffix("_p50_ms"), per_repeat)(r)
+
+
 def _separated(a: Row, b: Row) -> bool | None:
-    """True when the per-repeat ranges do not overlap; None when spread is unknown."""
-    ra, rb = _range(a), _range(b)
-    if ra is None or rb is None:
+    """True when the two one-user figures' intervals do not overlap; None when either
+    row has one repeat (its run-to-run spread is unknown)."""
+    if _range(a) is None or _range(b) is None:
         return None
-    return ra[1] < rb[0] or rb[1] < ra[0]
+    return apart(_estimate(a), _estimate(b))
 
 
 @dataclass(frozen=True)
@@ -132,10 +140,18 @@ def measured_hop(rows: Iterable[Row], concurrency: int, workload: str) -> Hop | 
     return None
 
 
+def _interval(r: Row) -> tuple[float, float] | None:
+    """The one-user figure's interval (_estimate), or None with one repeat."""
+    if _range(r) is None:
+        return None
+    e = _estimate(r)
+    return e.lo, e.hi
+
+
 def _less_hop(r: Row, hop: Hop | None) -> tuple[float, tuple[float, float] | None]:
-    """The row's figure (and per-repeat range) without the hop, where it carries one."""
+    """The row's figure (and its interval) without the hop, where it carries one."""
     field = _metric(r)[0]
-    rng = _range(r)
+    rng = _interval(r)
     if hop is None or not carries_hop(r):
         return r[field], rng
     if rng is not None and hop.range_ms is not None:
@@ -178,7 +194,7 @@ def _hop_note(ok: list[Row], rows: list[Row]) -> str:
                 "not; this run has no Caddy-less twin to measure the hop against, so that "
                 "part of the gap is not separated.")
     value, rng = _less_hop(front, hop)
-    lead_rng = _range(lead)
+    lead_rng = _interval(lead)
     if rng is None or lead_rng is None:
         how = "one repeat, so indicative only"
     elif rng[1] < lead_rng[0]:
@@ -215,10 +231,11 @@ def latency_ranking(rows: list[Row], groups: Any = None) -> list[str]:
                 how = ("one repeat, so the run-to-run spread is unknown: treat a gap under "
                        "about 20% as undecided")
             elif sep:
-                how = "their per-repeat ranges do not overlap, so the gap is real in this run"
+                how = ("their 95% intervals (the verdict's) do not overlap, so the gap is "
+                       "real in this run")
             else:
-                how = ("their per-repeat ranges overlap: **no difference** this run can "
-                       "resolve")
+                how = ("their 95% intervals (the verdict's) overlap: **no difference** this "
+                       "run can resolve")
             out.append(f"- Lowest {kind} latency at {load}{where}: **{_show(first)}**, then "
                        f"{_show(second)} ({factor:.2f}x); {how}. Order: "
                        + " < ".join(f"{r['cell']} {r[field]:.2f}"
@@ -242,11 +259,10 @@ def throughput_ranking(rows: list[Row], groups: Any = None) -> list[str]:
         ok = sorted((r for r in cand if not _bound(r)), key=lambda r: -r["throughput_rps"])
         bound = [r["cell"] for r in cand if _bound(r)]
         if len(ok) >= 2:
-            spread = _rps_range(ok[0]), _rps_range(ok[1])
-            real = (None if None in spread else
-                    spread[0][0] > spread[1][1] or spread[1][0] > spread[0][1])
-            how = {None: "spread unknown (one repeat)", True: "ranges apart: a real gap",
-                   False: "ranges overlap: no difference this run can resolve"}[real]
+            real = (None if _rps_range(ok[0]) is None or _rps_range(ok[1]) is None
+                    else apart(throughput_estimate(ok[0]), throughput_estimate(ok[1])))
+            how = {None: "spread unknown (one repeat)", True: "95% intervals apart: a real gap",
+                   False: "95% intervals overlap: no difference this run can resolve"}[real]
             hop = ""
             if carries_hop(ok[0]) != carries_hop(ok[1]):
                 front = ok[0] if carries_hop(ok[0]) else ok[1]

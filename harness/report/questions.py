@@ -7,12 +7,9 @@ is answered within the scenario's first group of cells (harness.scenario.groups)
 the conclusions are; a saturated or failed row measures a library and is never a winner
 (it is named as excluded).
 
-Intervals: a p50's 95% interval comes from the merged histogram (order statistics,
-harness.measure.stats), a throughput's from its request count (Poisson: rps x (1 +/-
-1.96/sqrt(n))); with repeats each is widened to cover every repeat's own figure, since
-run-to-run noise on a shared machine is larger than sampling noise. The margin's
-interval is the ratio of the two intervals' far ends, so "real" means the intervals do
-not overlap. Pure: rows in, lines out.
+Intervals: each figure's 95% interval (harness.report.intervals, shared with the
+conclusions). The margin's interval is the ratio of the two intervals' far ends, so
+"real" means the intervals do not overlap. Pure: rows in, lines out.
 """
 
 from __future__ import annotations
@@ -21,12 +18,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from harness.measure.attribution import carries_hop
 from harness.measure.hol_stats import drop_stats
 from harness.measure.saturation import near_busy
-from harness.measure.attribution import carries_hop
-from harness.report.conclusion import (Row, _bound, _bytes_per_request, _first_group,
-                                       measured_hop)
+from harness.report.conclusion import Row, _bound, _bytes_per_request, _first_group, measured_hop
 from harness.report.hol.section import HolPoint, mechanism_text
+from harness.report.intervals import Estimate, p50_estimate, throughput_estimate
 
 THIN_N = 100            # fewer requests than this: the interval itself is rough
 
@@ -79,15 +76,6 @@ def baseline(rows: list[Row]) -> list[Row]:
 
 
 @dataclass(frozen=True)
-class Estimate:
-    row: Row
-    value: float
-    lo: float
-    hi: float
-    cell: str = ""           # the name shown (the cell, and its variant where needed)
-
-
-@dataclass(frozen=True)
 class Question:
     title: str                               # e.g. "Latency at c={c} (p50)"
     kind: str                                # workload kind: embed / stream
@@ -96,31 +84,6 @@ class Question:
     lower_is_better: bool
     unit: str
     hop_adds: bool = False                   # the Caddy hop adds to this figure (p50, TTFT)
-
-
-def _widen(row: Row, value: float, lo: float, hi: float, per_repeat: str) -> Estimate:
-    repeats = [v for v in (row.get(per_repeat) or ()) if v is not None]
-    if len(repeats) >= 2:
-        lo, hi = min(lo, *repeats), max(hi, *repeats)
-    return Estimate(row, value, min(lo, value), max(hi, value), row["cell"])
-
-
-def p50_estimate(metric: str, per_repeat: str | None) -> Callable[[Row], Estimate | None]:
-    def estimate(row: Row) -> Estimate | None:
-        value, ci = row.get(f"{metric}_p50_ms"), row.get(f"{metric}_p50_ci_ms")
-        if value is None:
-            return None
-        lo, hi = ci if ci else (value, value)
-        return _widen(row, value, lo, hi, per_repeat or "")
-    return estimate
-
-
-def throughput_estimate(row: Row) -> Estimate | None:
-    rps, n = row.get("throughput_rps"), row.get("n")
-    if not rps or not n:
-        return None
-    rel = 1.96 / math.sqrt(n)
-    return _widen(row, rps, rps * (1 - rel), rps * (1 + rel), "throughput_per_repeat_rps")
 
 
 def questions(kinds: set[str]) -> list[Question]:

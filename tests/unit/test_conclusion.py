@@ -321,3 +321,33 @@ def test_a_verdict_on_a_row_the_hypervisor_slowed_says_so():
     rows[1]["host_noisy"] = ""
     (latency, *_) = verdict_lines(rows, groups)
     assert "steal" not in latency
+
+
+def test_the_verdict_and_the_conclusions_call_the_same_gaps_real():
+    # The default run of 2026-12-06 16:47 said "no difference" for throughput in its
+    # verdict (the count intervals overlap) and "a real gap" below it (the three
+    # repeats apart). Both now decide on the same widened intervals.
+    from harness.report.conclusion import throughput_ranking
+    from harness.report.questions import verdict_lines
+    h2 = row("rest-h2@caddy+curl", "rest-h2", "fastest", 9.6, [9.1, 9.6, 9.9],
+             concurrency=8, rps=787.0)
+    h3 = row("rest-h3@caddy+curl", "rest-h3", "fastest", 11.5, [11.2, 11.4, 11.8],
+             concurrency=8, rps=697.0)
+    h2.update(n=600, throughput_per_repeat_rps=[777.0, 785.0, 798.0])
+    h3.update(n=600, throughput_per_repeat_rps=[657.0, 713.0, 724.0])
+    groups = {"fastest": ["rest-h2@caddy+curl", "rest-h3@caddy+curl"]}
+    (line,) = throughput_ranking([h2, h3], groups)
+    throughput = [v for v in verdict_lines([h2, h3], groups) if v.startswith("Throughput")]
+    assert "no difference" in line and throughput[0].startswith("Throughput at c=8: no difference")
+    h2.update(n=20_000)          # many more requests: the count interval narrows to the repeats
+    h3.update(n=20_000)
+    (line,) = throughput_ranking([h2, h3], groups)
+    throughput = [v for v in verdict_lines([h2, h3], groups) if v.startswith("Throughput")]
+    assert "a real gap" in line and ": real" in throughput[0]
+    # Latency: repeats apart, but the histogram's interval of one row reaches the other.
+    a = row("rest-h1@caddy+curl", "rest-h1", "fastest", 1.20, [1.18, 1.20, 1.22])
+    b = row("rest-h3@caddy+curl", "rest-h3", "fastest", 1.30, [1.28, 1.30, 1.32])
+    a["latency_p50_ci_ms"] = (1.15, 1.29)
+    text = "\n".join(latency_ranking([a, b], GROUPS))
+    (latency,) = [v for v in verdict_lines([a, b], GROUPS) if v.startswith("Latency")]
+    assert "no difference" in text and latency.startswith("Latency at c=1 (p50): no difference")
