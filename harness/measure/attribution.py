@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from base.protocols import PROTOCOLS
-from harness.measure.saturation import near_busy
+from harness.measure.saturation import bound_words, near_busy
 
 Row = dict[str, Any]
 WIRE_TOLERANCE = 0.05
@@ -29,8 +29,10 @@ def per_cell(rows: list[Row]) -> dict[str, dict[str, Any]]:
         rs = c["rows"]
         done = [r for r in rs if r["n"]]
         c["saturation_rps"] = max((r["throughput_rps"] or 0 for r in done), default=None)
+        c["saturation_flags"] = bound_words(_best_row(c))
         c1 = [r for r in done if r["mode"] == "closed" and r["concurrency"] == 1]
         c["c1_p50_ms"] = c1[0]["latency_p50_ms"] if c1 else None
+        c["c1_flags"] = bound_words(c1[0]) if c1 else ""
         c["client_us"] = _weighted(done, "client_cpu_ms_per_req", 1000)
         c["server_us"] = _weighted(done, "server_cpu_ms_per_req", 1000)
         tokens = sum((r.get("tokens_per_request") or 0) * r["n"] for r in done)
@@ -115,12 +117,16 @@ def _pair(proto: str, a: dict, b: dict, cells: list[dict]) -> list[str]:
     impl = _ratio(a["saturation_rps"], b["saturation_rps"])
     fast, slow = (a, b) if (a["saturation_rps"] or 0) >= (b["saturation_rps"] or 0) else (b, a)
     if impl:
+        # A saturated row's figure is its library's ceiling: the comparison stands (it
+        # is between libraries), and the figure says it is one.
         out.append(f"- implementation: best throughput {fast['cell']} "
-                   f"{fast['saturation_rps']:,.0f} vs {slow['cell']} "
-                   f"{slow['saturation_rps']:,.0f} req/s ({impl:.2f}x); server CPU "
+                   f"{fast['saturation_rps']:,.0f} req/s{_flag(fast['saturation_flags'])} vs "
+                   f"{slow['cell']} {slow['saturation_rps']:,.0f} req/s"
+                   f"{_flag(slow['saturation_flags'])} ({impl:.2f}x); server CPU "
                    f"{_us(a['server_us'])} vs {_us(b['server_us'])} per request, client CPU "
                    f"{_us(a['client_us'])} vs {_us(b['client_us'])}; p50 at c=1 "
-                   f"{_ms(a['c1_p50_ms'])} vs {_ms(b['c1_p50_ms'])}")
+                   f"{_ms(a['c1_p50_ms'])}{_flag(a['c1_flags'])} vs "
+                   f"{_ms(b['c1_p50_ms'])}{_flag(b['c1_flags'])}")
     out.append(f"- wire: {wire_comparison(a, b)}")
     if not impl:
         return out + [""]
@@ -231,6 +237,10 @@ def larger_spread(a: float, a_range: tuple[float, float] | None, b: float,
     return (f"their per-repeat ranges overlap ({names[0]} {a_range[0]:.2f}-{a_range[1]:.2f}x, "
             f"{names[1]} {b_range[0]:.2f}-{b_range[1]:.2f}x): this run cannot say which is "
             "larger")
+
+
+def _flag(words: str) -> str:
+    return f" ({words})" if words else ""
 
 
 def _us(v: float | None) -> str:

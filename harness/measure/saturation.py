@@ -63,6 +63,11 @@ def is_bound(row: dict) -> bool:
     return any(row.get(key) for _, _, key in FLAGS)
 
 
+def bound_words(row: dict) -> str:
+    """The row's saturation flags as the report spells them ("server-bound ..."), or ""."""
+    return " ".join(word for _, word, key in FLAGS if row.get(key))
+
+
 def near_busy(row: dict) -> str:
     """Which of a row's processes came within reach of saturation (its busiest thread at
     >= NEAR_BUSY of a core) without being flagged: "" for none. A figure from such a row

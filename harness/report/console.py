@@ -21,7 +21,7 @@ from rich.text import Text
 from harness.report.tables import (fastest_first, fmt, load_label, rate_figure, rate_text,
                                    swept_label)
 from harness.measure.results import PointResult
-from harness.measure.saturation import FLAGS, STEAL_NOISY
+from harness.measure.saturation import FLAGS, STEAL_NOISY, bound_words
 from harness.run.runner import ProgressSink
 from harness.scenario import PlanPoint
 
@@ -148,7 +148,7 @@ def _clock(seconds: float | None) -> str:
 
 def bound_note(r: dict[str, Any]) -> str:
     """The row's saturation flags: such a row measures a library, not a protocol."""
-    return " ".join(word for _, word, key in FLAGS if r.get(key))
+    return bound_words(r)
 
 
 def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:

@@ -96,7 +96,13 @@ def implementation_table(rows: list[dict[str, Any]]) -> str:
          "server CPU us/message", "client CPU us/message", "best req/s", "p50 at c=1 ms"],
         [[c["cell"], c["server"], c["client"], fmt(c["server_us"], 0), fmt(c["client_us"], 0),
           per_message(c, "server_us"), per_message(c, "client_us"),
-          fmt(c["saturation_rps"], 0), fmt(c["c1_p50_ms"])] for c in cells])
+          _flagged(fmt(c["saturation_rps"], 0), c["saturation_flags"]),
+          _flagged(fmt(c["c1_p50_ms"]), c["c1_flags"])] for c in cells])
+
+
+def _flagged(value: str, words: str) -> str:
+    """A figure from a saturated row, marked as its library's ceiling."""
+    return value + "".join(f" **{w}**" for w in words.split())
 
 
 def time_table(rows: list[dict[str, Any]]) -> str:

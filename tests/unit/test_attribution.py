@@ -95,3 +95,20 @@ def test_a_row_near_saturation_leaves_the_spread_undecided():
     calm = [{**r, "client_core_util": 0.6} if r["cell"] == "rest-h3" else r for r in rows]
     calm = [{k: v for k, v in r.items() if k != "server_core_util"} for r in calm]
     assert "the protocol difference is the larger" in "\n".join(protocol_or_library(calm))
+
+
+def test_a_saturated_rows_figures_are_flagged_where_implementations_are_compared():
+    from harness.report.markdown import implementation_table
+    rows = [row("rest-h1", "rest-h1", 1, 1000, [990, 1010], bound="server at 95%"),
+            row("rest-h1", "rest-h1", 8, 1200, [1190, 1210], bound="server at 96%"),
+            row("rest-h1@caddy+curl", "rest-h1", 1, 600, [590, 610]),
+            row("rest-h1@caddy+curl", "rest-h1", 8, 900, [890, 910])]
+    for r in rows:
+        r["machine_bound"] = ""
+    (line,) = [t for t in protocol_or_library(rows) if t.startswith("- implementation")]
+    assert ("best throughput rest-h1 1,200 req/s (server-bound) vs rest-h1@caddy+curl 900 "
+            "req/s (1.33x)") in line
+    assert line.endswith("p50 at c=1 1.00 ms (server-bound) vs 1.00 ms")
+    table = implementation_table(rows)
+    assert "| 1,200 **server-bound** | 1.000 **server-bound** |" in table
+    assert "| 900 | 1.000 |" in table
