@@ -91,12 +91,22 @@ def _estimate(r: Row) -> Estimate:
     return p50_estimate(field.removesuffix("_p50_ms"), per_repeat)(r)
 
 
-def _separated(a: Row, b: Row) -> bool | None:
-    """True when the two one-user figures' intervals do not overlap; None when either
-    row has one repeat (its run-to-run spread is unknown)."""
-    if _range(a) is None or _range(b) is None:
-        return None
-    return apart(_estimate(a), _estimate(b))
+def _separated(a: Row, b: Row) -> tuple[bool, bool]:
+    """(whether the two one-user figures' intervals are apart, whether both rows have
+    repeats: without, the intervals hold this run's sampling noise only)."""
+    return apart(_estimate(a), _estimate(b)), _range(a) is not None and _range(b) is not None
+
+
+# How a ranking sentence reads, by (intervals apart, both rows repeated).
+_GAP = {(True, True): "their 95% intervals (the verdict's) do not overlap, so the gap is "
+                      "real in this run",
+        (True, False): "their 95% intervals (the verdict's) do not overlap, but with one "
+                       "repeat they hold this run's sampling noise only: whether the gap "
+                       "repeats is unknown",
+        (False, True): "their 95% intervals (the verdict's) overlap: **no difference** this "
+                       "run can resolve",
+        (False, False): "their 95% intervals (the verdict's) overlap: **no difference** this "
+                        "run can resolve"}
 
 
 @dataclass(frozen=True)
@@ -226,16 +236,7 @@ def latency_ranking(rows: list[Row], groups: Any = None) -> list[str]:
             first, second = ok[0], ok[1]
             field = _metric(first)[0]
             factor = second[field] / first[field] if first[field] else float("nan")
-            sep = _separated(first, second)
-            if sep is None:
-                how = ("one repeat, so the run-to-run spread is unknown: treat a gap under "
-                       "about 20% as undecided")
-            elif sep:
-                how = ("their 95% intervals (the verdict's) do not overlap, so the gap is "
-                       "real in this run")
-            else:
-                how = ("their 95% intervals (the verdict's) overlap: **no difference** this "
-                       "run can resolve")
+            how = _GAP[_separated(first, second)]
             out.append(f"- Lowest {kind} latency at {load}{where}: **{_show(first)}**, then "
                        f"{_show(second)} ({factor:.2f}x); {how}. Order: "
                        + " < ".join(f"{r['cell']} {r[field]:.2f}"
@@ -259,10 +260,9 @@ def throughput_ranking(rows: list[Row], groups: Any = None) -> list[str]:
         ok = sorted((r for r in cand if not _bound(r)), key=lambda r: -r["throughput_rps"])
         bound = [r["cell"] for r in cand if _bound(r)]
         if len(ok) >= 2:
-            real = (None if _rps_range(ok[0]) is None or _rps_range(ok[1]) is None
-                    else apart(throughput_estimate(ok[0]), throughput_estimate(ok[1])))
-            how = {None: "spread unknown (one repeat)", True: "95% intervals apart: a real gap",
-                   False: "95% intervals overlap: no difference this run can resolve"}[real]
+            repeated = _rps_range(ok[0]) is not None and _rps_range(ok[1]) is not None
+            real = apart(throughput_estimate(ok[0]), throughput_estimate(ok[1]))
+            how = _GAP[real, repeated].replace("**", "")
             hop = ""
             if carries_hop(ok[0]) != carries_hop(ok[1]):
                 front = ok[0] if carries_hop(ok[0]) else ok[1]

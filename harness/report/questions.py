@@ -150,7 +150,7 @@ def _caveats(best: Estimate, rest: list[Estimate], excluded: list[Row],
     if n < THIN_N:
         out.append(f"n={n}")
     if not any(len(e.row.get("latency_p50_per_repeat_ms") or ()) >= 2 for e in (best, second)):
-        out.append("1 repeat")
+        out.append("1 repeat: the spread between runs is unknown")
     for e in (best, second):
         policy = str(e.row.get("connections_policy") or "reuse")   # None: the default
         if (not policy.startswith("new")
