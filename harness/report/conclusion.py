@@ -97,16 +97,15 @@ def _separated(a: Row, b: Row) -> tuple[bool, bool]:
     return apart(_estimate(a), _estimate(b)), _range(a) is not None and _range(b) is not None
 
 
-# How a ranking sentence reads, by (intervals apart, both rows repeated).
-_GAP = {(True, True): "their 95% intervals (the verdict's) do not overlap, so the gap is "
-                      "real in this run",
-        (True, False): "their 95% intervals (the verdict's) do not overlap, but with one "
-                       "repeat they hold this run's sampling noise only: whether the gap "
-                       "repeats is unknown",
-        (False, True): "their 95% intervals (the verdict's) overlap: **no difference** this "
-                       "run can resolve",
-        (False, False): "their 95% intervals (the verdict's) overlap: **no difference** this "
-                        "run can resolve"}
+def _gap_words(intervals_apart: bool, repeated: bool) -> str:
+    """How a ranking sentence reads the gap between its first two rows."""
+    head = "their 95% intervals (the verdict's)"
+    if not intervals_apart:
+        return f"{head} overlap: **no difference** this run can resolve"
+    if repeated:
+        return f"{head} do not overlap, so the gap is real in this run"
+    return (f"{head} do not overlap, but with one repeat they hold this run's sampling "
+            "noise only: whether the gap repeats is unknown")
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ def latency_ranking(rows: list[Row], groups: Any = None) -> list[str]:
             first, second = ok[0], ok[1]
             field = _metric(first)[0]
             factor = second[field] / first[field] if first[field] else float("nan")
-            how = _GAP[_separated(first, second)]
+            how = _gap_words(*_separated(first, second))
             out.append(f"- Lowest {kind} latency at {load}{where}: **{_show(first)}**, then "
                        f"{_show(second)} ({factor:.2f}x); {how}. Order: "
                        + " < ".join(f"{r['cell']} {r[field]:.2f}"
@@ -262,7 +261,7 @@ def throughput_ranking(rows: list[Row], groups: Any = None) -> list[str]:
         if len(ok) >= 2:
             repeated = _rps_range(ok[0]) is not None and _rps_range(ok[1]) is not None
             real = apart(throughput_estimate(ok[0]), throughput_estimate(ok[1]))
-            how = _GAP[real, repeated].replace("**", "")
+            how = _gap_words(real, repeated).replace("**", "")
             hop = ""
             if carries_hop(ok[0]) != carries_hop(ok[1]):
                 front = ok[0] if carries_hop(ok[0]) else ok[1]
