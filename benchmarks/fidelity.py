@@ -31,7 +31,9 @@ the same native runs; `libcurl` in that list adds "libcurl alone" (curl_alone.py
 with no wirebench code around it), `libcurl-c` adds "libcurl in C" (libcurl_loop.c, the
 same loop in C on the same libcurl; needs a C compiler), `native+N` adds the native tool
 itself with N us of busy client CPU added per request (slowed_native.c, preloaded; needs a
-C compiler): what a client that much slower than wrk / h2load reaches. `--protocols
+C compiler): what a client that much slower than wrk / h2load reaches; `native+0` is the
+A/A control, the native tool against itself, whose spread says what 5% this run can
+resolve. `--protocols
 caddy-http/1.1,caddy-h2c` runs the same against the Caddy front
 (servers/http/caddy_server.py) of the default scenario.
 `--variant before=/path/to/other/checkout` (repeatable) also runs
@@ -104,7 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(auto, async, blocking, sequential; harness.run.load.loadgen), e.g. python:async for "
                         "the asyncio path beside the default; libcurl and libcurl-c add "
                         "libcurl with no wirebench code around it, through pycurl and in C; "
-                        "native+N the native tool with N us of client CPU added per request")
+                        "native+N the native tool with N us of client CPU added per request "
+                        "(native+0: the A/A control)")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=DIR",
                    help="also run every engine from the harness in DIR (another checkout), "
                         "labelled LABEL, in the same interleaved pairs (repeatable)")
