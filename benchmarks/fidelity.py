@@ -33,8 +33,7 @@ same loop in C on the same libcurl; needs a C compiler), `native+N` adds the nat
 itself with N us of busy client CPU added per request (slowed_native.c, preloaded; needs a
 C compiler): what a client that much slower than wrk / h2load reaches; `native+0` is the
 A/A control, the native tool against itself, whose spread says what 5% this run can
-resolve. `--protocols
-caddy-http/1.1,caddy-h2c` runs the same against the Caddy front
+resolve. `--protocols caddy-http/1.1,caddy-h2c` runs the same against the Caddy front
 (servers/http/caddy_server.py) of the default scenario.
 `--variant before=/path/to/other/checkout` (repeatable) also runs
 every engine from another tree's harness, interleaved in the same pairs: a before/after
