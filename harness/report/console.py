@@ -146,11 +146,6 @@ def _clock(seconds: float | None) -> str:
     return str(timedelta(seconds=int(seconds or 0)))
 
 
-def bound_note(r: dict[str, Any]) -> str:
-    """The row's saturation flags: such a row measures a library, not a protocol."""
-    return bound_words(r)
-
-
 def tail_is_thin(r: dict[str, Any], q: float = 0.99) -> bool:
     """Whether the row's p99 rests on fewer than TAIL_SAMPLES samples beyond it."""
     return (r.get("n") or 0) * (1 - q) < TAIL_SAMPLES
@@ -327,6 +322,6 @@ def wide_table(rows: list[dict[str, Any]], streaming: bool) -> Table:
         cells += [fmt(r["payload_up_bytes"], 0), fmt(r["payload_down_bytes"], 0),
                   fmt(r["wire_down_bytes"], 0),
                   fmt(r["client_cpu_ms_per_req"], 3), fmt(r["server_cpu_ms_per_req"], 3),
-                  bound_note(r)]
+                  bound_words(r)]
         table.add_row(*map(escape, cells))     # a link's "[name]" is not markup
     return table

@@ -16,7 +16,7 @@ from harness.report.hol import HolPoint, render_hol_section
 from harness.report.pipeline import render_pipeline_section
 from harness.measure.recorder import FORMULAS, PHASES
 from harness.measure.roundtrips import accounting, dns_accounting
-from harness.measure.saturation import FLAGS, emulator_late
+from harness.measure.saturation import bound_words, emulator_late
 from harness.report.tables import fastest_first, fmt, load_label, table as _table
 
 
@@ -63,8 +63,7 @@ def _paragraph(lines: list[str]) -> list[str]:
 
 
 def _bound_flag(r: dict[str, Any]) -> str:
-    flags = [word for _, word, key in FLAGS if r.get(key)]
-    return " ".join(f"**{f}**" for f in flags) or "-"
+    return _flagged("", bound_words(r)).strip() or "-"
 
 
 def wire_table(rows: list[dict[str, Any]]) -> str:
